@@ -1,0 +1,142 @@
+"""`dcgan` command line: parse, call the Python API, print. Errors are one line, exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dcgan.errors import DCGANError
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a DCGAN", argument_default=argparse.SUPPRESS,
+                       description="Train a DCGAN. Unset options take the preset's and the "
+                                   "dataset's defaults; --dry-run shows the resolved settings.")
+    a = p.add_argument
+    a("--data", help="folder of images, or digits (default) | mnist | fashion-mnist | cifar10 | "
+                     "svhn | celeba | lsun")
+    a("--data-dir", dest="data_dir", help="where a named dataset's files are")
+    a("--exclude", help="text file of image paths (or dataset indices) to leave out")
+    a("--preset", help="pytorch (default) | paper | imagenet32")
+    a("--image-size", dest="image_size", type=int, help="power of two, 16..256")
+    a("--channels", type=int, help="1 (grey) or 3 (RGB)")
+    a("--nz", type=int, help="latent dimension")
+    a("--ngf", type=int, help="generator width")
+    a("--ndf", type=int, help="discriminator width")
+    a("--kernel-size", dest="kernel_size", type=int)
+    a("--batch-size", dest="batch_size", type=int)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="total G updates")
+    length.add_argument("--epochs", type=int, help="passes over the data (default 25)")
+    a("--lr", type=float)
+    a("--beta1", type=float)
+    a("--weight-decay", dest="weight_decay", type=float)
+    a("--label-smoothing", dest="label_smoothing", type=float, help="one-sided, e.g. 0.1")
+    a("--d-steps", dest="d_steps", type=int, help="D updates per G update")
+    a("--seed", type=int)
+    a("--device", help="cpu | cuda | cuda:N | mps | auto")
+    a("--log-every", dest="log_every", type=int)
+    a("--sample-every", dest="sample_every", type=int)
+    a("--checkpoint-every", dest="checkpoint_every", type=int)
+    a("--snapshot-every", dest="snapshot_every", type=int)
+    a("--tensorboard", type=_bool, help="true | false")
+    a("--config", dest="config_file", help="YAML or JSON file of settings")
+    a("--out", help="run directory (default runs/<data>-<preset>)")
+    a("--resume", help="continue the run in this directory")
+    a("--dry-run", dest="dry_run", action="store_true", help="print the resolved settings, exit")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dcgan.config import read_config_file
+    from dcgan.train import configure, train
+
+    opts = dict(vars(args))
+    for k in ("command", "func"):
+        opts.pop(k, None)
+    config_file, resume = opts.pop("config_file", None), opts.pop("resume", None)
+    dry_run = opts.pop("dry_run", False)
+    overrides = {**(read_config_file(config_file) if config_file else {}), **opts}
+    config = configure(overrides, resume=resume)
+    if dry_run:
+        print(json.dumps(config.to_dict(), indent=2))
+        return
+    run = train(config, resume=resume is not None)
+    print(f"done: {run} (samples in {run / 'samples'}, latest checkpoint {run / 'checkpoint.pt'})")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from dcgan.checkpoint import load_generator
+    from dcgan.train import pick_device
+    from dcgan.visualize import grid, save_individual
+
+    if args.n < 1:
+        raise DCGANError(f"--n must be at least 1, got {args.n}")
+    g = load_generator(args.source, pick_device(args.device))
+    images = g.sample(args.n, seed=args.seed)
+    if args.individual:
+        paths = save_individual(images, Path(args.individual))
+        print(f"wrote {len(paths)} images to {args.individual}")
+    if args.out or not args.individual:
+        from torchvision.utils import save_image
+
+        out = Path(args.out or "samples.png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(grid(images, args.nrow), out)
+        print(f"wrote {out}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from dcgan.checkpoint import export
+
+    print(f"wrote {export(args.source, args.out)}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dcgan", description="Deep Convolutional GANs: train, "
+                                "sample and export (Radford, Metz, Chintala 2015).")
+    sub = p.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    s = sub.add_parser("sample", help="generate images from a trained generator")
+    s.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
+    s.add_argument("--n", type=int, default=64, help="number of images")
+    s.add_argument("--out", help="grid PNG (default samples.png unless --individual)")
+    s.add_argument("--nrow", type=int, help="images per grid row")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--individual", help="also write one PNG per sample into this folder")
+    s.add_argument("--device", default="cpu")
+    e = sub.add_parser("export", help="write G's weights and config to one safetensors file")
+    e.add_argument("source", help="run directory or checkpoint .pt")
+    e.add_argument("out", help="output .safetensors file")
+    return p
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except DCGANError as e:
+        print(f"error: {e}", file=sys.stderr)
+        from dcgan.train import TrainingInterrupted
+
+        return 130 if isinstance(e, TrainingInterrupted) else 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

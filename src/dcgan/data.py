@@ -1,0 +1,328 @@
+"""The one place a dataset becomes tensors: any source -> uint8 (N, C, S, S), batched.
+
+Datasets that fit in memory are decoded once (centre crop, resize to the model size), cached on
+disk, and batched by indexing one uint8 tensor: no per-image decoding while training. Larger ones
+(LSUN, very large folders) stream through a DataLoader. Pixels become [-1, 1] floats on the
+training device (`to_float`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from dcgan import datasets
+from dcgan.errors import DCGANError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+NAMED = {"digits", "mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "lsun"}
+# (channels, natural size) of each named dataset; folders default to RGB at 64x64
+NATURAL_SHAPE = {
+    "digits": (1, 32), "mnist": (1, 32), "fashion-mnist": (1, 32), "cifar10": (3, 32),
+    "svhn": (3, 32), "celeba": (3, 64), "lsun": (3, 64),
+}
+CELEBA_FACE_CROP = 108  # centre 108x108 of the 178x218 aligned CelebA images
+MAX_IN_MEMORY_BYTES = int(float(os.environ.get("DCGAN_MAX_MEMORY_GB", "8")) * 2**30)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DCGAN_CACHE_DIR", Path.home() / ".cache" / "dcgan"))
+
+
+@dataclass
+class ImageData:
+    """Images of one size and channel count, in memory or streamed."""
+
+    source: str
+    images: torch.Tensor | None = None  # uint8 (N, C, S, S) when in memory
+    labels: torch.Tensor | None = None  # int64 (N,) where the dataset has labels
+    stream: torch.utils.data.Dataset | None = None  # yields uint8 (C, S, S) or None if unreadable
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.stream)
+
+
+def natural_shape(spec: str) -> tuple[int, int]:
+    return NATURAL_SHAPE.get(spec, (3, 64))
+
+
+# ---- decoding -----------------------------------------------------------------------------
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """Any PIL mode -> 'RGB' or 'L'; 16/32-bit and float images are rescaled to 8 bits."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        img = Image.fromarray(a.round().astype(np.uint8), "L")
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")  # transparent pixels over white
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return img.convert(mode)
+
+
+def decode_image(path: Path, size: int, channels: int, crop: int | None = None) -> torch.Tensor:
+    """One image file -> uint8 (C, size, size): centre crop to a square (or `crop`), resize."""
+    with Image.open(path) as img:
+        w, h = img.size
+        if w * h > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(f"{w}x{h} pixels exceeds PIL's limit")
+        img.draft("RGB" if channels == 3 else "L", (size, size))  # JPEG: decode at reduced scale
+        img = _to_mode(img, "RGB" if channels == 3 else "L")
+        img = TF.center_crop(img, crop or min(img.size))
+        img = TF.resize(img, [size, size], interpolation=TF.InterpolationMode.BICUBIC,
+                        antialias=True)
+        return TF.pil_to_tensor(img)
+
+
+def _try_decode(args) -> torch.Tensor | None:
+    try:
+        return decode_image(*args)
+    except Exception:  # corrupt, truncated, unsupported, too large: reported by the caller
+        return None
+
+
+def list_images(root: Path) -> list[Path]:
+    if not root.exists():
+        raise DCGANError(f"data path {root} does not exist: give a folder of images or one of "
+                         f"{', '.join(sorted(NAMED))}")
+    if not root.is_dir():
+        raise DCGANError(f"data path {root} is not a folder: give a folder of images")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and p.is_file())
+    if not paths:
+        raise DCGANError(f"no images in {root}: expected files ending in "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))} (searched recursively)")
+    return paths
+
+
+def report_skipped(root, skipped: list[Path]) -> None:
+    if skipped:
+        shown = ", ".join(str(p) for p in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        print(f"warning: skipped {len(skipped)} unreadable image(s) in {root}: {shown}{more}",
+              file=sys.stderr)
+
+
+def decode_folder(paths: list[Path], root: Path, size: int, channels: int,
+                  crop: int | None = None) -> torch.Tensor:
+    """Decode every file in threads (PIL releases the GIL); unreadable ones are skipped."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        decoded = list(pool.map(_try_decode, [(p, size, channels, crop) for p in paths],
+                                chunksize=64))
+    skipped = [p for p, x in zip(paths, decoded, strict=True) if x is None]
+    report_skipped(root, skipped)
+    kept = [x for x in decoded if x is not None]
+    if not kept:
+        raise DCGANError(f"none of the {len(paths)} image file(s) in {root} could be read")
+    return torch.stack(kept)
+
+
+def resize_array(images: np.ndarray, size: int, channels: int) -> torch.Tensor:
+    """uint8 (N, H, W[, C]) -> uint8 (N, channels, size, size), antialiased bilinear resize."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    if x.shape[1] != channels:
+        x = x.expand(-1, 3, -1, -1) if channels == 3 else TF.rgb_to_grayscale(x)
+    s = min(x.shape[-2:])
+    x = TF.center_crop(x, [s, s])
+    if s == size:
+        return x.contiguous()
+    out = []
+    for chunk in x.split(4096):
+        y = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+        out.append(y.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+# ---- streaming ----------------------------------------------------------------------------
+
+class FolderStream(torch.utils.data.Dataset):
+    """Image files decoded on access; unreadable ones come back as None and are dropped."""
+
+    def __init__(self, paths: list[Path], size: int, channels: int, crop: int | None = None):
+        self.paths, self.size, self.channels, self.crop = paths, size, channels, crop
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor | None:
+        return _try_decode((self.paths[i], self.size, self.channels, self.crop))
+
+
+class LMDBStream(torch.utils.data.Dataset):
+    """LSUN's LMDB databases: each value is an encoded image (webp or jpeg)."""
+
+    def __init__(self, path: Path, size: int, channels: int):
+        try:
+            import lmdb
+        except ImportError:
+            raise DCGANError("lsun needs the lmdb package: pip install 'dcgan[lmdb]'") from None
+        if not path.is_dir():
+            raise DCGANError(f"lsun: LMDB folder {path} not found. Download a category with LSUN's "
+                             "download.py, unzip it and pass the *_lmdb folder with --data-dir")
+        self.path, self.size, self.channels, self.env = path, size, channels, None
+        try:
+            env = lmdb.open(str(path), readonly=True, lock=False, readahead=False)
+            with env.begin() as txn:
+                self.keys = list(txn.cursor().iternext(values=False))
+            env.close()
+        except lmdb.Error as e:
+            raise DCGANError(f"lsun: {path} is not a readable LMDB database ({e})") from None
+        if not self.keys:
+            raise DCGANError(f"lsun: LMDB database {path} is empty")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> torch.Tensor | None:
+        import lmdb
+
+        if self.env is None:  # opened lazily, once per DataLoader worker
+            self.env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False)
+        with self.env.begin() as txn:
+            value = txn.get(self.keys[i])
+        return _try_decode((io.BytesIO(value), self.size, self.channels, None))
+
+    def __getstate__(self):
+        return {**self.__dict__, "env": None}
+
+
+# ---- opening a dataset --------------------------------------------------------------------
+
+def _read_exclude(path: str | None) -> set[str]:
+    if path is None:
+        return set()
+    try:
+        return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+    except OSError as e:
+        raise DCGANError(f"cannot read exclude list {path}: {e.strerror}") from None
+
+
+def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decode once: the result of build() is kept in the cache folder under a hash of `key`."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir() / f"{digest}.safetensors"
+    if path.is_file():
+        try:
+            t = load_file(path)
+            return t["images"], t.get("labels")
+        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    images, labels = build()
+    tensors = {"images": images.contiguous()}
+    if labels is not None:
+        tensors["labels"] = labels
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except OSError as e:  # caching is an optimisation: warn and go on
+        print(f"warning: could not write dataset cache {path}: {e}", file=sys.stderr)
+    return images, labels
+
+
+def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None = None,
+                 split: str = "train", exclude: str | None = None) -> ImageData:
+    """`spec` is a named dataset or a folder of images; see README for the accepted layouts."""
+    excluded = _read_exclude(exclude)
+    key = dict(spec=spec, data_dir=data_dir, split=split, size=image_size, channels=channels,
+               exclude=sorted(excluded), version=1)
+    if spec == "lsun":
+        return ImageData(spec, stream=LMDBStream(Path(data_dir or ""), image_size, channels))
+    if spec in ("digits", "mnist", "fashion-mnist", "cifar10", "svhn"):
+        def build():
+            if spec == "digits":
+                x, y = datasets.read_digits()
+            elif spec in ("mnist", "fashion-mnist"):
+                x, y = datasets.read_mnist(spec, data_dir, split)
+            elif spec == "cifar10":
+                x, y = datasets.read_cifar10(data_dir, split)
+            else:
+                x, y = datasets.read_svhn(data_dir, split)
+            keep = np.array([str(i) not in excluded for i in range(len(x))], dtype=bool)
+            return resize_array(x[keep], image_size, channels), torch.from_numpy(y[keep])
+
+        images, labels = _cached(key, build) if spec != "digits" else build()
+        return ImageData(spec, images=images, labels=labels)
+
+    crop = None
+    if spec == "celeba":
+        if data_dir is None:
+            raise DCGANError("celeba: no --data-dir given. Download img_align_celeba.zip from the "
+                             "CelebA page, unzip it and pass the folder with --data-dir")
+        root = Path(data_dir)
+        root = root / "img_align_celeba" if (root / "img_align_celeba").is_dir() else root
+        crop = CELEBA_FACE_CROP
+    else:
+        root = Path(spec)
+    paths = list_images(root)
+    paths = [p for p in paths if str(p) not in excluded and str(p.relative_to(root)) not in excluded]
+    if not paths:
+        raise DCGANError(f"every image in {root} is excluded by {exclude}")
+    if len(paths) * channels * image_size**2 > MAX_IN_MEMORY_BYTES:
+        return ImageData(str(root), stream=FolderStream(paths, image_size, channels, crop))
+    key["files"] = hashlib.sha256("\n".join(
+        f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths).encode()).hexdigest()
+    images, _ = _cached(key, lambda: (decode_folder(paths, root, image_size, channels, crop), None))
+    return ImageData(str(root), images=images)
+
+
+# ---- batching -----------------------------------------------------------------------------
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of epoch `epoch`: a function of (seed, epoch) alone, so resume is exact."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def _drop_unreadable(items: list) -> torch.Tensor:
+    kept = [x for x in items if x is not None]
+    return torch.stack(kept) if kept else torch.empty(0, dtype=torch.uint8)
+
+
+def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int = 0,
+            device: torch.device | str = "cpu", workers: int = 2) -> Iterator[torch.Tensor]:
+    """uint8 batches of one epoch, skipping its first `start` batches; the last partial batch is
+    dropped so every step sees `batch_size` images."""
+    order = epoch_order(len(data), seed, epoch)
+    order = order[start * batch_size: (len(order) // batch_size) * batch_size]
+    if data.images is not None:
+        images = data.images
+        if images.device != torch.device(device):
+            images = data.images = images.to(device)  # once: the dataset lives on the device
+        for idx in order.split(batch_size):
+            yield images[idx.to(images.device)]
+        return
+    loader = torch.utils.data.DataLoader(
+        data.stream, batch_size=batch_size, sampler=order.tolist(), num_workers=workers,
+        collate_fn=_drop_unreadable, pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=False)
+    for batch in loader:
+        if len(batch):
+            yield batch.to(device, non_blocking=True)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1] (paper §4: G ends in tanh)."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255]."""
+    return x.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)

@@ -1,0 +1,224 @@
+"""DCGAN generator and discriminator for any square image size 2^k (paper §3).
+
+The architecture guidelines hold for every configuration:
+- no pooling: D downsamples with strided convolutions, G upsamples with transposed ones;
+- BatchNorm everywhere except G's output layer and D's input layer;
+- no fully connected hidden layers: G projects z to a 4x4 map, D maps its 4x4 map to one logit;
+- G uses ReLU and a Tanh output, D uses LeakyReLU(0.2);
+- weights ~ N(0, 0.02), BN gain ~ N(1, 0.02), and no conv bias where BatchNorm follows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from dcgan.errors import DCGANError
+
+PROJECTIONS = ("conv", "linear")
+LATENT_PRIORS = ("normal", "uniform")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that fixes the shapes of G and D."""
+
+    image_size: int = 64  # square side, a power of two from 16 to 256
+    channels: int = 3  # 1 grey, 3 RGB
+    nz: int = 100  # dimension of the latent z
+    ngf: int = 64  # G width: channels of G's last hidden layer
+    ndf: int = 64  # D width: channels of D's first layer
+    kernel_size: int = 4  # 4 in the Torch lineage, 5 in the paper, 3 for imagenet32
+    projection: str = "conv"  # conv: 4x4 transposed conv from 1x1; linear: linear + BN over all units
+    latent: str = "normal"  # prior of z: normal N(0, 1) or uniform U(-1, 1)
+    alternate_strides: bool = False  # a stride-1 conv beside each stride-2 one (imagenet32)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        s = self.image_size
+        if not isinstance(s, int) or s < 16 or s > 256 or s & (s - 1):
+            raise DCGANError(
+                f"unsupported image size {s!r}: use a power of two from 16 to 256 "
+                "(28x28 data such as MNIST is resized to 32)"
+            )
+        if self.channels not in (1, 3):
+            raise DCGANError(f"unsupported channel count {self.channels!r}: use 1 (grey) or 3 (RGB)")
+        for name in ("nz", "ngf", "ndf", "kernel_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise DCGANError(f"{name} must be a positive integer, got {value!r}")
+        if self.kernel_size < 2:
+            raise DCGANError(f"kernel_size must be at least 2, got {self.kernel_size}")
+        if self.alternate_strides and self.kernel_size % 2 == 0:
+            raise DCGANError(
+                f"alternate_strides needs an odd kernel_size (stride-1 layers keep the size only "
+                f"with symmetric padding), got {self.kernel_size}"
+            )
+        if self.projection not in PROJECTIONS:
+            raise DCGANError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+        if self.latent not in LATENT_PRIORS:
+            raise DCGANError(f"latent must be one of {LATENT_PRIORS}, got {self.latent!r}")
+
+    @property
+    def levels(self) -> int:
+        """Number of 2x resolution changes between 4x4 and the image size."""
+        return int(math.log2(self.image_size)) - 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _padding(k: int) -> tuple[int, int]:
+    """(padding, output_padding) so that a stride-2 (transposed) conv exactly halves (doubles)."""
+    p = (k - 1) // 2
+    return p, 2 + 2 * p - k
+
+
+def _up(cin: int, cout: int, k: int, stride: int, bn: bool) -> nn.Sequential:
+    p, op = _padding(k)
+    op = op if stride == 2 else 0
+    conv = nn.ConvTranspose2d(cin, cout, k, stride, p, output_padding=op, bias=not bn)
+    if bn:
+        return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(conv, nn.Tanh())
+
+
+def _down(cin: int, cout: int, k: int, stride: int, bn: bool) -> nn.Sequential:
+    p, _ = _padding(k)
+    conv = nn.Conv2d(cin, cout, k, stride, p, bias=not bn)
+    layers = [conv, nn.BatchNorm2d(cout)] if bn else [conv]
+    return nn.Sequential(*layers, nn.LeakyReLU(0.2, inplace=True))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Paper §4: all weights ~ N(0, 0.02); BN gain ~ N(1, 0.02), BN bias 0; biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class ProjectAndReshape(nn.Module):
+    """z (N, nz) -> (N, c, 4, 4): G's first layer, a matrix multiply of z (paper §3)."""
+
+    def __init__(self, nz: int, c: int, kind: str):
+        super().__init__()
+        self.c = c
+        if kind == "conv":  # Torch lineage: 4x4 transposed conv from a 1x1 map
+            self.project = nn.ConvTranspose2d(nz, c, 4, 1, 0, bias=False)
+            self.bn = nn.BatchNorm2d(c)
+        else:  # paper's code: linear layer, BatchNorm over all c*4*4 units
+            self.project = nn.Linear(nz, c * 16, bias=False)
+            self.bn = nn.BatchNorm1d(c * 16)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.project, nn.Linear):
+            return self.act(self.bn(self.project(z))).view(-1, self.c, 4, 4)
+        return self.act(self.bn(self.project(z.view(*z.shape, 1, 1))))
+
+
+class Generator(nn.Module):
+    """z -> image in [-1, 1] of shape (channels, image_size, image_size)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c, k, n = config, config.kernel_size, config.levels
+        width = [c.ngf * 2 ** (n - 1 - i) for i in range(n)]  # channels entering level i
+        self.project_and_reshape = ProjectAndReshape(c.nz, width[0], c.projection)
+        # state size. width[0] x 4 x 4, doubling in size and halving in channels per level
+        blocks = []
+        for i in range(n):
+            last = i == n - 1
+            cout = c.channels if last else width[i + 1]
+            if c.alternate_strides:  # 2x up at constant width, then a stride-1 layer changes width
+                blocks += [_up(width[i], width[i], k, 2, True), _up(width[i], cout, k, 1, not last)]
+            else:
+                blocks.append(_up(width[i], cout, k, 2, not last))
+        # state size. channels x image_size x image_size, Tanh output, no BN
+        self.blocks = nn.ModuleList(blocks)
+        init_weights(self)
+
+    def forward(self, z: torch.Tensor, return_features: bool = False):
+        h = self.project_and_reshape(z)
+        feature_maps = [h]
+        for block in self.blocks:
+            h = block(h)
+            feature_maps.append(h)
+        return (h, feature_maps) if return_features else h
+
+    def sample_latent(
+        self, n: int, generator: torch.Generator | None = None, device=None
+    ) -> torch.Tensor:
+        """n draws from the prior of z, on CPU from `generator`, then moved to `device`."""
+        if self.config.latent == "uniform":
+            z = torch.rand(n, self.config.nz, generator=generator) * 2 - 1
+        else:
+            z = torch.randn(n, self.config.nz, generator=generator)
+        return z.to(device or next(self.parameters()).device)
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
+        """n images in [-1, 1] on the model's device; BN in inference mode while sampling."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = self.sample_latent(n, gen)
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.cat([self(chunk) for chunk in z.split(batch_size)])
+        finally:
+            self.train(was_training)
+
+
+class Discriminator(nn.Module):
+    """image -> one logit per image (no sigmoid: the loss is BCE with logits)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c, k, n = config, config.kernel_size, config.levels
+        width = [c.ndf * 2**i for i in range(n)]  # channels of level i
+        blocks = []
+        cin = c.channels
+        for i in range(n):
+            if c.alternate_strides:  # stride-1 conv changes width, stride-2 conv halves the size
+                blocks += [_down(cin, width[i], k, 1, i > 0), _down(width[i], width[i], k, 2, True)]
+            else:
+                blocks.append(_down(cin, width[i], k, 2, i > 0))  # no BN on D's input layer
+            cin = width[i]
+        # state size. width[-1] x 4 x 4
+        self.blocks = nn.ModuleList(blocks)
+        if c.projection == "conv":  # Torch lineage: a 4x4 valid conv down to 1x1
+            self.head = nn.Sequential(nn.Conv2d(cin, 1, 4, 1, 0), nn.Flatten(0))
+        else:  # paper's code: flatten, linear to one logit
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * 16, 1), nn.Flatten(0))
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        feature_maps = []
+        h = x
+        for block in self.blocks:
+            h = block(h)
+            feature_maps.append(h)
+        logits = self.head(h)
+        return (logits, feature_maps) if return_features else logits
+
+
+def build(config: ModelConfig) -> tuple[Generator, Discriminator]:
+    """The one place a network pair is made from a config."""
+    return Generator(config), Discriminator(config)

@@ -1,0 +1,287 @@
+"""The training loop (paper §4), read top to bottom, with exact resume.
+
+One step = d_steps updates of D, then one update of G:
+  D maximizes log D(x) + log(1 - D(G(z)))   (real and fake in separate forward passes)
+  G maximizes log D(G(z))                   (the non-saturating loss)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dcgan import checkpoint
+from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
+from dcgan.data import ImageData, batches, natural_shape, open_dataset, to_float
+from dcgan.errors import DCGANError
+from dcgan.models import build
+from dcgan.visualize import plot_losses, save_samples
+
+DEFAULT_EPOCHS = 25
+
+
+class TrainingInterrupted(DCGANError):
+    """SIGINT or SIGTERM arrived; a checkpoint at the current step was written first."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DCGANError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    name = Path(config.data).name if Path(config.data).exists() else config.data
+    return Path("runs") / f"{name}-{config.preset}"
+
+
+def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
+    """Resolve the settings of a new run, or of a resumed one (only run length and outputs may
+    change on resume: anything else is an error naming each difference)."""
+    if resume is None:
+        data = overrides.get("data", TrainConfig.data)
+        config = resolve(overrides, data_shape=natural_shape(data))
+        config.out = str(config.out or default_run_dir(config))
+        return config
+    stored = from_dict(checkpoint.load(resume)["config"])
+    merged = {**{k: v for k, v in stored.to_dict().items() if k != "model"},
+              **stored.model.to_dict(), **overrides, "out": str(resume)}
+    if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
+        merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
+    config = resolve(merged)
+    changed = differences(stored, config, ignore=RESUMABLE_CHANGES | {"lr"})
+    if changed:
+        raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
+                         "Start a new run with --out instead.")
+    return config
+
+
+def real_batches(data: ImageData, config: TrainConfig, device, start_batch: int) -> Iterator:
+    """Real batches forever, epoch after epoch, starting at global batch index `start_batch`."""
+    per_epoch = len(data) // config.batch_size
+    epoch, position = divmod(start_batch, per_epoch)
+    while True:
+        yield from batches(data, config.batch_size, config.seed, epoch, position, device)
+        epoch, position = epoch + 1, 0
+
+
+def train(config: TrainConfig | dict, resume: bool = False) -> Path:
+    """Train a DCGAN; returns the run directory. `config` may be a dict of settings.
+
+    With resume=True, continues the run in config.out from its checkpoint.pt.
+    """
+    if isinstance(config, dict):
+        config = configure(config)
+    run = Path(config.out or default_run_dir(config))
+    latest = run / checkpoint.LATEST
+    if not resume and latest.exists():
+        raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
+                         "or choose another --out")
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+
+    mc = config.model
+    data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir,
+                        exclude=config.exclude)
+    B = config.batch_size
+    if len(data) < B:
+        raise DCGANError(f"batch size {B} is larger than the dataset ({len(data)} images in "
+                         f"{data.source}): use --batch-size {len(data)} or fewer")
+    per_epoch = len(data) // B  # real batches per epoch (the last partial one is dropped)
+    total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
+
+    G, D = build(mc)
+    G.to(device)
+    D.to(device)
+    adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
+    opt_g = torch.optim.Adam(G.parameters(), **adam)
+    opt_d = torch.optim.Adam(D.parameters(), **adam)
+    noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps
+    fixed_z = G.sample_latent(config.n_samples, torch.Generator().manual_seed(config.seed))
+
+    start = 0
+    if resume:
+        ckpt = checkpoint.load(run)
+        G.load_state_dict(ckpt["generator"])
+        D.load_state_dict(ckpt["discriminator"])
+        opt_g.load_state_dict(ckpt["optimizer_g"])
+        opt_d.load_state_dict(ckpt["optimizer_d"])
+        for group in opt_g.param_groups + opt_d.param_groups:
+            group["lr"] = config.lr
+        checkpoint.set_rng_state(ckpt["rng"], noise)
+        start = ckpt["step"]
+        _truncate_metrics(run / "metrics.jsonl", start)
+    run.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write(run / "config.json",
+                            lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
+
+    def state(step: int) -> dict:
+        return dict(generator=G.state_dict(), discriminator=D.state_dict(),
+                    optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict(), step=step,
+                    epoch=step * config.d_steps // per_epoch, config=config.to_dict(),
+                    rng=checkpoint.rng_state(noise))
+
+    def save(step: int) -> None:
+        checkpoint.save(latest, state(step))
+        if step % config.snapshot_every == 0 or step == total:
+            snap = run / "snapshots" / f"step_{step:08d}.pt"
+            snap.parent.mkdir(exist_ok=True)
+            snap.unlink(missing_ok=True)
+            os.link(latest, snap)  # the latest file is only ever replaced, so a link is a copy
+
+    writer = None
+    if config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run / "tensorboard"), purge_step=start or None)
+    metrics = open(run / "metrics.jsonl", "a")
+    stop = []  # the signal that asked us to stop, if any
+    handlers = _install_stop_handlers(stop)
+
+    real_target = torch.full((B,), 1.0 - config.label_smoothing, device=device)  # one-sided
+    fake_target = torch.zeros(B, device=device)
+    ones = torch.ones(B, device=device)
+    stream = real_batches(data, config, device, start * config.d_steps)
+    sums = torch.zeros(4, device=device)  # loss_D, loss_G, D(x), D(G(z)) since the last log
+    counted, tick = 0, time.perf_counter()
+    bar = tqdm(total=total * B, initial=start * B, unit="img", unit_scale=True, dynamic_ncols=True,
+               disable=not sys.stderr.isatty(), desc=run.name)
+    print(f"training {run}: {len(data)} images from {data.source}, steps {start}->{total}, "
+          f"device {device}", file=sys.stderr)
+    try:
+        for step in range(start, total):
+            # (1) D: maximize log D(x) + log(1 - D(G(z)))
+            for j in range(config.d_steps):
+                real = to_float(next(stream))
+                b = len(real)
+                z = G.sample_latent(b, noise, device)
+                with torch.set_grad_enabled(j == config.d_steps - 1):  # G's graph for step (2)
+                    fake = G(z)
+                opt_d.zero_grad(set_to_none=True)
+                out_real = D(real)
+                out_fake = D(fake.detach())
+                loss_d = (F.binary_cross_entropy_with_logits(out_real, real_target[:b])
+                          + F.binary_cross_entropy_with_logits(out_fake, fake_target[:b]))
+                loss_d.backward()
+                opt_d.step()
+            # (2) G: maximize log D(G(z)), reusing this step's G(z); D's weights get no gradient
+            D.requires_grad_(False)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g = F.binary_cross_entropy_with_logits(D(fake), ones[:b])
+            loss_g.backward()
+            opt_g.step()
+            D.requires_grad_(True)
+
+            with torch.no_grad():
+                sums += torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(),
+                                     torch.sigmoid(out_fake).mean()])
+            counted += 1
+            bar.update(b)
+            done = step + 1
+            if done % config.log_every == 0 or done == total:
+                row = _log_row(sums / counted, done, per_epoch, config, counted * b, tick)
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+                if writer:
+                    for k in ("loss_D", "loss_G", "D_x", "D_G_z", "img_per_s"):
+                        writer.add_scalar(k, row[k], done)
+                bar.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=f"{row['loss_G']:.3f}")
+                if bar.disable and (done % config.sample_every == 0 or done == total):
+                    print(f"step {done}/{total} loss_D {row['loss_D']:.4f} loss_G "
+                          f"{row['loss_G']:.4f} D(x) {row['D_x']:.3f} D(G(z)) {row['D_G_z']:.3f} "
+                          f"{row['img_per_s']:.0f} img/s", file=sys.stderr)
+                sums.zero_()
+                counted, tick = 0, time.perf_counter()
+            if done % config.sample_every == 0 or done == total:
+                g = save_samples(G, fixed_z, run / "samples" / f"step_{done:08d}.png")
+                if writer:
+                    writer.add_image("samples", g, done)
+            if done % config.checkpoint_every == 0 or done == total or stop:
+                _check_finite(sums, counted, done, latest)
+                save(done)
+            if stop:
+                raise TrainingInterrupted(
+                    f"stopped by signal {stop[0]} at step {done}; checkpoint saved in {latest}. "
+                    f"Continue with: dcgan train --resume {run}")
+    finally:
+        bar.close()
+        metrics.close()
+        if writer:
+            writer.close()
+        _restore_handlers(handlers)
+    save_samples(G, fixed_z, run / "samples" / "final.png")
+    plot_losses(run / "metrics.jsonl", run / "losses.png")
+    return run
+
+
+def _log_row(means: torch.Tensor, step: int, per_epoch: int, config: TrainConfig, images: int,
+             tick: float) -> dict:
+    loss_d, loss_g, d_x, d_g_z = means.tolist()
+    if not all(map(np.isfinite, (loss_d, loss_g))):
+        raise DCGANError(f"non-finite loss at step {step} (loss_D={loss_d}, loss_G={loss_g}): "
+                         "training diverged. The last good checkpoint is intact; resume it with "
+                         "a lower --lr")
+    return dict(step=step, epoch=step * config.d_steps / per_epoch,
+                kimg=step * config.batch_size * config.d_steps / 1000, loss_D=loss_d,
+                loss_G=loss_g, D_x=d_x, D_G_z=d_g_z,
+                img_per_s=images / max(time.perf_counter() - tick, 1e-9), time=time.time())
+
+
+def _check_finite(sums: torch.Tensor, counted: int, step: int, latest: Path) -> None:
+    """Never write a checkpoint of a diverged model."""
+    if counted and not torch.isfinite(sums[:2]).all():
+        raise DCGANError(f"non-finite loss before step {step}: training diverged. The last good "
+                         f"checkpoint {latest} is intact; resume it with a lower --lr")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric rows logged after the checkpoint we resume from: those steps run again."""
+    if path.is_file():
+        rows = [r for r in path.read_text().splitlines() if r.strip()]
+        kept = [r for r in rows if json.loads(r)["step"] <= step]
+        checkpoint.atomic_write(path, lambda f: f.write("".join(r + "\n" for r in kept).encode()))
+
+
+def _install_stop_handlers(stop: list) -> dict:
+    """SIGINT/SIGTERM finish the current step, save a checkpoint and stop (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        stop.append(signum)
+        signal.signal(signum, previous[signum])  # a second signal acts at once
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, handler)
+    return previous
+
+
+def _restore_handlers(previous: dict) -> None:
+    for s, h in previous.items():
+        signal.signal(s, h)

@@ -1,0 +1,75 @@
+"""Pictures of a run: sample grids and the loss curve."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from dcgan.models import Generator
+
+
+@torch.no_grad()
+def grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
+    """Images in [-1, 1] -> one float grid image in [0, 1], square-ish by default."""
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
+    return make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, normalize=True,
+                     value_range=(-1, 1))
+
+
+@torch.no_grad()
+def save_samples(generator: Generator, z: torch.Tensor, path: Path) -> torch.Tensor:
+    """G(z) as a PNG grid, with BN in inference mode while sampling; returns the grid."""
+    was_training = generator.training
+    generator.eval()
+    try:
+        images = generator(z)
+    finally:
+        generator.train(was_training)
+    g = grid(images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(g, path)
+    return g
+
+
+def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[Path]:
+    """One PNG per image in [-1, 1]: folder/000000.png, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, x in enumerate(images.detach().cpu()):
+        p = folder / f"{start + i:06d}.png"
+        save_image(x.add(1).div(2).clamp(0, 1), p)
+        paths.append(p)
+    return paths
+
+
+def plot_losses(metrics_path: Path, out: Path) -> Path | None:
+    """loss_D and loss_G, D(x) and D(G(z)) against step, from metrics.jsonl."""
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
+        if metrics_path.is_file() else []
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss_D", "loss_G"):
+        ax1.plot(steps, [r[key] for r in rows], label=key)
+    for key in ("D_x", "D_G_z"):
+        ax2.plot(steps, [r[key] for r in rows], label=key.replace("D_G_z", "D(G(z))")
+                 .replace("D_x", "D(x)"))
+    ax1.set(xlabel="step", ylabel="BCE loss", title="losses")
+    ax2.set(xlabel="step", ylabel="mean probability", title="discriminator outputs", ylim=(0, 1))
+    for ax in (ax1, ax2):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
