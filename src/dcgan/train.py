@@ -25,7 +25,7 @@ from dcgan import checkpoint
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
 from dcgan.data import ImageData, batches, natural_shape, open_dataset, to_float
 from dcgan.errors import DCGANError
-from dcgan.models import build
+from dcgan.models import Discriminator, Generator, build
 from dcgan.visualize import plot_losses, save_samples
 
 DEFAULT_EPOCHS = 25
@@ -161,48 +161,22 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     stop = []  # the signal that asked us to stop, if any
     handlers = _install_stop_handlers(stop)
 
-    real_target = torch.full((B,), 1.0 - config.label_smoothing, device=device)  # one-sided
-    fake_target = torch.zeros(B, device=device)
-    ones = torch.ones(B, device=device)
     stream = real_batches(data, config, device, start * config.d_steps)
     sums = torch.zeros(4, device=device)  # loss_D, loss_G, D(x), D(G(z)) since the last log
     counted, tick = 0, time.perf_counter()
-    bar = tqdm(total=total * B, initial=start * B, unit="img", unit_scale=True, dynamic_ncols=True,
-               disable=not sys.stderr.isatty(), desc=run.name)
+    bar = tqdm(total=total * B * config.d_steps, initial=start * B * config.d_steps, unit="img",
+               unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty(), desc=run.name)
     print(f"training {run}: {len(data)} images from {data.source}, steps {start}->{total}, "
           f"device {device}", file=sys.stderr)
     try:
         for step in range(start, total):
-            # (1) D: maximize log D(x) + log(1 - D(G(z)))
-            for j in range(config.d_steps):
-                real = to_float(next(stream))
-                b = len(real)
-                z = G.sample_latent(b, noise, device)
-                with torch.set_grad_enabled(j == config.d_steps - 1):  # G's graph for step (2)
-                    fake = G(z)
-                opt_d.zero_grad(set_to_none=True)
-                out_real = D(real)
-                out_fake = D(fake.detach())
-                loss_d = (F.binary_cross_entropy_with_logits(out_real, real_target[:b])
-                          + F.binary_cross_entropy_with_logits(out_fake, fake_target[:b]))
-                loss_d.backward()
-                opt_d.step()
-            # (2) G: maximize log D(G(z)), reusing this step's G(z); D's weights get no gradient
-            D.requires_grad_(False)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g = F.binary_cross_entropy_with_logits(D(fake), ones[:b])
-            loss_g.backward()
-            opt_g.step()
-            D.requires_grad_(True)
-
-            with torch.no_grad():
-                sums += torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(),
-                                     torch.sigmoid(out_fake).mean()])
+            sums += train_step(G, D, opt_g, opt_d, stream, noise, config)
             counted += 1
-            bar.update(b)
+            bar.update(B * config.d_steps)
             done = step + 1
             if done % config.log_every == 0 or done == total:
-                row = _log_row(sums / counted, done, per_epoch, config, counted * b, tick)
+                row = _log_row(sums / counted, done, per_epoch, config, counted * B * config.d_steps,
+                               tick)
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
                 if writer:
@@ -235,6 +209,39 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     save_samples(G, fixed_z, run / "samples" / "final.png")
     plot_losses(run / "metrics.jsonl", run / "losses.png")
     return run
+
+
+def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
+               opt_d: torch.optim.Optimizer, reals: Iterator[torch.Tensor], noise: torch.Generator,
+               config: TrainConfig) -> torch.Tensor:
+    """d_steps updates of D, then one of G. Returns [loss_D, loss_G, D(x), D(G(z))], detached."""
+    device = next(G.parameters()).device
+    # (1) D: maximize log D(x) + log(1 - D(G(z)))
+    for j in range(config.d_steps):
+        real = to_float(next(reals))
+        b = len(real)
+        z = G.sample_latent(b, noise, device)
+        with torch.set_grad_enabled(j == config.d_steps - 1):  # keep G's graph for step (2)
+            fake = G(z)
+        opt_d.zero_grad(set_to_none=True)
+        out_real = D(real)
+        out_fake = D(fake.detach())  # a separate pass: real and fake get their own BN statistics
+        loss_d = (F.binary_cross_entropy_with_logits(
+            out_real, torch.full_like(out_real, 1.0 - config.label_smoothing))  # one-sided
+            + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
+        loss_d.backward()
+        opt_d.step()
+    # (2) G: maximize log D(G(z)), reusing this step's G(z); D's weights get no gradient
+    D.requires_grad_(False)
+    opt_g.zero_grad(set_to_none=True)
+    out = D(fake)
+    loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+    loss_g.backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    with torch.no_grad():
+        return torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(),
+                            torch.sigmoid(out_fake).mean()])
 
 
 def _log_row(means: torch.Tensor, step: int, per_epoch: int, config: TrainConfig, images: int,
