@@ -54,6 +54,13 @@ class TrainConfig:
     d_steps: int = 1  # D updates per G update
     seed: int = 0
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
+    # health
+    on_divergence: str = "stop"  # non-finite loss: stop, or rollback to the last checkpoint
+    rollback_lr_factor: float = 0.5  # each rollback multiplies both learning rates by this
+    max_rollbacks: int = 3
+    vanishing_loss: float = 0.01  # warn when loss_D stays below this (G's gradient vanishes) ...
+    vanishing_patience: int = 200  # ... for this many steps
+    collapse_threshold: float = 0.1  # warn when sample diversity / real diversity falls below this
     # outputs
     out: str | None = None  # run directory; default runs/<data>-<preset>
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard rows
@@ -70,7 +77,8 @@ class TrainConfig:
 # Fields a resumed run may change: how long it runs and what it writes, never what it learns.
 RESUMABLE_CHANGES = {
     "steps", "epochs", "device", "out", "log_every", "sample_every", "checkpoint_every",
-    "snapshot_every", "n_samples", "tensorboard", "data_dir",
+    "snapshot_every", "n_samples", "tensorboard", "data_dir", "lr", "on_divergence",
+    "rollback_lr_factor", "max_rollbacks", "vanishing_loss", "vanishing_patience", "collapse_threshold",
 }
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"model"}
@@ -150,7 +158,7 @@ def resolve(overrides: dict, data_shape: tuple[int, int] | None = None) -> Train
 
 def check(config: TrainConfig) -> None:
     for name in ("batch_size", "d_steps", "log_every", "sample_every", "checkpoint_every",
-                 "snapshot_every", "n_samples"):
+                 "snapshot_every", "n_samples", "vanishing_patience"):
         if getattr(config, name) < 1:
             raise DCGANError(f"{name} must be at least 1, got {getattr(config, name)}")
     for name in ("steps", "epochs"):
@@ -163,6 +171,10 @@ def check(config: TrainConfig) -> None:
         raise DCGANError(f"lr must be positive, got {config.lr}")
     if not (0 <= config.beta1 < 1 and 0 <= config.beta2 < 1):
         raise DCGANError(f"beta1 and beta2 must lie in [0, 1), got {config.beta1}, {config.beta2}")
+    if config.on_divergence not in ("stop", "rollback"):
+        raise DCGANError(f"on_divergence must be stop or rollback, got {config.on_divergence!r}")
+    if not 0 < config.rollback_lr_factor < 1:
+        raise DCGANError(f"rollback_lr_factor must lie in (0, 1), got {config.rollback_lr_factor}")
     if not 0 <= config.label_smoothing < 1:
         raise DCGANError(f"label_smoothing must lie in [0, 1), got {config.label_smoothing}")
 

@@ -318,6 +318,15 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
             yield batch.to(device, non_blocking=True)
 
 
+def stream_batches(data: ImageData, batch_size: int, seed: int, device: torch.device | str = "cpu",
+                   start_batch: int = 0) -> Iterator[torch.Tensor]:
+    """uint8 batches forever, epoch after epoch, from global batch index `start_batch` on."""
+    epoch, position = divmod(start_batch, len(data) // batch_size)
+    while True:
+        yield from batches(data, batch_size, seed, epoch, position, device)
+        epoch, position = epoch + 1, 0
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] (paper §4: G ends in tanh)."""
     return x.float().div_(127.5).sub_(1.0)

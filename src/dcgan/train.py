@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from dcgan import checkpoint
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
-from dcgan.data import ImageData, batches, natural_shape, open_dataset, to_float
+from dcgan.data import natural_shape, open_dataset, stream_batches, to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator, build
-from dcgan.visualize import plot_losses, save_samples
+from dcgan.visualize import grid, plot_losses, save_samples
 
 DEFAULT_EPOCHS = 25
 
@@ -70,20 +70,11 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
     if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
         merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
     config = resolve(merged)
-    changed = differences(stored, config, ignore=RESUMABLE_CHANGES | {"lr"})
+    changed = differences(stored, config, ignore=RESUMABLE_CHANGES)
     if changed:
         raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
                          "Start a new run with --out instead.")
     return config
-
-
-def real_batches(data: ImageData, config: TrainConfig, device, start_batch: int) -> Iterator:
-    """Real batches forever, epoch after epoch, starting at global batch index `start_batch`."""
-    per_epoch = len(data) // config.batch_size
-    epoch, position = divmod(start_batch, per_epoch)
-    while True:
-        yield from batches(data, config.batch_size, config.seed, epoch, position, device)
-        epoch, position = epoch + 1, 0
 
 
 def train(config: TrainConfig | dict, resume: bool = False) -> Path:
@@ -121,10 +112,21 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     opt_d = torch.optim.Adam(D.parameters(), **adam)
     noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps
     fixed_z = G.sample_latent(config.n_samples, torch.Generator().manual_seed(config.seed))
+    real_diversity = diversity(to_float(_first_images(data, config.n_samples)))
 
-    start = 0
-    if resume:
-        ckpt = checkpoint.load(run)
+    def save(step: int) -> None:
+        checkpoint.save(latest, dict(
+            generator=G.state_dict(), discriminator=D.state_dict(), optimizer_g=opt_g.state_dict(),
+            optimizer_d=opt_d.state_dict(), step=step, epoch=step * config.d_steps // per_epoch,
+            config=config.to_dict(), rng=checkpoint.rng_state(noise)))
+        if step and (step % config.snapshot_every == 0 or step == total):
+            snap = run / "snapshots" / f"step_{step:08d}.pt"
+            snap.parent.mkdir(exist_ok=True)
+            snap.unlink(missing_ok=True)
+            os.link(latest, snap)  # the latest file is only ever replaced, so a link is a copy
+
+    def restore() -> int:
+        ckpt = checkpoint.load(latest)
         G.load_state_dict(ckpt["generator"])
         D.load_state_dict(ckpt["discriminator"])
         opt_g.load_state_dict(ckpt["optimizer_g"])
@@ -132,25 +134,17 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
         for group in opt_g.param_groups + opt_d.param_groups:
             group["lr"] = config.lr
         checkpoint.set_rng_state(ckpt["rng"], noise)
-        start = ckpt["step"]
-        _truncate_metrics(run / "metrics.jsonl", start)
+        return ckpt["step"]
+
     run.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(run / "config.json",
                             lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
-
-    def state(step: int) -> dict:
-        return dict(generator=G.state_dict(), discriminator=D.state_dict(),
-                    optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict(), step=step,
-                    epoch=step * config.d_steps // per_epoch, config=config.to_dict(),
-                    rng=checkpoint.rng_state(noise))
-
-    def save(step: int) -> None:
-        checkpoint.save(latest, state(step))
-        if step % config.snapshot_every == 0 or step == total:
-            snap = run / "snapshots" / f"step_{step:08d}.pt"
-            snap.parent.mkdir(exist_ok=True)
-            snap.unlink(missing_ok=True)
-            os.link(latest, snap)  # the latest file is only ever replaced, so a link is a copy
+    if resume:
+        start = restore()
+        _truncate_metrics(run / "metrics.jsonl", start)
+    else:
+        start = 0
+        save(0)  # from the first moment on, there is a checkpoint to resume or roll back to
 
     writer = None
     if config.tensorboard:
@@ -161,54 +155,130 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     stop = []  # the signal that asked us to stop, if any
     handlers = _install_stop_handlers(stop)
 
-    stream = real_batches(data, config, device, start * config.d_steps)
+    stream = stream_batches(data, B, config.seed, device, start * config.d_steps)
     sums = torch.zeros(4, device=device)  # loss_D, loss_G, D(x), D(G(z)) since the last log
     counted, tick = 0, time.perf_counter()
+    health = Health(config, real_diversity)
     bar = tqdm(total=total * B * config.d_steps, initial=start * B * config.d_steps, unit="img",
                unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty(), desc=run.name)
     print(f"training {run}: {len(data)} images from {data.source}, steps {start}->{total}, "
           f"device {device}", file=sys.stderr)
+    step, rollbacks = start, 0
     try:
-        for step in range(start, total):
+        while step < total:
             sums += train_step(G, D, opt_g, opt_d, stream, noise, config)
             counted += 1
+            step += 1
             bar.update(B * config.d_steps)
-            done = step + 1
-            if done % config.log_every == 0 or done == total:
-                row = _log_row(sums / counted, done, per_epoch, config, counted * B * config.d_steps,
-                               tick)
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
-                if writer:
-                    for k in ("loss_D", "loss_G", "D_x", "D_G_z", "img_per_s"):
-                        writer.add_scalar(k, row[k], done)
-                bar.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=f"{row['loss_G']:.3f}")
-                if bar.disable and (done % config.sample_every == 0 or done == total):
-                    print(f"step {done}/{total} loss_D {row['loss_D']:.4f} loss_G "
-                          f"{row['loss_G']:.4f} D(x) {row['D_x']:.3f} D(G(z)) {row['D_G_z']:.3f} "
-                          f"{row['img_per_s']:.0f} img/s", file=sys.stderr)
+            try:
+                if step % config.sample_every == 0 or step == total:
+                    images = save_samples(G, fixed_z, run / "samples" / f"step_{step:08d}.png")
+                    health.check_diversity(step, images)
+                    if writer:
+                        writer.add_image("samples", grid(images), step)
+                if step % config.log_every == 0 or step == total:
+                    row = _log_row(sums / counted, step, per_epoch, config, counted * B * config.d_steps,
+                                   tick)
+                    row.update(diversity=health.diversity, warnings=health.check_losses(row))
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    if writer:
+                        for k in ("loss_D", "loss_G", "D_x", "D_G_z", "img_per_s"):
+                            writer.add_scalar(k, row[k], step)
+                    bar.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=f"{row['loss_G']:.3f}")
+                    if bar.disable and (step % config.sample_every == 0 or step == total):
+                        print(f"step {step}/{total} loss_D {row['loss_D']:.4f} loss_G "
+                              f"{row['loss_G']:.4f} D(x) {row['D_x']:.3f} D(G(z)) {row['D_G_z']:.3f} "
+                              f"{row['img_per_s']:.0f} img/s", file=sys.stderr)
+                    for w in row["warnings"]:
+                        tqdm.write(f"warning: step {step}: {w}", file=sys.stderr)
+                    sums.zero_()
+                    counted, tick = 0, time.perf_counter()
+                if step % config.checkpoint_every == 0 or step == total or stop:
+                    _check_finite(sums, counted, step)
+                    save(step)
+            except Diverged as e:
+                if config.on_divergence != "rollback" or rollbacks >= config.max_rollbacks:
+                    raise DCGANError(f"{e}: training diverged. The last good checkpoint {latest} is "
+                                     "intact; resume it with a lower --lr, or train with "
+                                     "--on-divergence rollback") from None
+                rollbacks += 1
+                config.lr *= config.rollback_lr_factor
+                step = restore()
+                metrics.close()
+                _truncate_metrics(run / "metrics.jsonl", step)
+                metrics = open(run / "metrics.jsonl", "a")
+                stream = stream_batches(data, B, config.seed, device, step * config.d_steps)
                 sums.zero_()
                 counted, tick = 0, time.perf_counter()
-            if done % config.sample_every == 0 or done == total:
-                g = save_samples(G, fixed_z, run / "samples" / f"step_{done:08d}.png")
-                if writer:
-                    writer.add_image("samples", g, done)
-            if done % config.checkpoint_every == 0 or done == total or stop:
-                _check_finite(sums, counted, done, latest)
-                save(done)
+                bar.reset(total * B * config.d_steps)
+                bar.update(step * B * config.d_steps)
+                tqdm.write(f"warning: {e}; rolled back to step {step} with lr {config.lr:g} "
+                           f"(rollback {rollbacks} of {config.max_rollbacks})", file=sys.stderr)
+                continue
             if stop:
                 raise TrainingInterrupted(
-                    f"stopped by signal {stop[0]} at step {done}; checkpoint saved in {latest}. "
+                    f"stopped by signal {stop[0]} at step {step}; checkpoint saved in {latest}. "
                     f"Continue with: dcgan train --resume {run}")
+        save_samples(G, fixed_z, run / "samples" / "final.png")
+        plot_losses(run / "metrics.jsonl", run / "losses.png")
+    except OSError as e:  # disk full, read-only folder, ...
+        raise DCGANError(f"writing to {run} failed ({e.strerror or e}); the last checkpoint {latest} "
+                         "is intact: free some space and resume") from None
     finally:
         bar.close()
         metrics.close()
         if writer:
             writer.close()
         _restore_handlers(handlers)
-    save_samples(G, fixed_z, run / "samples" / "final.png")
-    plot_losses(run / "metrics.jsonl", run / "losses.png")
     return run
+
+
+class Diverged(DCGANError):
+    """A non-finite loss."""
+
+
+def diversity(images: torch.Tensor) -> float:
+    """Mean pairwise L2 distance between images: near 0 when samples collapse to one point."""
+    flat = images.detach().float().flatten(1)
+    return float(torch.pdist(flat).mean()) if len(flat) > 1 else 0.0
+
+
+def _first_images(data, n: int) -> torch.Tensor:
+    if data.images is not None:
+        return data.images[:n]
+    items = [data.stream[i] for i in range(min(len(data), 4 * n))]
+    return torch.stack([x for x in items if x is not None][:n])
+
+
+class Health:
+    """Warnings for the two quiet failures of GAN training (paper §7)."""
+
+    def __init__(self, config: TrainConfig, real_diversity: float):
+        self.config, self.real_diversity = config, real_diversity
+        self.diversity: float | None = None  # of the latest fixed-noise samples, relative to real
+        self.low_since: int | None = None  # first logged step of the current stretch of tiny loss_D
+        self.collapsed = False
+
+    def check_diversity(self, step: int, samples: torch.Tensor) -> None:
+        self.diversity = diversity(samples) / max(self.real_diversity, 1e-12)
+        self.collapsed = self.diversity < self.config.collapse_threshold
+
+    def check_losses(self, row: dict) -> list[str]:
+        warnings = []
+        c = self.config
+        if row["loss_D"] < c.vanishing_loss:
+            self.low_since = row["step"] if self.low_since is None else self.low_since
+            if row["step"] - self.low_since >= c.vanishing_patience:
+                warnings.append(f"loss_D has stayed below {c.vanishing_loss} for "
+                                f"{row['step'] - self.low_since} steps: D wins and G's gradient is "
+                                "vanishing (try --label-smoothing 0.1 or a smaller D)")
+        else:
+            self.low_since = None
+        if self.collapsed:
+            warnings.append(f"sample diversity is {self.diversity:.3f} of the real data's (below "
+                            f"{c.collapse_threshold}): the generator may have collapsed to a few modes")
+        return warnings
 
 
 def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
@@ -248,27 +318,29 @@ def _log_row(means: torch.Tensor, step: int, per_epoch: int, config: TrainConfig
              tick: float) -> dict:
     loss_d, loss_g, d_x, d_g_z = means.tolist()
     if not all(map(np.isfinite, (loss_d, loss_g))):
-        raise DCGANError(f"non-finite loss at step {step} (loss_D={loss_d}, loss_G={loss_g}): "
-                         "training diverged. The last good checkpoint is intact; resume it with "
-                         "a lower --lr")
+        raise Diverged(f"non-finite loss at step {step} (loss_D={loss_d}, loss_G={loss_g})")
     return dict(step=step, epoch=step * config.d_steps / per_epoch,
                 kimg=step * config.batch_size * config.d_steps / 1000, loss_D=loss_d,
                 loss_G=loss_g, D_x=d_x, D_G_z=d_g_z,
                 img_per_s=images / max(time.perf_counter() - tick, 1e-9), time=time.time())
 
 
-def _check_finite(sums: torch.Tensor, counted: int, step: int, latest: Path) -> None:
+def _check_finite(sums: torch.Tensor, counted: int, step: int) -> None:
     """Never write a checkpoint of a diverged model."""
     if counted and not torch.isfinite(sums[:2]).all():
-        raise DCGANError(f"non-finite loss before step {step}: training diverged. The last good "
-                         f"checkpoint {latest} is intact; resume it with a lower --lr")
+        raise Diverged(f"non-finite loss before step {step}")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric rows logged after the checkpoint we resume from: those steps run again."""
     if path.is_file():
-        rows = [r for r in path.read_text().splitlines() if r.strip()]
-        kept = [r for r in rows if json.loads(r)["step"] <= step]
+        kept = []
+        for r in path.read_text().splitlines():
+            try:
+                if json.loads(r)["step"] <= step:
+                    kept.append(r)
+            except (ValueError, KeyError, TypeError):  # a line cut short by a killed process
+                pass
         checkpoint.atomic_write(path, lambda f: f.write("".join(r + "\n" for r in kept).encode()))
 
 

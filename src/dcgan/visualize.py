@@ -22,17 +22,16 @@ def grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
 
 @torch.no_grad()
 def save_samples(generator: Generator, z: torch.Tensor, path: Path) -> torch.Tensor:
-    """G(z) as a PNG grid, with BN in inference mode while sampling; returns the grid."""
+    """G(z) as a PNG grid, with BN in inference mode while sampling; returns the images."""
     was_training = generator.training
     generator.eval()
     try:
         images = generator(z)
     finally:
         generator.train(was_training)
-    g = grid(images)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(g, path)
-    return g
+    save_image(grid(images), path)
+    return images
 
 
 def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[Path]:
@@ -48,8 +47,12 @@ def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[
 
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     """loss_D and loss_G, D(x) and D(G(z)) against step, from metrics.jsonl."""
-    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()] \
-        if metrics_path.is_file() else []
+    rows = []
+    for line in metrics_path.read_text().splitlines() if metrics_path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a killed process
+            pass
     if not rows:
         return None
     import matplotlib
