@@ -443,7 +443,7 @@ def test_sample_uses_batchnorm_in_inference_mode(preset):
     stats = {k: v.clone() for k, v in G.state_dict().items() if "running" in k}
     samples = G.sample(4, seed=3)
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in stats.items())  # running stats untouched
-    z = latent(G, 4, seed=3)
+    z = G.latent(3, range(4))  # the z that sample(4, seed=3) draws
     with torch.no_grad():
         G.eval()
         expected = G(z)
@@ -469,14 +469,13 @@ def test_sample_images_do_not_depend_on_batch_size(preset):
     assert torch.allclose(G.sample(5, seed=1, batch_size=2), G.sample(5, seed=1, batch_size=5), atol=1e-6)
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if PRESETS[p]["latent"] == "uniform"])
-def test_uniform_sample_of_one_is_the_first_of_two(preset):
-    # torch.rand draws element by element, so n=1 and n=2 from one seed share the first row of z.
-    # (Not so for torch.randn with nz=100: its vectorised CPU kernel redraws a non-multiple-of-16
-    # tail, so the normal-prior preset gives a different first image for n=1 and n=2.)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_sample_is_named_by_seed_and_index(preset):
+    """Image i of seed s is the same however many images are drawn (exemplars can be picked)."""
     G, _ = small_nets(preset)
-    assert torch.equal(latent(G, 1, seed=5)[0], latent(G, 2, seed=5)[0])
-    assert torch.allclose(G.sample(1, seed=5)[0], G.sample(2, seed=5)[0], atol=1e-6)
+    assert torch.equal(G.latent(5, [3]), G.latent(5, range(10))[3:4])
+    assert torch.allclose(G.sample(1, seed=5)[0], G.sample(7, seed=5)[0], atol=1e-6)
+    assert not torch.equal(G.latent(5, [0]), G.latent(6, [0]))
 
 
 # ---------------------------------------------------------------- one training step

@@ -76,14 +76,19 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 
 def decode_image(path: Path, size: int, channels: int, crop: int | None = None) -> torch.Tensor:
-    """One image file -> uint8 (C, size, size): centre crop to a square (or `crop`), resize."""
+    """One image file -> uint8 (C, size, size): centre crop to a square (or to `crop` pixels of the
+    full-size image), then resize."""
+    mode = "RGB" if channels == 3 else "L"
     with Image.open(path) as img:
         w, h = img.size
-        if w * h > Image.MAX_IMAGE_PIXELS:
+        if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
             raise Image.DecompressionBombError(f"{w}x{h} pixels exceeds PIL's limit")
-        img.draft("RGB" if channels == 3 else "L", (size, size))  # JPEG: decode at reduced scale
-        img = _to_mode(img, "RGB" if channels == 3 else "L")
-        img = TF.center_crop(img, crop or min(img.size))
+        side = crop or min(w, h)
+        wanted = -(-size * min(w, h) // side)  # so that the crop still has >= size pixels
+        img.draft(mode, (wanted, wanted))  # JPEG: decode at a reduced scale where that suffices
+        scale = img.size[0] / w
+        img = _to_mode(img, mode)
+        img = TF.center_crop(img, round(side * scale))
         img = TF.resize(img, [size, size], interpolation=TF.InterpolationMode.BICUBIC,
                         antialias=True)
         return TF.pil_to_tensor(img)
@@ -214,6 +219,22 @@ def _read_exclude(path: str | None) -> set[str]:
         raise DCGANError(f"cannot read exclude list {path}: {e.strerror}") from None
 
 
+def _tree_signature(data_dir: str | None, depth: int = 3) -> str | None:
+    """A hash of the names, sizes and times of the files under data_dir (a few levels deep), so
+    that a cached dataset is decoded again when its files change or another folder is meant."""
+    if data_dir is None:
+        return None
+    root = Path(data_dir).resolve()
+    entries = [str(root)]
+    for dirpath, dirnames, filenames in os.walk(root):
+        if len(Path(dirpath).relative_to(root).parts) >= depth:
+            dirnames.clear()
+        for name in sorted(filenames):
+            st = (Path(dirpath) / name).stat()
+            entries.append(f"{Path(dirpath) / name}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+
+
 def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Decode once: the result of build() is kept in the cache folder under a hash of `key`."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
@@ -247,6 +268,8 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
     if spec == "lsun":
         return ImageData(spec, stream=LMDBStream(Path(data_dir or ""), image_size, channels))
     if spec in ("digits", "mnist", "fashion-mnist", "cifar10", "svhn"):
+        key["files"] = _tree_signature(data_dir)
+
         def build():
             if spec == "digits":
                 x, y = datasets.read_digits()
@@ -273,7 +296,9 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
     else:
         root = Path(spec)
     paths = list_images(root)
-    paths = [p for p in paths if str(p) not in excluded and str(p.relative_to(root)) not in excluded]
+    absolute = {str(Path(e).resolve()) for e in excluded if Path(e).is_absolute()}
+    paths = [p for p in paths if str(p.relative_to(root)) not in excluded and str(p) not in excluded
+             and str(p.resolve()) not in absolute]
     if not paths:
         raise DCGANError(f"every image in {root} is excluded by {exclude}")
     if len(paths) * channels * image_size**2 > MAX_IN_MEMORY_BYTES:
@@ -302,6 +327,8 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
     dropped so every step sees `batch_size` images."""
     order = epoch_order(len(data), seed, epoch)
     order = order[start * batch_size: (len(order) // batch_size) * batch_size]
+    if len(order) == 0:
+        return
     if data.images is not None:
         images = data.images
         if images.device != torch.device(device):

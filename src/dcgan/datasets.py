@@ -35,6 +35,8 @@ def read_idx(path: Path) -> np.ndarray:
         raise DCGANError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DCGANError(f"IDX file {path} is truncated: its header needs {header} bytes, found {len(raw)}")
     dims = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     expected = header + int(np.prod(dims)) * dtype.itemsize
@@ -89,6 +91,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
     }
 
     def find_class(self, module: str, name: str):

@@ -172,11 +172,17 @@ class Generator(nn.Module):
             z = torch.randn(n, self.config.nz, generator=generator)
         return z.to(device or next(self.parameters()).device)
 
+    def latent(self, seed: int, indices, device=None) -> torch.Tensor:
+        """z number i of `seed` for each i in `indices`: the same vector however many are drawn,
+        so a sample is named by (seed, index)."""
+        return torch.cat([self.sample_latent(1, torch.Generator().manual_seed(seed * 1_000_003 + int(i)),
+                                             device) for i in indices])
+
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """n images in [-1, 1] on the model's device; BN in inference mode while sampling."""
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        z = self.sample_latent(n, gen)
+        """n images in [-1, 1] on the model's device, BN in inference mode. With a seed, image i
+        is G(latent(seed, [i])) whatever n is."""
+        z = self.latent(seed, range(n)) if seed is not None else self.sample_latent(n)
         was_training = self.training
         self.eval()
         try:

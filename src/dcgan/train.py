@@ -111,7 +111,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     opt_g = torch.optim.Adam(G.parameters(), **adam)
     opt_d = torch.optim.Adam(D.parameters(), **adam)
     noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps
-    fixed_z = G.sample_latent(config.n_samples, torch.Generator().manual_seed(config.seed))
+    fixed_z = G.latent(config.seed, range(config.n_samples))  # the same z for every grid
     real_diversity = diversity(to_float(_first_images(data, config.n_samples)))
 
     def save(step: int) -> None:
