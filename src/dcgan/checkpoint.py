@@ -6,6 +6,7 @@ A checkpoint holds {generator, discriminator, optimizer_g, optimizer_d, step, ep
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -86,7 +87,9 @@ def set_rng_state(state: dict, noise: torch.Generator) -> None:
 
 
 def save(path: Path, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
+    buffer = io.BytesIO()  # serialize first, so a full disk surfaces as the OSError of one write
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load(path: str | Path) -> dict:
@@ -144,6 +147,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     try:
         g.load_state_dict(weights)
     except RuntimeError as e:
-        raise DCGANError(f"{path}: weights do not match the stored architecture ({e})") from None
+        problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+        raise DCGANError(f"{path}: weights do not match the stored architecture "
+                         f"({len(problems)} problem(s), first: {problems[0] if problems else e})") from None
     return g.to(device).eval()
 

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except DCGANError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
         from dcgan.train import TrainingInterrupted
 
         return 130 if isinstance(e, TrainingInterrupted) else 1

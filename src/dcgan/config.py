@@ -61,6 +61,7 @@ class TrainConfig:
     vanishing_loss: float = 0.01  # warn when loss_D stays below this (G's gradient vanishes) ...
     vanishing_patience: int = 200  # ... for this many steps
     collapse_threshold: float = 0.1  # warn when sample diversity / real diversity falls below this
+    collapse_after: int = 200  # ... from this step on (an untrained G draws near-constant images)
     # outputs
     out: str | None = None  # run directory; default runs/<data>-<preset>
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard rows
@@ -79,6 +80,7 @@ RESUMABLE_CHANGES = {
     "steps", "epochs", "device", "out", "log_every", "sample_every", "checkpoint_every",
     "snapshot_every", "n_samples", "tensorboard", "data_dir", "lr", "on_divergence",
     "rollback_lr_factor", "max_rollbacks", "vanishing_loss", "vanishing_patience", "collapse_threshold",
+    "collapse_after",
 }
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"model"}

@@ -137,6 +137,8 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
         return ckpt["step"]
 
     run.mkdir(parents=True, exist_ok=True)
+    for stale in run.glob(".*.tmp*"):  # temp files of a process killed while writing
+        stale.unlink(missing_ok=True)
     checkpoint.atomic_write(run / "config.json",
                             lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
     if resume:
@@ -262,7 +264,8 @@ class Health:
 
     def check_diversity(self, step: int, samples: torch.Tensor) -> None:
         self.diversity = diversity(samples) / max(self.real_diversity, 1e-12)
-        self.collapsed = self.diversity < self.config.collapse_threshold
+        self.collapsed = step >= self.config.collapse_after and \
+            self.diversity < self.config.collapse_threshold
 
     def check_losses(self, row: dict) -> list[str]:
         warnings = []
