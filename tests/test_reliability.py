@@ -15,7 +15,8 @@ import torch
 
 from dcgan import checkpoint
 from dcgan.errors import DCGANError
-from dcgan.train import Health, configure, train
+from dcgan.health import Health
+from dcgan.train import configure, train
 
 TINY = ["--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "16",
         "--tensorboard", "false", "--log-every", "1", "--sample-every", "1000"]

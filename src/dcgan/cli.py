@@ -50,6 +50,18 @@ def _train_parser(sub) -> None:
     a("--checkpoint-every", dest="checkpoint_every", type=int)
     a("--snapshot-every", dest="snapshot_every", type=int)
     a("--tensorboard", type=_bool, help="true | false")
+    a("--precision", help="fp32 (default) | bf16 | fp16 (mixed precision, for GPUs)")
+    a("--channels-last", dest="channels_last", type=_bool, help="NHWC layout (default: on for CUDA)")
+    a("--compile", type=_bool, help="torch.compile both networks (default false)")
+    a("--on-divergence", dest="on_divergence", help="stop (default) | rollback: on a non-finite loss, "
+      "reload the last checkpoint with lr x --rollback-lr-factor")
+    a("--rollback-lr-factor", dest="rollback_lr_factor", type=float)
+    a("--max-rollbacks", dest="max_rollbacks", type=int)
+    a("--vanishing-loss", dest="vanishing_loss", type=float, help="warn when loss_D stays below this")
+    a("--vanishing-patience", dest="vanishing_patience", type=int, help="... for this many steps")
+    a("--collapse-threshold", dest="collapse_threshold", type=float,
+      help="warn when sample diversity / real diversity falls below this")
+    a("--collapse-after", dest="collapse_after", type=int, help="... from this step on")
     a("--config", dest="config_file", help="YAML or JSON file of settings")
     a("--out", help="run directory (default runs/<data>-<preset>)")
     a("--resume", help="continue the run in this directory")

@@ -54,6 +54,10 @@ class TrainConfig:
     d_steps: int = 1  # D updates per G update
     seed: int = 0
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
+    # speed (GPU levers; none changes what is learned beyond floating-point rounding)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast; fp16 with one loss scaler per network
+    channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA, off on CPU
+    compile: bool = False  # torch.compile both networks
     # health
     on_divergence: str = "stop"  # non-finite loss: stop, or rollback to the last checkpoint
     rollback_lr_factor: float = 0.5  # each rollback multiplies both learning rates by this
@@ -80,7 +84,7 @@ RESUMABLE_CHANGES = {
     "steps", "epochs", "device", "out", "log_every", "sample_every", "checkpoint_every",
     "snapshot_every", "n_samples", "tensorboard", "data_dir", "lr", "on_divergence",
     "rollback_lr_factor", "max_rollbacks", "vanishing_loss", "vanishing_patience", "collapse_threshold",
-    "collapse_after",
+    "collapse_after", "precision", "channels_last", "compile",
 }
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"model"}
@@ -173,6 +177,8 @@ def check(config: TrainConfig) -> None:
         raise DCGANError(f"lr must be positive, got {config.lr}")
     if not (0 <= config.beta1 < 1 and 0 <= config.beta2 < 1):
         raise DCGANError(f"beta1 and beta2 must lie in [0, 1), got {config.beta1}, {config.beta2}")
+    if config.precision not in ("fp32", "bf16", "fp16"):
+        raise DCGANError(f"precision must be fp32, bf16 or fp16, got {config.precision!r}")
     if config.on_divergence not in ("stop", "rollback"):
         raise DCGANError(f"on_divergence must be stop or rollback, got {config.on_divergence!r}")
     if not 0 < config.rollback_lr_factor < 1:

@@ -25,6 +25,7 @@ from dcgan import checkpoint
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
 from dcgan.data import natural_shape, open_dataset, stream_batches, to_float
 from dcgan.errors import DCGANError
+from dcgan.health import Diverged, Health, diversity, first_images
 from dcgan.models import Discriminator, Generator, build
 from dcgan.visualize import grid, plot_losses, save_samples
 
@@ -105,20 +106,27 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
 
     G, D = build(mc)
-    G.to(device)
-    D.to(device)
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    G.to(device, memory_format=memory_format)
+    D.to(device, memory_format=memory_format)
+    rt = Runtime(device, config.precision, channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
+    # compiled views share G's and D's parameters; checkpoints and sampling use the modules
+    G_run, D_run = (torch.compile(G), torch.compile(D)) if config.compile else (G, D)
     adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
     opt_g = torch.optim.Adam(G.parameters(), **adam)
     opt_d = torch.optim.Adam(D.parameters(), **adam)
     noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps
     fixed_z = G.latent(config.seed, range(config.n_samples))  # the same z for every grid
-    real_diversity = diversity(to_float(_first_images(data, config.n_samples)))
+    real_diversity = diversity(to_float(first_images(data, config.n_samples)))
 
     def save(step: int) -> None:
         checkpoint.save(latest, dict(
             generator=G.state_dict(), discriminator=D.state_dict(), optimizer_g=opt_g.state_dict(),
             optimizer_d=opt_d.state_dict(), step=step, epoch=step * config.d_steps // per_epoch,
-            config=config.to_dict(), rng=checkpoint.rng_state(noise)))
+            config=config.to_dict(), rng=checkpoint.rng_state(noise), amp=rt.state_dict()))
         if step and (step % config.snapshot_every == 0 or step == total):
             snap = run / "snapshots" / f"step_{step:08d}.pt"
             snap.parent.mkdir(exist_ok=True)
@@ -134,6 +142,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
         for group in opt_g.param_groups + opt_d.param_groups:
             group["lr"] = config.lr
         checkpoint.set_rng_state(ckpt["rng"], noise)
+        rt.load_state_dict(ckpt.get("amp", {}))
         return ckpt["step"]
 
     run.mkdir(parents=True, exist_ok=True)
@@ -168,7 +177,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     step, rollbacks = start, 0
     try:
         while step < total:
-            sums += train_step(G, D, opt_g, opt_d, stream, noise, config)
+            sums += train_step(G_run, D_run, opt_g, opt_d, stream, noise, config, rt)
             counted += 1
             step += 1
             bar.update(B * config.d_steps)
@@ -236,81 +245,65 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     return run
 
 
-class Diverged(DCGANError):
-    """A non-finite loss."""
+class Runtime:
+    """How a step runs on its device: autocast precision, one loss scaler per network (fp16; the
+    two losses have different scales), memory layout."""
 
+    def __init__(self, device: torch.device, precision: str = "fp32", channels_last: bool = False):
+        self.device_type = device.type
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.channels_last = channels_last
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-def diversity(images: torch.Tensor) -> float:
-    """Mean pairwise L2 distance between images: near 0 when samples collapse to one point."""
-    flat = images.detach().float().flatten(1)
-    return float(torch.pdist(flat).mean()) if len(flat) > 1 else 0.0
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
 
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_float(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-def _first_images(data, n: int) -> torch.Tensor:
-    if data.images is not None:
-        return data.images[:n]
-    items = [data.stream[i] for i in range(min(len(data), 4 * n))]
-    return torch.stack([x for x in items if x is not None][:n])
+    def state_dict(self) -> dict:
+        return {"scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict()}
 
-
-class Health:
-    """Warnings for the two quiet failures of GAN training (paper §7)."""
-
-    def __init__(self, config: TrainConfig, real_diversity: float):
-        self.config, self.real_diversity = config, real_diversity
-        self.diversity: float | None = None  # of the latest fixed-noise samples, relative to real
-        self.low_since: int | None = None  # first logged step of the current stretch of tiny loss_D
-        self.collapsed = False
-
-    def check_diversity(self, step: int, samples: torch.Tensor) -> None:
-        self.diversity = diversity(samples) / max(self.real_diversity, 1e-12)
-        self.collapsed = step >= self.config.collapse_after and \
-            self.diversity < self.config.collapse_threshold
-
-    def check_losses(self, row: dict) -> list[str]:
-        warnings = []
-        c = self.config
-        if row["loss_D"] < c.vanishing_loss:
-            self.low_since = row["step"] if self.low_since is None else self.low_since
-            if row["step"] - self.low_since >= c.vanishing_patience:
-                warnings.append(f"loss_D has stayed below {c.vanishing_loss} for "
-                                f"{row['step'] - self.low_since} steps: D wins and G's gradient is "
-                                "vanishing (try --label-smoothing 0.1 or a smaller D)")
-        else:
-            self.low_since = None
-        if self.collapsed:
-            warnings.append(f"sample diversity is {self.diversity:.3f} of the real data's (below "
-                            f"{c.collapse_threshold}): the generator may have collapsed to a few modes")
-        return warnings
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("scaler_d"):
+            self.scaler_d.load_state_dict(state["scaler_d"])
+            self.scaler_g.load_state_dict(state["scaler_g"])
 
 
 def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, reals: Iterator[torch.Tensor], noise: torch.Generator,
-               config: TrainConfig) -> torch.Tensor:
+               config: TrainConfig, rt: Runtime | None = None) -> torch.Tensor:
     """d_steps updates of D, then one of G. Returns [loss_D, loss_G, D(x), D(G(z))], detached."""
     device = next(G.parameters()).device
+    rt = rt or Runtime(device)
     # (1) D: maximize log D(x) + log(1 - D(G(z)))
     for j in range(config.d_steps):
-        real = to_float(next(reals))
+        real = rt.images(next(reals))
         b = len(real)
         z = G.sample_latent(b, noise, device)
-        with torch.set_grad_enabled(j == config.d_steps - 1):  # keep G's graph for step (2)
-            fake = G(z)
         opt_d.zero_grad(set_to_none=True)
-        out_real = D(real)
-        out_fake = D(fake.detach())  # a separate pass: real and fake get their own BN statistics
-        loss_d = (F.binary_cross_entropy_with_logits(
-            out_real, torch.full_like(out_real, 1.0 - config.label_smoothing))  # one-sided
-            + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
-        loss_d.backward()
-        opt_d.step()
+        with rt.autocast():
+            with torch.set_grad_enabled(j == config.d_steps - 1):  # keep G's graph for step (2)
+                fake = G(z)
+            out_real = D(real)
+            out_fake = D(fake.detach())  # a separate pass: real and fake get their own BN statistics
+            loss_d = (F.binary_cross_entropy_with_logits(
+                out_real, torch.full_like(out_real, 1.0 - config.label_smoothing))  # one-sided
+                + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
+        rt.scaler_d.scale(loss_d).backward()
+        rt.scaler_d.step(opt_d)
+        rt.scaler_d.update()
     # (2) G: maximize log D(G(z)), reusing this step's G(z); D's weights get no gradient
     D.requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
-    out = D(fake)
-    loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
-    loss_g.backward()
-    opt_g.step()
+    with rt.autocast():
+        out = D(fake)
+        loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+    rt.scaler_g.scale(loss_g).backward()
+    rt.scaler_g.step(opt_g)
+    rt.scaler_g.update()
     D.requires_grad_(True)
     with torch.no_grad():
         return torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(),
