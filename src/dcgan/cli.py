@@ -53,6 +53,8 @@ def _train_parser(sub) -> None:
     a("--precision", help="fp32 (default) | bf16 | fp16 (mixed precision, for GPUs)")
     a("--channels-last", dest="channels_last", type=_bool, help="NHWC layout (default: on for CUDA)")
     a("--compile", type=_bool, help="torch.compile both networks (default false)")
+    a("--sync-bn", dest="sync_bn", action="store_true", help="under torchrun: BatchNorm statistics "
+      "over the global batch (default: per rank)")
     a("--on-divergence", dest="on_divergence", help="stop (default) | rollback: on a non-finite loss, "
       "reload the last checkpoint with lr x --rollback-lr-factor")
     a("--rollback-lr-factor", dest="rollback_lr_factor", type=float)

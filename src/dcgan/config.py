@@ -58,6 +58,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast; fp16 with one loss scaler per network
     channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA, off on CPU
     compile: bool = False  # torch.compile both networks
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     # health
     on_divergence: str = "stop"  # non-finite loss: stop, or rollback to the last checkpoint
     rollback_lr_factor: float = 0.5  # each rollback multiplies both learning rates by this

@@ -322,10 +322,14 @@ def _drop_unreadable(items: list) -> torch.Tensor:
 
 
 def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int = 0,
-            device: torch.device | str = "cpu", workers: int = 2) -> Iterator[torch.Tensor]:
+            device: torch.device | str = "cpu", workers: int = 2, rank: int = 0,
+            world_size: int = 1) -> Iterator[torch.Tensor]:
     """uint8 batches of one epoch, skipping its first `start` batches; the last partial batch is
-    dropped so every step sees `batch_size` images."""
+    dropped so every step sees `batch_size` images. With several ranks, rank r takes every
+    world_size-th image of the epoch's order, so one step's batches together are a contiguous
+    slice of it."""
     order = epoch_order(len(data), seed, epoch)
+    order = order[: len(order) // world_size * world_size][rank::world_size]
     order = order[start * batch_size: (len(order) // batch_size) * batch_size]
     if len(order) == 0:
         return
@@ -346,11 +350,12 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
 
 
 def stream_batches(data: ImageData, batch_size: int, seed: int, device: torch.device | str = "cpu",
-                   start_batch: int = 0) -> Iterator[torch.Tensor]:
-    """uint8 batches forever, epoch after epoch, from global batch index `start_batch` on."""
-    epoch, position = divmod(start_batch, len(data) // batch_size)
+                   start_batch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[torch.Tensor]:
+    """uint8 batches forever, epoch after epoch, from batch index `start_batch` on."""
+    epoch, position = divmod(start_batch, len(data) // world_size // batch_size)
     while True:
-        yield from batches(data, batch_size, seed, epoch, position, device)
+        yield from batches(data, batch_size, seed, epoch, position, device, rank=rank,
+                           world_size=world_size)
         epoch, position = epoch + 1, 0
 
 

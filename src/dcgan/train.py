@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from dcgan import checkpoint
+from dcgan import checkpoint, distributed
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
 from dcgan.data import natural_shape, open_dataset, stream_batches, to_float
 from dcgan.errors import DCGANError
 from dcgan.health import Diverged, Health, diversity, first_images
 from dcgan.models import Discriminator, Generator, build
+from dcgan.runlog import RunLog
 from dcgan.visualize import grid, plot_losses, save_samples
 
 DEFAULT_EPOCHS = 25
@@ -81,7 +80,8 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
 def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     """Train a DCGAN; returns the run directory. `config` may be a dict of settings.
 
-    With resume=True, continues the run in config.out from its checkpoint.pt.
+    With resume=True, continues the run in config.out from its checkpoint.pt. Under torchrun,
+    each process trains one shard with DistributedDataParallel and rank 0 writes the run.
     """
     if isinstance(config, dict):
         config = configure(config)
@@ -90,19 +90,29 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     if not resume and latest.exists():
         raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
                          "or choose another --out")
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
+    world, device_name = distributed.setup(config.device)
+    try:
+        distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
+        return _train(config, resume, run, latest, world, pick_device(device_name))
+    finally:
+        distributed.teardown(world)
+
+
+def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: distributed.World,
+           device: torch.device) -> Path:
+    torch.manual_seed(config.seed)  # the same on every rank: identical initial weights
     np.random.seed(config.seed)
     random.seed(config.seed)
 
     mc = config.model
     data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir,
                         exclude=config.exclude)
-    B = config.batch_size
-    if len(data) < B:
+    B = config.batch_size  # per rank: the global batch is B * world.size
+    if len(data) // world.size < B:
         raise DCGANError(f"batch size {B} is larger than the dataset ({len(data)} images in "
-                         f"{data.source}): use --batch-size {len(data)} or fewer")
-    per_epoch = len(data) // B  # real batches per epoch (the last partial one is dropped)
+                         f"{data.source}, {world.size} rank(s)): use --batch-size "
+                         f"{len(data) // world.size} or fewer")
+    per_epoch = len(data) // world.size // B  # real batches per rank and epoch (last partial dropped)
     total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
 
     G, D = build(mc)
@@ -110,19 +120,23 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     G.to(device, memory_format=memory_format)
     D.to(device, memory_format=memory_format)
-    rt = Runtime(device, config.precision, channels_last)
+    G_run = distributed.wrap(G, world, device, config.sync_bn)  # G and D stay the bare modules
+    D_run = distributed.wrap(D, world, device, config.sync_bn)
+    if config.compile:  # compiled views share the parameters; checkpoints and sampling use G, D
+        G_run, D_run = torch.compile(G_run), torch.compile(D_run)
+    rt = Runtime(device, config.precision, channels_last, world.rank, world.size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
-    # compiled views share G's and D's parameters; checkpoints and sampling use the modules
-    G_run, D_run = (torch.compile(G), torch.compile(D)) if config.compile else (G, D)
     adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
     opt_g = torch.optim.Adam(G.parameters(), **adam)
     opt_d = torch.optim.Adam(D.parameters(), **adam)
-    noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps
+    noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps, same on all ranks
     fixed_z = G.latent(config.seed, range(config.n_samples))  # the same z for every grid
-    real_diversity = diversity(to_float(first_images(data, config.n_samples)))
+    health = Health(config, diversity(to_float(first_images(data, config.n_samples))))
 
     def save(step: int) -> None:
+        if not world.main:
+            return
         checkpoint.save(latest, dict(
             generator=G.state_dict(), discriminator=D.state_dict(), optimizer_g=opt_g.state_dict(),
             optimizer_d=opt_d.state_dict(), step=step, epoch=step * config.d_steps // per_epoch,
@@ -134,6 +148,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
             os.link(latest, snap)  # the latest file is only ever replaced, so a link is a copy
 
     def restore() -> int:
+        distributed.barrier(world)  # rank 0 has finished writing
         ckpt = checkpoint.load(latest)
         G.load_state_dict(ckpt["generator"])
         D.load_state_dict(ckpt["discriminator"])
@@ -145,68 +160,49 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
         rt.load_state_dict(ckpt.get("amp", {}))
         return ckpt["step"]
 
-    run.mkdir(parents=True, exist_ok=True)
-    for stale in run.glob(".*.tmp*"):  # temp files of a process killed while writing
-        stale.unlink(missing_ok=True)
-    checkpoint.atomic_write(run / "config.json",
-                            lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
-    if resume:
-        start = restore()
-        _truncate_metrics(run / "metrics.jsonl", start)
-    else:
-        start = 0
+    if world.main:
+        run.mkdir(parents=True, exist_ok=True)
+        for stale in run.glob(".*.tmp*"):  # temp files of a process killed while writing
+            stale.unlink(missing_ok=True)
+        checkpoint.atomic_write(run / "config.json",
+                                lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
+    if not resume:
         save(0)  # from the first moment on, there is a checkpoint to resume or roll back to
-
-    writer = None
-    if config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run / "tensorboard"), purge_step=start or None)
-    metrics = open(run / "metrics.jsonl", "a")
+    start = restore() if resume else 0
+    images_per_step = B * world.size * config.d_steps
+    log = RunLog(run, total * images_per_step, start * images_per_step, start, config.tensorboard,
+                 active=world.main)
+    if resume:
+        log.rewind(start, start * images_per_step)
     stop = []  # the signal that asked us to stop, if any
     handlers = _install_stop_handlers(stop)
-
-    stream = stream_batches(data, B, config.seed, device, start * config.d_steps)
+    stream = stream_batches(data, B, config.seed, device, start * config.d_steps, world.rank, world.size)
     sums = torch.zeros(4, device=device)  # loss_D, loss_G, D(x), D(G(z)) since the last log
     counted, tick = 0, time.perf_counter()
-    health = Health(config, real_diversity)
-    bar = tqdm(total=total * B * config.d_steps, initial=start * B * config.d_steps, unit="img",
-               unit_scale=True, dynamic_ncols=True, disable=not sys.stderr.isatty(), desc=run.name)
-    print(f"training {run}: {len(data)} images from {data.source}, steps {start}->{total}, "
-          f"device {device}", file=sys.stderr)
+    log.message(f"training {run}: {len(data)} images from {data.source}, steps {start}->{total}, "
+                f"device {device}" + (f", {world.size} ranks" if world.distributed else ""))
     step, rollbacks = start, 0
     try:
         while step < total:
-            sums += train_step(G_run, D_run, opt_g, opt_d, stream, noise, config, rt)
+            sums += train_step(G_run, D_run, opt_g, opt_d, stream, noise, config, rt, D_frozen=D)
             counted += 1
             step += 1
-            bar.update(B * config.d_steps)
+            log.advance(images_per_step)
+            stopping = distributed.any_rank(bool(stop), world, device)
             try:
-                if step % config.sample_every == 0 or step == total:
+                if world.main and (step % config.sample_every == 0 or step == total):
                     images = save_samples(G, fixed_z, run / "samples" / f"step_{step:08d}.png")
                     health.check_diversity(step, images)
-                    if writer:
-                        writer.add_image("samples", grid(images), step)
+                    log.image(grid(images), step)
                 if step % config.log_every == 0 or step == total:
-                    row = _log_row(sums / counted, step, per_epoch, config, counted * B * config.d_steps,
-                                   tick)
+                    means = distributed.all_mean(sums / counted, world)
+                    row = _log_row(means, step, per_epoch, config, counted * images_per_step, tick)
                     row.update(diversity=health.diversity, warnings=health.check_losses(row))
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    if writer:
-                        for k in ("loss_D", "loss_G", "D_x", "D_G_z", "img_per_s"):
-                            writer.add_scalar(k, row[k], step)
-                    bar.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=f"{row['loss_G']:.3f}")
-                    if bar.disable and (step % config.sample_every == 0 or step == total):
-                        print(f"step {step}/{total} loss_D {row['loss_D']:.4f} loss_G "
-                              f"{row['loss_G']:.4f} D(x) {row['D_x']:.3f} D(G(z)) {row['D_G_z']:.3f} "
-                              f"{row['img_per_s']:.0f} img/s", file=sys.stderr)
-                    for w in row["warnings"]:
-                        tqdm.write(f"warning: step {step}: {w}", file=sys.stderr)
+                    log.row(row, console=step % config.sample_every == 0 or step == total)
                     sums.zero_()
                     counted, tick = 0, time.perf_counter()
-                if step % config.checkpoint_every == 0 or step == total or stop:
-                    _check_finite(sums, counted, step)
+                if step % config.checkpoint_every == 0 or step == total or stopping:
+                    _check_finite(distributed.all_mean(sums, world), counted, step)
                     save(step)
             except Diverged as e:
                 if config.on_divergence != "rollback" or rollbacks >= config.max_rollbacks:
@@ -216,31 +212,26 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
                 rollbacks += 1
                 config.lr *= config.rollback_lr_factor
                 step = restore()
-                metrics.close()
-                _truncate_metrics(run / "metrics.jsonl", step)
-                metrics = open(run / "metrics.jsonl", "a")
-                stream = stream_batches(data, B, config.seed, device, step * config.d_steps)
+                log.rewind(step, step * images_per_step)
+                stream = stream_batches(data, B, config.seed, device, step * config.d_steps,
+                                        world.rank, world.size)
                 sums.zero_()
                 counted, tick = 0, time.perf_counter()
-                bar.reset(total * B * config.d_steps)
-                bar.update(step * B * config.d_steps)
-                tqdm.write(f"warning: {e}; rolled back to step {step} with lr {config.lr:g} "
-                           f"(rollback {rollbacks} of {config.max_rollbacks})", file=sys.stderr)
+                log.message(f"warning: {e}; rolled back to step {step} with lr {config.lr:g} "
+                            f"(rollback {rollbacks} of {config.max_rollbacks})")
                 continue
-            if stop:
+            if stopping:
                 raise TrainingInterrupted(
-                    f"stopped by signal {stop[0]} at step {step}; checkpoint saved in {latest}. "
-                    f"Continue with: dcgan train --resume {run}")
-        save_samples(G, fixed_z, run / "samples" / "final.png")
-        plot_losses(run / "metrics.jsonl", run / "losses.png")
+                    f"stopped by signal {stop[0] if stop else 'on another rank'} at step {step}; "
+                    f"checkpoint saved in {latest}. Continue with: dcgan train --resume {run}")
+        if world.main:
+            save_samples(G, fixed_z, run / "samples" / "final.png")
+            plot_losses(run / "metrics.jsonl", run / "losses.png")
     except OSError as e:  # disk full, read-only folder, ...
         raise DCGANError(f"writing to {run} failed ({e.strerror or e}); the last checkpoint {latest} "
                          "is intact: free some space and resume") from None
     finally:
-        bar.close()
-        metrics.close()
-        if writer:
-            writer.close()
+        log.close()
         _restore_handlers(handlers)
     return run
 
@@ -249,8 +240,10 @@ class Runtime:
     """How a step runs on its device: autocast precision, one loss scaler per network (fp16; the
     two losses have different scales), memory layout."""
 
-    def __init__(self, device: torch.device, precision: str = "fp32", channels_last: bool = False):
+    def __init__(self, device: torch.device, precision: str = "fp32", channels_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
         self.device_type = device.type
+        self.rank, self.world_size = rank, world_size
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         self.channels_last = channels_last
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -258,6 +251,12 @@ class Runtime:
 
     def autocast(self):
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def latent(self, G: Generator, n: int, noise: torch.Generator, device) -> torch.Tensor:
+        """This rank's rows of one global draw: every rank advances `noise` alike (so a checkpoint
+        from rank 0 fits all), and the ranks' z together equal a one-process run's."""
+        z = G.sample_latent(n * self.world_size, noise, device)
+        return z[self.rank::self.world_size] if self.world_size > 1 else z
 
     def images(self, x: torch.Tensor) -> torch.Tensor:
         x = to_float(x)
@@ -274,15 +273,22 @@ class Runtime:
 
 def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, reals: Iterator[torch.Tensor], noise: torch.Generator,
-               config: TrainConfig, rt: Runtime | None = None) -> torch.Tensor:
-    """d_steps updates of D, then one of G. Returns [loss_D, loss_G, D(x), D(G(z))], detached."""
+               config: TrainConfig, rt: Runtime | None = None,
+               D_frozen: Discriminator | None = None) -> torch.Tensor:
+    """d_steps updates of D, then one of G. Returns [loss_D, loss_G, D(x), D(G(z))], detached.
+
+    G and D may be DDP-wrapped or compiled; D_frozen is the bare D used in the G step, so that its
+    (absent) weight gradients are not all-reduced.
+    """
     device = next(G.parameters()).device
     rt = rt or Runtime(device)
+    D_frozen = D_frozen or D
+    generator = _bare(G)
     # (1) D: maximize log D(x) + log(1 - D(G(z)))
     for j in range(config.d_steps):
         real = rt.images(next(reals))
         b = len(real)
-        z = G.sample_latent(b, noise, device)
+        z = rt.latent(generator, b, noise, device)
         opt_d.zero_grad(set_to_none=True)
         with rt.autocast():
             with torch.set_grad_enabled(j == config.d_steps - 1):  # keep G's graph for step (2)
@@ -296,18 +302,25 @@ def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
         rt.scaler_d.step(opt_d)
         rt.scaler_d.update()
     # (2) G: maximize log D(G(z)), reusing this step's G(z); D's weights get no gradient
-    D.requires_grad_(False)
+    D_frozen.requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
     with rt.autocast():
-        out = D(fake)
+        out = D_frozen(fake)
         loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
     rt.scaler_g.scale(loss_g).backward()
     rt.scaler_g.step(opt_g)
     rt.scaler_g.update()
-    D.requires_grad_(True)
+    D_frozen.requires_grad_(True)
     with torch.no_grad():
         return torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(),
                             torch.sigmoid(out_fake).mean()])
+
+
+def _bare(module):
+    """The Generator inside DDP and torch.compile wrappers."""
+    while not isinstance(module, Generator):
+        module = getattr(module, "module", None) or module._orig_mod
+    return module
 
 
 def _log_row(means: torch.Tensor, step: int, per_epoch: int, config: TrainConfig, images: int,
@@ -325,19 +338,6 @@ def _check_finite(sums: torch.Tensor, counted: int, step: int) -> None:
     """Never write a checkpoint of a diverged model."""
     if counted and not torch.isfinite(sums[:2]).all():
         raise Diverged(f"non-finite loss before step {step}")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric rows logged after the checkpoint we resume from: those steps run again."""
-    if path.is_file():
-        kept = []
-        for r in path.read_text().splitlines():
-            try:
-                if json.loads(r)["step"] <= step:
-                    kept.append(r)
-            except (ValueError, KeyError, TypeError):  # a line cut short by a killed process
-                pass
-        checkpoint.atomic_write(path, lambda f: f.write("".join(r + "\n" for r in kept).encode()))
 
 
 def _install_stop_handlers(stop: list) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -47,12 +46,9 @@ def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[
 
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     """loss_D and loss_G, D(x) and D(G(z)) against step, from metrics.jsonl."""
-    rows = []
-    for line in metrics_path.read_text().splitlines() if metrics_path.is_file() else []:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # a line cut short by a killed process
-            pass
+    from dcgan.runlog import read_metrics
+
+    rows = [r for r in read_metrics(metrics_path) if "loss_D" in r]
     if not rows:
         return None
     import matplotlib
