@@ -196,7 +196,8 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                     log.image(grid(images), step)
                 if step % config.log_every == 0 or step == total:
                     means = distributed.all_mean(sums / counted, world)
-                    row = _log_row(means, step, per_epoch, config, counted * images_per_step, tick)
+                    row = _log_row(means, step, step * config.d_steps / per_epoch, images_per_step,
+                                   counted, tick)
                     row.update(diversity=health.diversity, warnings=health.check_losses(row))
                     log.row(row, console=step % config.sample_every == 0 or step == total)
                     sums.zero_()
@@ -323,15 +324,17 @@ def _bare(module):
     return module
 
 
-def _log_row(means: torch.Tensor, step: int, per_epoch: int, config: TrainConfig, images: int,
+def _log_row(means: torch.Tensor, step: int, epoch: float, images_per_step: int, steps: int,
              tick: float) -> dict:
+    """Mean losses and D outputs over the last `steps` steps; kimg counts real images seen by all
+    ranks together."""
     loss_d, loss_g, d_x, d_g_z = means.tolist()
     if not all(map(np.isfinite, (loss_d, loss_g))):
         raise Diverged(f"non-finite loss at step {step} (loss_D={loss_d}, loss_G={loss_g})")
-    return dict(step=step, epoch=step * config.d_steps / per_epoch,
-                kimg=step * config.batch_size * config.d_steps / 1000, loss_D=loss_d,
+    return dict(step=step, epoch=epoch, kimg=step * images_per_step / 1000, loss_D=loss_d,
                 loss_G=loss_g, D_x=d_x, D_G_z=d_g_z,
-                img_per_s=images / max(time.perf_counter() - tick, 1e-9), time=time.time())
+                img_per_s=steps * images_per_step / max(time.perf_counter() - tick, 1e-9),
+                time=time.time())
 
 
 def _check_finite(sums: torch.Tensor, counted: int, step: int) -> None:
