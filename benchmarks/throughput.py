@@ -128,32 +128,36 @@ def run_baseline(a) -> float:
 # ---- ours ---------------------------------------------------------------------------------
 
 def ours_setup(a):
+    """Exactly what `dcgan train` runs: dcgan.train.networks and the in-memory dataset."""
     from dcgan.config import resolve
     from dcgan.data import open_dataset, stream_batches
-    from dcgan.models import build
+    from dcgan.train import networks
 
     config = resolve({"data": a.folder, "image_size": a.size, "channels": a.channels,
-                      "batch_size": a.batch, "nz": a.nz})
+                      "batch_size": a.batch, "nz": a.nz, **json.loads(a.options)})
     t = time.perf_counter()
     data = open_dataset(a.folder, a.size, a.channels)
     decode_s = time.perf_counter() - t
-    G, D = build(config.model)
-    adam = dict(lr=config.lr, betas=(config.beta1, config.beta2))
-    opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    nets = networks(config, torch.device("cpu"))
     reals = stream_batches(data, config.batch_size, config.seed, "cpu")
-    return config, G, D, opt_g, opt_d, reals, decode_s
+    return config, nets, reals, decode_s
+
+
+def ours_step(config, nets, reals, noise):
+    from dcgan.train import train_step
+
+    return train_step(nets.G_run, nets.D_run, nets.opt_g, nets.opt_d, reals, noise, config, nets.rt,
+                      D_frozen=nets.D)
 
 
 def run_ours(a) -> tuple[float, float]:
-    from dcgan.train import train_step
-
-    config, G, D, opt_g, opt_d, reals, decode_s = ours_setup(a)
+    config, nets, reals, decode_s = ours_setup(a)
     noise = torch.Generator().manual_seed(1)
     t0 = None
     for i in range(a.warmup + a.updates):
         if i == a.warmup:
             t0 = time.perf_counter()
-        stats = train_step(G, D, opt_g, opt_d, reals, noise, config)
+        stats = ours_step(config, nets, reals, noise)
     stats.tolist()
     return a.updates * a.batch / (time.perf_counter() - t0), decode_s
 
@@ -161,11 +165,9 @@ def run_ours(a) -> tuple[float, float]:
 def flops_per_update(a) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dcgan.train import train_step
-
-    config, G, D, opt_g, opt_d, reals, _ = ours_setup(a)
+    config, nets, reals, _ = ours_setup(a)
     with FlopCounterMode(display=False) as counter:
-        train_step(G, D, opt_g, opt_d, reals, torch.Generator().manual_seed(1), config)
+        ours_step(config, nets, reals, torch.Generator().manual_seed(1))
     return counter.get_total_flops()
 
 
@@ -194,7 +196,7 @@ def worker(a) -> None:
 def measure(kind: str, a, folder: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--folder", str(folder), "--size", str(a.size),
            "--channels", str(a.channels), "--batch", str(a.batch), "--updates", str(a.updates),
-           "--warmup", str(a.warmup)]
+           "--warmup", str(a.warmup), "--options", a.options]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -211,6 +213,7 @@ def bench(a, folder: Path) -> dict:
     peak = matmul_peak()
     return {
         "config": {"size": a.size, "channels": a.channels, "batch": a.batch, "ngf": 64, "ndf": 64,
+                   "options": json.loads(a.options),
                    "preset": "pytorch", "updates": a.updates, "pairs": a.pairs, "device": "cpu",
                    "threads": torch.get_num_threads()},
         "ratio": statistics.median(p["ratio"] for p in pairs),
@@ -239,6 +242,7 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--shapes", default="64x3,32x1", help="comma list of SIZExCHANNELS")
+    p.add_argument("--options", default="{}", help='our settings as JSON, e.g. \'{"channels_last": false}\'')
     a = p.parse_args()
     if a.worker:
         return worker(a)

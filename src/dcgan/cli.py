@@ -51,7 +51,7 @@ def _train_parser(sub) -> None:
     a("--snapshot-every", dest="snapshot_every", type=int)
     a("--tensorboard", type=_bool, help="true | false")
     a("--precision", help="fp32 (default) | bf16 | fp16 (mixed precision, for GPUs)")
-    a("--channels-last", dest="channels_last", type=_bool, help="NHWC layout (default: on for CUDA)")
+    a("--channels-last", dest="channels_last", type=_bool, help="NHWC layout (default true)")
     a("--compile", type=_bool, help="torch.compile both networks (default false)")
     a("--sync-bn", dest="sync_bn", action="store_true", help="under torchrun: BatchNorm statistics "
       "over the global batch (default: per rank)")

