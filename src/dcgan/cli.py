@@ -115,6 +115,16 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {export(args.source, args.out)}")
 
 
+def cmd_dedup(args: argparse.Namespace) -> None:
+    from dcgan.dedup import DedupConfig, dedup
+
+    config = DedupConfig(bits=args.bits, epochs=args.epochs, hamming=args.hamming, seed=args.seed)
+    result = dedup(args.data, args.out, args.data_dir, args.channels, config, args.copy_to)
+    print(f"{len(result.names)} images: {len(result.duplicates)} duplicates in {len(result.groups)} "
+          f"groups ({len(result.exact_groups)} exact); report in {args.out}; leave them out with "
+          f"dcgan train --exclude {Path(args.out) / 'duplicates.txt'}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dcgan", description="Deep Convolutional GANs: train, "
                                 "sample and export (Radford, Metz, Chintala 2015).")
@@ -131,10 +141,21 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write G's weights and config to one safetensors file")
     e.add_argument("source", help="run directory or checkpoint .pt")
     e.add_argument("out", help="output .safetensors file")
+    d = sub.add_parser("dedup", help="find near-duplicate images by semantic hashing (paper 4.1.1)")
+    d.add_argument("data", help="folder of images or a named dataset")
+    d.add_argument("--out", required=True, help="report folder")
+    d.add_argument("--data-dir", dest="data_dir")
+    d.add_argument("--channels", type=int, help="1 or 3 (default: the data's own)")
+    d.add_argument("--bits", type=int, default=128, help="hash code bits (paper: 128)")
+    d.add_argument("--epochs", type=int, default=30, help="autoencoder training epochs")
+    d.add_argument("--hamming", type=int, default=0,
+                   help="0: equal codes (the paper); R: codes at most R bits apart also match")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--copy-to", dest="copy_to", help="copy the kept images of a folder here")
     return p
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from dcgan import datasets
@@ -51,6 +52,10 @@ class ImageData:
     images: torch.Tensor | None = None  # uint8 (N, C, S, S) when in memory
     labels: torch.Tensor | None = None  # int64 (N,) where the dataset has labels
     stream: torch.utils.data.Dataset | None = None  # yields uint8 (C, S, S) or None if unreadable
+    names: list[str] | None = None  # per image: its path relative to the folder (None: indices)
+
+    def name(self, i: int) -> str:
+        return self.names[i] if self.names is not None else str(i)
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.stream)
@@ -124,8 +129,9 @@ def report_skipped(root, skipped: list[Path]) -> None:
 
 
 def decode_folder(paths: list[Path], root: Path, size: int, channels: int,
-                  crop: int | None = None) -> torch.Tensor:
-    """Decode every file in threads (PIL releases the GIL); unreadable ones are skipped."""
+                  crop: int | None = None) -> tuple[torch.Tensor, list[Path]]:
+    """Decode every file in threads (PIL releases the GIL); unreadable ones are skipped.
+    Returns the images and the paths they came from."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         decoded = list(pool.map(_try_decode, [(p, size, channels, crop) for p in paths],
                                 chunksize=64))
@@ -134,7 +140,7 @@ def decode_folder(paths: list[Path], root: Path, size: int, channels: int,
     kept = [x for x in decoded if x is not None]
     if not kept:
         raise DCGANError(f"none of the {len(paths)} image file(s) in {root} could be read")
-    return torch.stack(kept)
+    return torch.stack(kept), [p for p, x in zip(paths, decoded, strict=True) if x is not None]
 
 
 def resize_array(images: np.ndarray, size: int, channels: int) -> torch.Tensor:
@@ -235,28 +241,31 @@ def _tree_signature(data_dir: str | None, depth: int = 3) -> str | None:
     return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
 
 
-def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Decode once: the result of build() is kept in the cache folder under a hash of `key`."""
+def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    """Decode once: build() -> (images, labels, names) is kept in the cache folder under a hash
+    of `key`."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     path = cache_dir() / f"{digest}.safetensors"
     if path.is_file():
         try:
             t = load_file(path)
-            return t["images"], t.get("labels")
+            with safe_open(path, "pt") as f:
+                names = json.loads((f.metadata() or {}).get("names", "null"))
+            return t["images"], t.get("labels"), names
         except Exception:  # a damaged cache entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    images, labels = build()
+    images, labels, names = build()
     tensors = {"images": images.contiguous()}
     if labels is not None:
         tensors["labels"] = labels
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file(tensors, tmp)
+        save_file(tensors, tmp, metadata={"names": json.dumps(names)})
         os.replace(tmp, path)
     except OSError as e:  # caching is an optimisation: warn and go on
         print(f"warning: could not write dataset cache {path}: {e}", file=sys.stderr)
-    return images, labels
+    return images, labels, names
 
 
 def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None = None,
@@ -264,7 +273,7 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
     """`spec` is a named dataset or a folder of images; see README for the accepted layouts."""
     excluded = _read_exclude(exclude)
     key = dict(spec=spec, data_dir=data_dir, split=split, size=image_size, channels=channels,
-               exclude=sorted(excluded), version=1)
+               exclude=sorted(excluded), version=2)
     if spec == "lsun":
         return ImageData(spec, stream=LMDBStream(Path(data_dir or ""), image_size, channels))
     if spec in ("digits", "mnist", "fashion-mnist", "cifar10", "svhn"):
@@ -280,10 +289,11 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
             else:
                 x, y = datasets.read_svhn(data_dir, split)
             keep = np.array([str(i) not in excluded for i in range(len(x))], dtype=bool)
-            return resize_array(x[keep], image_size, channels), torch.from_numpy(y[keep])
+            names = None if not excluded else [str(i) for i in np.flatnonzero(keep)]
+            return resize_array(x[keep], image_size, channels), torch.from_numpy(y[keep]), names
 
-        images, labels = _cached(key, build) if spec != "digits" else build()
-        return ImageData(spec, images=images, labels=labels)
+        images, labels, names = _cached(key, build) if spec != "digits" else build()
+        return ImageData(spec, images=images, labels=labels, names=names)
 
     crop = None
     if spec == "celeba":
@@ -302,11 +312,17 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
     if not paths:
         raise DCGANError(f"every image in {root} is excluded by {exclude}")
     if len(paths) * channels * image_size**2 > MAX_IN_MEMORY_BYTES:
-        return ImageData(str(root), stream=FolderStream(paths, image_size, channels, crop))
+        return ImageData(str(root), stream=FolderStream(paths, image_size, channels, crop),
+                         names=[str(p.relative_to(root)) for p in paths])
     key["files"] = hashlib.sha256("\n".join(
         f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths).encode()).hexdigest()
-    images, _ = _cached(key, lambda: (decode_folder(paths, root, image_size, channels, crop), None))
-    return ImageData(str(root), images=images)
+
+    def build():
+        images, kept = decode_folder(paths, root, image_size, channels, crop)
+        return images, None, [str(p.relative_to(root)) for p in kept]
+
+    images, _, names = _cached(key, build)
+    return ImageData(str(root), images=images, names=names)
 
 
 # ---- batching -----------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""Near-duplicate detection (paper §4.1.1) on small real folders, through the API and the CLI."""
+
+import json
+import subprocess
+import sys
+from itertools import combinations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from dcgan.dedup import DedupConfig, dedup, near_pairs
+from dcgan.errors import DCGANError
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """150 distinct digits as 32x32 PNGs, 2 exact copies and 2 copies with +-2 levels of noise."""
+    root = tmp_path_factory.mktemp("digits")
+    images = (load_digits().images[:150] * 255 / 16).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    for i, a in enumerate(images):
+        Image.fromarray(a).resize((32, 32), Image.BICUBIC).save(root / f"d{i:03d}.png")
+    for i in (5, 17):
+        (root / f"exact_of_{i:03d}.png").write_bytes((root / f"d{i:03d}.png").read_bytes())
+    for i in (40, 90):
+        a = np.asarray(Image.open(root / f"d{i:03d}.png"), dtype=np.int16)
+        noisy = (a + rng.integers(-2, 3, a.shape)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(root / f"noisy_of_{i:03d}.png")
+    return root
+
+
+def group_of(result, name):
+    return next((set(result.names[i] for i in g) for g in result.groups
+                 if name in {result.names[i] for i in g}), set())
+
+
+def test_exact_and_transformed_copies_are_found(folder, tmp_path):
+    result = dedup(str(folder), tmp_path / "rep", channels=1, config=DedupConfig(epochs=40, hamming=2))
+    for i in (5, 17):
+        assert {f"d{i:03d}.png", f"exact_of_{i:03d}.png"} <= group_of(result, f"exact_of_{i:03d}.png")
+    for i in (40, 90):
+        assert f"d{i:03d}.png" in group_of(result, f"noisy_of_{i:03d}.png")
+    assert len(result.exact_groups) == 2
+    # distinct digits are rarely merged: the paper's bar is a false-positive rate under 1 in 100
+    merged = {n for g in result.groups for n in (result.names[i] for i in g) if n.startswith("d")}
+    assert len(merged - {"d005.png", "d017.png", "d040.png", "d090.png"}) <= 3
+    report = json.loads((tmp_path / "rep" / "duplicates.json").read_text())
+    assert report["images"] == 154 and report["duplicates"] == len(result.duplicates) >= 4
+    assert (tmp_path / "rep" / "groups.png").stat().st_size > 0
+    kept = (tmp_path / "rep" / "keep.txt").read_text().split()
+    dropped = (tmp_path / "rep" / "duplicates.txt").read_text().split()
+    assert len(kept) + len(dropped) == 154 and not set(kept) & set(dropped)
+
+
+def test_exact_duplicates_are_found_whatever_the_hash(folder, tmp_path):
+    result = dedup(str(folder), tmp_path / "rep", channels=1, config=DedupConfig(epochs=1, bits=8))
+    for i in (5, 17):
+        assert {f"d{i:03d}.png", f"exact_of_{i:03d}.png"} <= group_of(result, f"exact_of_{i:03d}.png")
+
+
+def test_multi_index_hashing_finds_exactly_the_pairs_within_the_radius():
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(40, 64, generator=gen) > 0.5
+    flips = torch.rand(40, 64, generator=gen) < 0.03  # near copies, 0-5 bits off
+    codes = torch.cat([base, base ^ flips])
+    for radius in (0, 1, 3):
+        found = {tuple(sorted(p)) for p in near_pairs(codes, radius)}
+        brute = {(i, j) for i, j in combinations(range(len(codes)), 2)
+                 if int((codes[i] ^ codes[j]).sum()) <= radius}
+        assert found == brute, radius
+
+
+def test_bad_radius_is_an_error():
+    with pytest.raises(DCGANError, match="hamming"):
+        DedupConfig(hamming=40)
+
+
+def test_keep_list_round_trips_into_training(folder, tmp_path):
+    run = [sys.executable, "-m", "dcgan"]
+    proc = subprocess.run([*run, "dedup", str(folder), "--out", str(tmp_path / "rep"), "--channels", "1",
+                           "--epochs", "5", "--copy-to", str(tmp_path / "kept")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    kept = (tmp_path / "rep" / "keep.txt").read_text().split()
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == sorted(kept)
+    exclude = str(tmp_path / "rep" / "duplicates.txt")
+    proc = subprocess.run([*run, "train", "--data", str(folder), "--exclude", exclude, "--image-size", "16",
+                           "--ngf", "8", "--ndf", "8", "--batch-size", "8", "--steps", "1",
+                           "--tensorboard", "false", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(kept)} images" in proc.stderr
+
+
+def test_named_dataset_report_lists_indices(tmp_path):
+    result = dedup("digits", tmp_path / "rep", config=DedupConfig(epochs=2))
+    assert len(result.names) == 1797 and result.names[:3] == ["0", "1", "2"]
+    lines = (tmp_path / "rep" / "duplicates.txt").read_text().split()
+    assert all(line.isdigit() for line in lines)
