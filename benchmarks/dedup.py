@@ -19,21 +19,17 @@ import argparse
 import io
 import itertools
 import json
-import platform
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
+import record
 from PIL import Image, ImageEnhance
 
 from dcgan.datasets import read_mnist
 from dcgan.dedup import DedupConfig, dedup
 
-HERE = Path(__file__).resolve().parent
 TRANSFORMS = ("shift", "jpeg", "noise", "resize", "brightness")
 
 
@@ -115,23 +111,14 @@ def main() -> None:
             runs.append({"hamming": hamming, "seconds": time.perf_counter() - t,
                          **score(result, truth, a.n)})
             print(json.dumps(runs[-1]), flush=True)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
-    out = {"command": " ".join(["python", "benchmarks/dedup.py", *sys.argv[1:]]), "machine": machine,
-           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "config": vars(a),
-           "runs": runs}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "dedup.json").write_text(json.dumps(out, indent=2))
-    lines = [f"- {out['date'][:10]} `{out['command']}` on {machine}: {a.n} Fashion-MNIST originals + "
-             f"{a.copies} transformed copies:"]
+    out = {**record.header(), "config": vars(a), "runs": runs}
+    lines = [f"  {a.n} Fashion-MNIST originals + {a.copies} transformed copies:"]
     for r in runs:
         by = ", ".join(f"{k} {v:.0%}" for k, v in r["recall_by_transform"].items())
         lines.append(f"  hamming {r['hamming']}: recall {r['recall']:.1%} ({by}), pair precision "
                      f"{r['pair_precision']:.1%}, false-positive rate {r['false_positive_rate']:.2%} "
                      f"of originals, {r['seconds']:.0f} s")
-    with open(HERE / "RESULTS.md", "a") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
+    record.save("dedup", out, lines)
 
 if __name__ == "__main__":
     main()

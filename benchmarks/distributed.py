@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
-HERE = Path(__file__).resolve().parent
+import record
 
 
 def run(nproc: int, a, out: Path) -> float:
@@ -57,22 +53,14 @@ def main() -> None:
             rounds.append({"one_img_s": one, "many_img_s": many, "ratio": many / one})
             print(f"round {i + 1}: 1 process {one:.0f} img/s, {a.nproc} processes {many:.0f} img/s",
                   flush=True)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
-    out = {"command": " ".join(["python", "benchmarks/distributed.py", *sys.argv[1:]]),
-           "machine": machine, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "config": vars(a), "rounds": rounds,
+    out = {**record.header(), "config": vars(a), "rounds": rounds,
            "one_img_s": statistics.median(r["one_img_s"] for r in rounds),
            "many_img_s": statistics.median(r["many_img_s"] for r in rounds),
            "ratio": statistics.median(r["ratio"] for r in rounds)}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "distributed.json").write_text(json.dumps(out, indent=2))
-    line = (f"- {out['date'][:10]} `{out['command']}` on {machine}: {a.data} 32x32, global batch "
-            f"{a.batch}, {a.device}: 1 process {out['one_img_s']:.0f} img/s, {a.nproc} processes "
-            f"{out['many_img_s']:.0f} img/s, ratio {out['ratio']:.2f} (median of {a.rounds} rounds)")
-    with open(HERE / "RESULTS.md", "a") as f:
-        f.write(line + "\n")
-    print(line)
-
+    record.save("distributed", out, [
+        f"  {a.data} 32x32, global batch {a.batch}, {a.device}: 1 process {out['one_img_s']:.0f} img/s, "
+        f"{a.nproc} processes {out['many_img_s']:.0f} img/s, ratio {out['ratio']:.2f} "
+        f"(median of {a.rounds} rounds)"])
 
 if __name__ == "__main__":
     main()

@@ -19,22 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import record
 import torch
 from PIL import Image
 from torch import nn
-
-HERE = Path(__file__).resolve().parent
 
 
 def make_image_folder(root: Path, n: int, side: int) -> Path:
@@ -258,15 +255,10 @@ def main() -> None:
         for shape in a.shapes.split(","):
             a.size, a.channels = map(int, shape.split("x"))
             results.append(bench(a, folder))
-    machine = f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, " \
-              f"torch {torch.__version__}".replace("  ", " ")
-    out = {"command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
-           "machine": machine, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "results": results, **{k: results[0][k] for k in ("ratio", "ours_img_s", "baseline_img_s",
-                                                            "mfu", "peak_rss_mb", "config")}}
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "throughput.json").write_text(json.dumps(out, indent=2))
-    lines = [f"- {out['date'][:10]} `{out['command']}` on {machine}:"]
+    out = {**record.header(), "results": results,
+           **{k: results[0][k] for k in ("ratio", "ours_img_s", "baseline_img_s", "mfu", "peak_rss_mb",
+                                         "config")}}
+    lines = []
     for r in results:
         c = r["config"]
         lines.append(f"  {c['size']}x{c['size']}x{c['channels']} batch {c['batch']}: ours "
@@ -274,9 +266,7 @@ def main() -> None:
                      f"ratio {r['ratio']:.2f} (median of {c['pairs']} pairs), MFU {r['mfu']:.0%} of "
                      f"{r['matmul_peak_gflops']:.0f} GFLOP/s, peak RSS of the training process "
                      f"{r['peak_rss_mb']:.0f} MB vs {r['baseline_peak_rss_mb']:.0f} MB (+2 workers)")
-    with open(HERE / "RESULTS.md", "a") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    record.save("throughput" if a.options == "{}" else "throughput_options", out, lines)
 
 
 if __name__ == "__main__":
