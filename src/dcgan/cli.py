@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dcgan.errors import DCGANError
+from dcgan.metrics import INCEPTION_FILE
 
 
 def _bool(text: str) -> bool:
@@ -64,6 +65,10 @@ def _train_parser(sub) -> None:
     a("--collapse-threshold", dest="collapse_threshold", type=float,
       help="warn when sample diversity / real diversity falls below this")
     a("--collapse-after", dest="collapse_after", type=int, help="... from this step on")
+    a("--eval-every", dest="eval_every", type=int, help="steps between FID/KID/precision/recall (0: off)")
+    a("--eval-features", dest="eval_features", help="inception (default) | classifier:PATH")
+    a("--eval-n", dest="eval_n", type=int, help="images per evaluation (default 2000)")
+    a("--inception-weights", dest="inception_weights", help=f"local {INCEPTION_FILE}")
     a("--config", dest="config_file", help="YAML or JSON file of settings")
     a("--out", help="run directory (default runs/<data>-<preset>)")
     a("--resume", help="continue the run in this directory")
@@ -125,6 +130,26 @@ def cmd_dedup(args: argparse.Namespace) -> None:
           f"dcgan train --exclude {Path(args.out) / 'duplicates.txt'}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from dcgan.metrics import evaluate
+
+    r = evaluate(args.source, args.data, args.n, args.features, args.data_dir, args.split,
+                 args.inception_weights, args.seed, args.out)
+    line = (f"FID {r['fid']:.3f}  KID {r['kid']:.5f} +- {r['kid_std']:.5f}  precision {r['precision']:.3f}"
+            f"  recall {r['recall']:.3f}")
+    if "inception_score" in r:
+        line += f"  IS {r['inception_score']:.2f} +- {r['inception_score_std']:.2f}"
+    print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {args.data} {args.split} images, "
+          f"{args.features} features)")
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    from dcgan.metrics import train_classifier
+
+    r = train_classifier(args.data, args.out, args.data_dir, args.epochs, seed=args.seed)
+    print(f"wrote {args.out}: test accuracy {r['test_accuracy']:.4f} ({r['test_images']} test images)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dcgan", description="Deep Convolutional GANs: train, "
                                 "sample and export (Radford, Metz, Chintala 2015).")
@@ -152,10 +177,27 @@ def parser() -> argparse.ArgumentParser:
                    help="0: equal codes (the paper); R: codes at most R bits apart also match")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--copy-to", dest="copy_to", help="copy the kept images of a folder here")
+    v = sub.add_parser("evaluate", help="FID, KID, precision/recall (and IS) of a trained generator")
+    v.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
+    v.add_argument("--data", required=True, help="the real images to compare with")
+    v.add_argument("--data-dir", dest="data_dir")
+    v.add_argument("--split", default="test", help="test (default) or train")
+    v.add_argument("--n", type=int, default=10000, help="generated and real images")
+    v.add_argument("--features", default="inception", help="inception (default) | classifier:PATH")
+    v.add_argument("--inception-weights", dest="inception_weights", help=f"local {INCEPTION_FILE}")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--out", help="also write the numbers to this JSON file")
+    c = sub.add_parser("train-classifier", help="a small CNN whose features serve FID/KID on small data")
+    c.add_argument("--data", required=True, help="a labelled dataset: fashion-mnist, mnist, cifar10, ...")
+    c.add_argument("--data-dir", dest="data_dir")
+    c.add_argument("--out", required=True, help="output .safetensors")
+    c.add_argument("--epochs", type=int, default=3)
+    c.add_argument("--seed", type=int, default=0)
     return p
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup,
+            "evaluate": cmd_evaluate, "train-classifier": cmd_train_classifier}
 
 
 def main(argv: list[str] | None = None) -> int:

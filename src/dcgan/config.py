@@ -59,6 +59,11 @@ class TrainConfig:
     channels_last: bool = True  # NHWC layout: ~1.2x faster convolutions on CPU (oneDNN) and GPU
     compile: bool = False  # torch.compile both networks
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
+    # sample quality during training (dcgan.metrics)
+    eval_every: int = 0  # steps between FID/KID/precision/recall evaluations; 0: never
+    eval_features: str = "inception"  # inception, or classifier:PATH from dcgan train-classifier
+    eval_n: int = 2000  # generated and real images per evaluation
+    inception_weights: str | None = None  # local pt_inception-2015-12-05 file (or $DCGAN_INCEPTION_WEIGHTS)
     # health
     on_divergence: str = "stop"  # non-finite loss: stop, or rollback to the last checkpoint
     rollback_lr_factor: float = 0.5  # each rollback multiplies both learning rates by this
@@ -85,7 +90,8 @@ RESUMABLE_CHANGES = {
     "steps", "epochs", "device", "out", "log_every", "sample_every", "checkpoint_every",
     "snapshot_every", "n_samples", "tensorboard", "data_dir", "lr", "on_divergence",
     "rollback_lr_factor", "max_rollbacks", "vanishing_loss", "vanishing_patience", "collapse_threshold",
-    "collapse_after", "precision", "channels_last", "compile",
+    "collapse_after", "precision", "channels_last", "compile", "eval_every", "eval_features", "eval_n",
+    "inception_weights",
 }
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"model"}
@@ -168,6 +174,8 @@ def check(config: TrainConfig) -> None:
                  "snapshot_every", "n_samples", "vanishing_patience"):
         if getattr(config, name) < 1:
             raise DCGANError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.eval_every < 0 or config.eval_n < 2:
+        raise DCGANError(f"eval_every must be >= 0 and eval_n >= 2, got {config.eval_every}, {config.eval_n}")
     for name in ("steps", "epochs"):
         value = getattr(config, name)
         if value is not None and value < 1:

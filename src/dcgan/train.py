@@ -151,6 +151,13 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps, same on all ranks
     fixed_z = G.latent(config.seed, range(config.n_samples))  # the same z for every grid
     health = Health(config, diversity(to_float(first_images(data, config.n_samples))))
+    evaluator = None
+    if config.eval_every and world.main:
+        from dcgan.metrics import Evaluator
+
+        evaluator = Evaluator(config.eval_features, first_images(data, 4 * config.eval_n), config.eval_n,
+                              config.seed, config.inception_weights)
+    best = {"fid": float("inf"), "step": None}  # by FID, kept as best.pt
 
     def save(step: int) -> None:
         if not world.main:
@@ -158,7 +165,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
         checkpoint.save(latest, dict(
             generator=G.state_dict(), discriminator=D.state_dict(), optimizer_g=opt_g.state_dict(),
             optimizer_d=opt_d.state_dict(), step=step, epoch=step * config.d_steps // per_epoch,
-            config=config.to_dict(), rng=checkpoint.rng_state(noise), amp=rt.state_dict()))
+            config=config.to_dict(), rng=checkpoint.rng_state(noise), amp=rt.state_dict(), best=best))
         if step and (step % config.snapshot_every == 0 or step == total):
             snap = run / "snapshots" / f"step_{step:08d}.pt"
             snap.parent.mkdir(exist_ok=True)
@@ -176,6 +183,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
             group["lr"] = config.lr
         checkpoint.set_rng_state(ckpt["rng"], noise)
         rt.load_state_dict(ckpt.get("amp", {}))
+        best.update(ckpt.get("best", {}))
         return ckpt["step"]
 
     if world.main:
@@ -212,10 +220,20 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                     images = save_samples(G, fixed_z, run / "samples" / f"step_{step:08d}.png")
                     health.check_diversity(step, images)
                     log.image(grid(images), step)
-                if step % config.log_every == 0 or step == total:
+                quality = None
+                if evaluator and step % config.eval_every == 0:
+                    quality = evaluator(G)
+                    if quality["fid"] < best["fid"]:
+                        best.update(fid=quality["fid"], step=step)
+                        save(step)
+                        (run / "best.pt").unlink(missing_ok=True)
+                        os.link(latest, run / "best.pt")  # the checkpoint of the best FID so far
+                evaluated = config.eval_every and step % config.eval_every == 0  # alike on every rank
+                if step % config.log_every == 0 or step == total or evaluated:
                     means = distributed.all_mean(sums / counted, world)
                     row = _log_row(means, step, step * config.d_steps / per_epoch, images_per_step,
                                    counted, tick)
+                    row.update(quality or {})
                     row.update(diversity=health.diversity, warnings=health.check_losses(row))
                     log.row(row, console=step % config.sample_every == 0 or step == total)
                     sums.zero_()

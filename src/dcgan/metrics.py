@@ -1,0 +1,296 @@
+"""Sample quality: FID, KID, improved precision/recall and Inception Score, from a fixed extractor.
+
+FID, KID and IS come from torchmetrics, fed with features computed once here (so that one pass of the
+extractor serves every metric, and batch size cannot change a result). The extractor is either
+Inception-v3 (the standard pt_inception-2015-12-05 weights, read from a local file: nothing is
+downloaded) or the penultimate layer of a small classifier trained by `dcgan train-classifier`,
+which makes quality measurable on small grey data on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dcgan.data import to_float
+from dcgan.errors import DCGANError
+
+INCEPTION_ENV = "DCGAN_INCEPTION_WEIGHTS"
+INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+
+class Classifier(nn.Module):
+    """A small CNN for 32x32 images; its 256-d penultimate layer is the domain feature extractor."""
+
+    num_features = 256
+
+    def __init__(self, channels: int, classes: int = 10):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = channels
+        for cout in (32, 64, 128):  # state size. cout x 16, 8, 4
+            layers += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True),
+                       nn.MaxPool2d(2)]
+            cin = cout
+        self.features = nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 16, 256), nn.ReLU(True))
+        self.head = nn.Linear(256, classes)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def train_classifier(data: str, out: str | Path, data_dir: str | None = None, epochs: int = 3,
+                     batch_size: int = 128, seed: int = 0) -> dict:
+    """Train on the train split, report accuracy on the test split, save weights + metadata."""
+    from safetensors.torch import save_file
+
+    from dcgan.data import natural_shape, open_dataset
+
+    channels = natural_shape(data)[0]
+    train = open_dataset(data, 32, channels, data_dir, split="train")
+    test = open_dataset(data, 32, channels, data_dir, split="test") if data != "digits" else None
+    if train.labels is None:
+        raise DCGANError(f"{data} has no labels: train-classifier needs a labelled dataset")
+    x, y = train.images, train.labels
+    if test is None:  # digits has one split: hold out every fifth image
+        held = torch.arange(len(x)) % 5 == 0
+        test_x, test_y, x, y = x[held], y[held], x[~held], y[~held]
+    else:
+        test_x, test_y = test.images, test.labels
+    torch.manual_seed(seed)
+    model = Classifier(channels, int(y.max()) + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            loss = F.cross_entropy(model(to_float(x[idx])), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(to_float(c)).argmax(1) for c in test_x.split(1024)])
+    accuracy = float((pred == test_y).float().mean())
+    meta = {"format": "dcgan-classifier", "channels": str(channels), "classes": str(model.head.out_features),
+            "data": data, "test_accuracy": f"{accuracy:.4f}"}
+    save_file(model.state_dict(), str(out), metadata=meta)
+    return {"test_accuracy": accuracy, "train_images": len(x), "test_images": len(test_x)}
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        weights = load_file(str(path))
+    except Exception as e:
+        raise DCGANError(f"cannot read classifier {path} ({e}); train one with dcgan train-classifier") \
+            from None
+    if meta.get("format") != "dcgan-classifier":
+        raise DCGANError(f"{path} is not a classifier written by dcgan train-classifier")
+    model = Classifier(int(meta["channels"]), int(meta["classes"]))
+    model.load_state_dict(weights)
+    return model.eval()
+
+
+def inception_weights(path: str | None) -> str:
+    """The local Inception-v3 weights file: --inception-weights, or $DCGAN_INCEPTION_WEIGHTS."""
+    path = path or os.environ.get(INCEPTION_ENV)
+    if not path or not Path(path).is_file():
+        raise DCGANError(
+            f"Inception weights not found{f' at {path}' if path else ''}: get {INCEPTION_FILE} (the file "
+            "pytorch-fid and torch-fidelity use) on a machine with internet access, and pass it with "
+            f"--inception-weights or set {INCEPTION_ENV}. Nothing is downloaded at run time.")
+    try:  # torch-fidelity unpickles it freely: make sure it holds nothing but tensors first
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DCGANError(f"{path} is not a plain Inception weights file ({type(e).__name__})") from None
+    return str(path)
+
+
+class Features(nn.Module):
+    """uint8 images (N, C, H, W) -> (N, d) features of a frozen extractor."""
+
+    def __init__(self, spec: str, inception: str | None = None):
+        super().__init__()
+        self.spec = spec
+        if spec == "inception":
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                                   feature_extractor_weights_path=inception_weights(inception))
+            self.channels, self.num_features = 3, 2048
+        elif spec.startswith("classifier:"):
+            self.net = load_classifier(spec.split(":", 1)[1])
+            self.channels, self.num_features = self.net.channels, Classifier.num_features
+        else:
+            raise DCGANError(f"unknown features {spec!r}: use inception or classifier:PATH")
+        self.requires_grad_(False)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.channels:
+            x = x.expand(-1, 3, -1, -1) if self.channels == 3 else x.float().mean(1, keepdim=True).round()
+        return x
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_and_logits(x)[0]
+
+    @torch.no_grad()
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self._input(x)
+        if self.spec == "inception":
+            feats, logits = self.net(x.to(torch.uint8))  # both in one pass; resized to 299 inside
+            return feats.reshape(len(x), -1).double(), logits.reshape(len(x), -1).double()
+        x = to_float(x)
+        if x.shape[-1] != 32:
+            x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+        return self.net.features(x).double(), None
+
+
+def extract(images: torch.Tensor, extractor: Features, batch_size: int = 200) -> tuple[torch.Tensor, ...]:
+    """(features (N, d), logits or None) of uint8 images, in batches."""
+    parts = [extractor.features_and_logits(c) for c in images.split(batch_size)]
+    feats = torch.cat([p[0] for p in parts])
+    logits = torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None
+    return feats, logits
+
+
+class _Given(nn.Module):
+    """The 'extractor' torchmetrics sees: our features pass through unchanged."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.num_features = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID between two feature sets (N, d), by torchmetrics."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=_Given(real.shape[1]))
+    fid.update(real.double(), real=True)
+    fid.update(fake.double(), real=False)
+    return float(fid.compute())
+
+
+def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100,
+                    subset_size: int = 1000) -> tuple[float, float]:
+    """KID (mean, std over subsets) between two feature sets, by torchmetrics."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(subset_size, len(real), len(fake))
+    with warnings.catch_warnings():  # "will save all extracted features": we hand it features
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets, subset_size=size)
+    kid.update(real.double(), real=True)
+    kid.update(fake.double(), real=False)
+    torch.manual_seed(0)  # the subsets are drawn at random: fixed, for reproducible numbers
+    mean, std = kid.compute()
+    return float(mean), float(std)
+
+
+def _kth_radius(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each row to its k-th nearest other row."""
+    return torch.cat([torch.cdist(c, x).kthvalue(k + 1, dim=1).values for c in x.split(1000)])
+
+
+def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    return torch.cat([(torch.cdist(c, centres) <= radii).any(1) for c in points.split(1000)])
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): each set's manifold is the union
+    of balls reaching every point's k-th nearest neighbour. Precision: the share of fakes on the
+    real manifold; recall: the share of reals on the fake one (low recall = mode collapse)."""
+    real, fake = real.float(), fake.float()
+    precision = _covered(fake, real, _kth_radius(real, k)).float().mean()
+    recall = _covered(real, fake, _kth_radius(fake, k)).float().mean()
+    return float(precision), float(recall)
+
+
+def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
+    """IS = exp(E KL(p(y|x) || p(y))), mean and std over splits, by torchmetrics."""
+    from torchmetrics.image.inception import InceptionScore
+
+    score = InceptionScore(feature=_Given(logits.shape[1]), splits=splits)
+    score.update(logits)
+    torch.manual_seed(0)
+    mean, std = score.compute()
+    return float(mean), float(std)
+
+
+def compare(real: torch.Tensor, fake: torch.Tensor, fake_logits: torch.Tensor | None = None) -> dict:
+    """Every metric between two feature sets."""
+    kid_mean, kid_std = kernel_distance(real, fake)
+    precision, recall = precision_recall(real, fake)
+    out = {"fid": frechet_distance(real, fake), "kid": kid_mean, "kid_std": kid_std,
+           "precision": precision, "recall": recall, "n_real": len(real), "n_fake": len(fake)}
+    if fake_logits is not None:
+        out["inception_score"], out["inception_score_std"] = inception_score(fake_logits)
+    return out
+
+
+def evaluate(source: str | Path, data: str, n: int = 10000, features: str = "inception",
+             data_dir: str | None = None, split: str = "test", inception: str | None = None,
+             seed: int = 0, out: str | Path | None = None) -> dict:
+    """Generated vs real images of a trained run, every metric; optionally written as JSON."""
+    from dcgan.checkpoint import load_generator
+    from dcgan.data import open_dataset, to_uint8
+
+    extractor = Features(features, inception)
+    g = load_generator(source)
+    c = g.config
+    real = open_dataset(data, c.image_size, c.channels, data_dir, split=split).images
+    if real is None:
+        raise DCGANError(f"{data} is too large to evaluate in memory: raise DCGAN_MAX_MEMORY_GB")
+    real = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]]
+    z = g.latent(seed, range(n))
+    with torch.no_grad():
+        fake = torch.cat([to_uint8(g(chunk)) for chunk in z.split(500)])
+    real_f, _ = extract(real, extractor)
+    fake_f, fake_logits = extract(fake, extractor)
+    result = {**compare(real_f, fake_f, fake_logits), "features": features, "data": data, "split": split,
+              "source": str(source)}
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2))
+    return result
+
+
+class Evaluator:
+    """The metric during training: a fixed set of z against fixed real features."""
+
+    def __init__(self, features: str, real: torch.Tensor, n: int, seed: int, inception: str | None = None):
+        self.extractor = Features(features, inception)
+        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
+        self.real, _ = extract(real[pick].cpu(), self.extractor)
+        self.n, self.seed = n, seed
+
+    def __call__(self, generator) -> dict:
+        from dcgan.data import to_uint8
+
+        was_training = generator.training
+        generator.eval()
+        try:
+            with torch.no_grad():
+                z = generator.latent(self.seed + 7, range(self.n))
+                fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])
+        finally:
+            generator.train(was_training)
+        fake_f, _ = extract(fake, self.extractor)
+        precision, recall = precision_recall(self.real, fake_f)
+        return {"fid": frechet_distance(self.real, fake_f), "kid": kernel_distance(self.real, fake_f)[0],
+                "precision": precision, "recall": recall}
