@@ -143,7 +143,7 @@ def ours_setup(a):
 
 
 def ours_step(config, nets, reals, noise):
-    from dcgan.train import train_step
+    from dcgan.step import train_step
 
     return train_step(nets.G_run, nets.D_run, nets.opt_g, nets.opt_d, reals, noise, config, nets.rt,
                       D_frozen=nets.D)

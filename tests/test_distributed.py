@@ -36,7 +36,7 @@ WORKER = textwrap.dedent("""
 
     def checked(G, D, *args, **kw):
         out = step(G, D, *args, **kw)
-        nets = [loop._bare(G), kw["D_frozen"]]
+        nets = [importlib.import_module("dcgan.step")._bare(G), kw["D_frozen"]]
         sums = torch.stack([p.detach().double().sum() for n in nets for p in n.parameters()])
         gathered = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, sums)

@@ -10,7 +10,8 @@ from dcgan import checkpoint
 from dcgan.config import resolve
 from dcgan.data import to_float
 from dcgan.models import build
-from dcgan.train import Runtime, configure, train, train_step
+from dcgan.step import Runtime, train_step
+from dcgan.train import configure, train
 
 
 def plain_loop(G, D, opt_g, opt_d, reals, zs):
