@@ -150,6 +150,35 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: test accuracy {r['test_accuracy']:.4f} ({r['test_images']} test images)")
 
 
+def cmd_features(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from dcgan.data import labelled_splits
+    from dcgan.features import dcgan_features, load_discriminator
+
+    if args.split not in ("train", "test"):
+        raise DCGANError(f"--split must be train or test, got {args.split!r}")
+    d = load_discriminator(args.source)
+    train, test = labelled_splits(args.data, d.config.image_size, d.config.channels, args.data_dir)
+    ds = train if args.split == "train" else test
+    x = dcgan_features(d, train.images, ds.images, seed=args.seed)
+    np.savez(args.out, features=x, labels=ds.labels.numpy())
+    print(f"wrote {args.out}: {x.shape[0]} x {x.shape[1]} features of {args.data} {args.split}")
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from dcgan.probe import probe
+
+    baselines = tuple(b for b in (args.baselines or "").split(",") if b)
+    rows = probe(args.source, args.data, args.protocol, baselines, args.data_dir, args.per_class, args.draws,
+                 args.kmeans_k, args.max_train, args.max_test, args.seed, args.out)
+    for r in rows:
+        value = (f"error {r['error']:.2%} +- {r['ci95']:.2%}" if args.protocol == "few"
+                 else f"accuracy {r['accuracy']:.2%}")
+        print(f"{r['method']:40s} {r['dim']:>7,d} dims  {value}")
+    print(f"table: {Path(args.out) / 'probe.md'}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dcgan", description="Deep Convolutional GANs: train, "
                                 "sample and export (Radford, Metz, Chintala 2015).")
@@ -193,11 +222,32 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output .safetensors")
     c.add_argument("--epochs", type=int, default=3)
     c.add_argument("--seed", type=int, default=0)
+    f = sub.add_parser("features", help="D's conv features max-pooled to 4x4 (paper 5.1), as .npz")
+    f.add_argument("source", help="run directory or checkpoint .pt")
+    f.add_argument("--data", required=True)
+    f.add_argument("--data-dir", dest="data_dir")
+    f.add_argument("--split", default="train", help="train or test")
+    f.add_argument("--out", required=True, help="output .npz with features and labels")
+    f.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("probe", help="linear L2-SVM on D's features vs baselines (paper 5.1-5.2)")
+    r.add_argument("source", help="run directory or checkpoint .pt")
+    r.add_argument("--data", required=True, help="a labelled dataset with train and test splits")
+    r.add_argument("--data-dir", dest="data_dir")
+    r.add_argument("--protocol", default="few", help="few (default: N labels per class) or full")
+    r.add_argument("--per-class", dest="per_class", type=int, default=100)
+    r.add_argument("--draws", type=int, default=10)
+    r.add_argument("--baselines", default="pixels,random,kmeans", help="comma list, or empty")
+    r.add_argument("--kmeans-k", dest="kmeans_k", type=int, default=400)
+    r.add_argument("--max-train", dest="max_train", type=int, help="use at most this many training images")
+    r.add_argument("--max-test", dest="max_test", type=int, help="use at most this many test images")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default="probe", help="folder for probe.md and probe.json")
     return p
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup,
-            "evaluate": cmd_evaluate, "train-classifier": cmd_train_classifier}
+            "evaluate": cmd_evaluate, "train-classifier": cmd_train_classifier, "features": cmd_features,
+            "probe": cmd_probe}
 
 
 def main(argv: list[str] | None = None) -> int:

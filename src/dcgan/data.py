@@ -325,6 +325,21 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
     return ImageData(str(root), images=images, names=names)
 
 
+def labelled_splits(spec: str, image_size: int, channels: int,
+                    data_dir: str | None = None) -> tuple[ImageData, ImageData]:
+    """(train, test) of a labelled dataset, for classifiers and probes. digits has one split:
+    every fifth image is held out as its test set."""
+    train = open_dataset(spec, image_size, channels, data_dir, split="train")
+    if train.labels is None or train.images is None:
+        raise DCGANError(f"{spec} must be a labelled dataset that fits in memory "
+                         "(digits, mnist, fashion-mnist, cifar10, svhn)")
+    if spec != "digits":
+        return train, open_dataset(spec, image_size, channels, data_dir, split="test")
+    held = torch.arange(len(train)) % 5 == 0
+    return (ImageData(spec, images=train.images[~held], labels=train.labels[~held]),
+            ImageData(spec, images=train.images[held], labels=train.labels[held]))
+
+
 # ---- batching -----------------------------------------------------------------------------
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

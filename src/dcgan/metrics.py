@@ -51,19 +51,11 @@ def train_classifier(data: str, out: str | Path, data_dir: str | None = None, ep
     """Train on the train split, report accuracy on the test split, save weights + metadata."""
     from safetensors.torch import save_file
 
-    from dcgan.data import natural_shape, open_dataset
+    from dcgan.data import labelled_splits, natural_shape
 
     channels = natural_shape(data)[0]
-    train = open_dataset(data, 32, channels, data_dir, split="train")
-    test = open_dataset(data, 32, channels, data_dir, split="test") if data != "digits" else None
-    if train.labels is None:
-        raise DCGANError(f"{data} has no labels: train-classifier needs a labelled dataset")
-    x, y = train.images, train.labels
-    if test is None:  # digits has one split: hold out every fifth image
-        held = torch.arange(len(x)) % 5 == 0
-        test_x, test_y, x, y = x[held], y[held], x[~held], y[~held]
-    else:
-        test_x, test_y = test.images, test.labels
+    train, test = labelled_splits(data, 32, channels, data_dir)
+    x, y, test_x, test_y = train.images, train.labels, test.images, test.labels
     torch.manual_seed(seed)
     model = Classifier(channels, int(y.max()) + 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -1,0 +1,117 @@
+"""Representation learning (paper §5): the discriminator as a feature extractor, and baselines.
+
+DCGAN features: the feature maps of every D conv layer, max-pooled to a 4x4 grid, flattened and
+concatenated (28,672 dimensions for the imagenet32 preset). BatchNorm runs in inference mode with
+statistics averaged over the training set (as the paper's released code does), not the running
+averages left by training. Baselines: raw pixels, the same D untrained, and single-layer K-means
+features (Coates & Ng 2011).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dcgan.data import to_float
+from dcgan.errors import DCGANError
+from dcgan.models import Discriminator, ModelConfig
+
+
+def load_discriminator(path: str | Path) -> Discriminator:
+    """D of a run directory or checkpoint (exported .safetensors files hold G only)."""
+    from dcgan.checkpoint import load
+
+    if Path(path).suffix == ".safetensors":
+        raise DCGANError(f"{path} holds the generator only: give the run directory or a checkpoint")
+    ckpt = load(path)
+    d = Discriminator(ModelConfig.from_dict(ckpt["config"]["model"]))
+    d.load_state_dict(ckpt["discriminator"])
+    return d.eval()
+
+
+def feature_dim(config: ModelConfig) -> int:
+    """Length of the pooled feature vector: 16 per channel of every conv layer."""
+    return 16 * sum(block[0].out_channels for block in Discriminator(config).blocks)
+
+
+@torch.no_grad()
+def average_bn_statistics(d: Discriminator, images: torch.Tensor, batch_size: int = 256) -> Discriminator:
+    """A copy of D whose BatchNorm statistics are the plain average over `images` (uint8)."""
+    d = copy.deepcopy(d)
+    for m in d.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over every batch seen
+    d.train()
+    for chunk in images.split(batch_size):
+        d(to_float(chunk))
+    return d.eval()
+
+
+@torch.no_grad()
+def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """uint8 images (N, C, S, S) -> float32 (N, feature_dim): every conv layer max-pooled to 4x4.
+    Batched: only one batch of full-resolution feature maps exists at a time."""
+    out = []
+    for chunk in images.split(batch_size):
+        _, maps = d(to_float(chunk), return_features=True)
+        out.append(torch.cat([F.adaptive_max_pool2d(m, 4).flatten(1) for m in maps], 1).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, bn_images: int = 10000,
+                   seed: int = 0) -> np.ndarray:
+    """Pooled features of `images`, with BN statistics averaged over up to bn_images training images."""
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:bn_images]
+    return pooled_features(average_bn_statistics(d, train[pick]), images)
+
+
+def pixel_features(images: torch.Tensor) -> np.ndarray:
+    return to_float(images).flatten(1).numpy()
+
+
+class KMeansFeatures:
+    """Single-layer K-means features (Coates & Ng 2011): 6x6 patches normalised and ZCA-whitened,
+    K-means centroids, the triangle activation max(0, mean(z) - z_k), summed over 4 quadrants."""
+
+    def __init__(self, k: int = 400, patch: int = 6, stride: int = 1, patches: int = 100_000, seed: int = 0):
+        self.k, self.patch, self.stride, self.patches, self.seed = k, patch, stride, patches, seed
+
+    def _patches(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) uint8 -> (N, L, C*p*p) normalised patches on a stride grid."""
+        x = images.float() / 255
+        cols = F.unfold(x, self.patch, stride=self.stride).transpose(1, 2)
+        cols = cols - cols.mean(-1, keepdim=True)
+        return cols / torch.sqrt(cols.var(-1, keepdim=True) + 10 / 255**2)  # brightness/contrast
+
+    def fit(self, images: torch.Tensor) -> KMeansFeatures:
+        from sklearn.cluster import MiniBatchKMeans
+
+        gen = torch.Generator().manual_seed(self.seed)
+        cols = self._patches(images[torch.randperm(len(images), generator=gen)[:max(1, self.patches // 50)]])
+        cols = cols.reshape(-1, cols.shape[-1])
+        cols = cols[torch.randperm(len(cols), generator=gen)[: self.patches]].double()
+        self.mean = cols.mean(0)
+        cov = torch.cov((cols - self.mean).T)
+        evals, evecs = torch.linalg.eigh(cov)
+        self.whiten = (evecs @ torch.diag(1 / torch.sqrt(evals + 0.1)) @ evecs.T).float()  # ZCA, eps 0.1
+        white = ((cols - self.mean).float() @ self.whiten).numpy()
+        km = MiniBatchKMeans(self.k, random_state=self.seed, n_init=3, batch_size=4096).fit(white)
+        self.centroids = torch.from_numpy(km.cluster_centers_).float()
+        return self
+
+    def __call__(self, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        out = []
+        for chunk in images.split(batch_size):
+            cols = (self._patches(chunk) - self.mean.float()) @ self.whiten  # (n, L, D)
+            z = torch.cdist(cols, self.centroids.expand(len(cols), -1, -1))  # distances to centroids
+            act = (z.mean(-1, keepdim=True) - z).clamp_min(0)  # triangle activation
+            side = int(round(act.shape[1] ** 0.5))
+            act = act.transpose(1, 2).reshape(len(chunk), self.k, side, side)
+            out.append(F.adaptive_avg_pool2d(act, 2).mul(side * side / 4).flatten(1).numpy())  # quadrant sums
+        return np.concatenate(out).astype(np.float32)

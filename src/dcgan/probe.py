@@ -1,0 +1,137 @@
+"""Linear L2-SVM probes of image features (paper §5), with the paper's two protocols.
+
+- full (CIFAR-10 style): all training labels; C is chosen on a validation split carved from the
+  training set, the SVM is refit on all training labels, and test accuracy is reported.
+- few (SVHN style): N labels per class, class-balanced, drawn R times; C is chosen on a fixed
+  labelled validation split (disjoint from every draw); mean test error +- 1.96 sigma.
+The test split never chooses anything. The SVM is scikit-learn's LinearSVC (squared hinge, L2
+penalty) on standardised features.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from dcgan.data import labelled_splits
+from dcgan.errors import DCGANError
+from dcgan.models import Discriminator
+
+CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the grid searched on validation
+
+
+def _svm(c: float, seed: int):
+    return make_pipeline(StandardScaler(), LinearSVC(C=c, loss="squared_hinge", penalty="l2",
+                                                     max_iter=3000, random_state=seed))
+
+
+def select_c(x, y, val_x, val_y, cs=CS, seed: int = 0) -> tuple[float, float]:
+    """The C with the best validation accuracy (ties: the smaller C)."""
+    scores = [(_svm(c, seed).fit(x, y).score(val_x, val_y), -c) for c in cs]
+    best, neg_c = max(scores)
+    return -neg_c, float(best)
+
+
+def full_protocol(train_x, train_y, test_x, test_y, val_fraction: float = 0.1, cs=CS, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(train_x))
+    n_val = max(1, int(len(order) * val_fraction))
+    val, fit = order[:n_val], order[n_val:]
+    c, val_acc = select_c(train_x[fit], train_y[fit], train_x[val], train_y[val], cs, seed)
+    model = _svm(c, seed).fit(train_x, train_y)
+    return {"protocol": "full", "accuracy": float(model.score(test_x, test_y)), "C": c,
+            "validation_accuracy": val_acc, "train": len(train_x), "test": len(test_x)}
+
+
+def balanced_draw(labels: np.ndarray, per_class: int, pool: np.ndarray, rng) -> np.ndarray:
+    """per_class indices of every class, from `pool`."""
+    picks = []
+    for k in np.unique(labels[pool]):
+        members = pool[labels[pool] == k]
+        if len(members) < per_class:
+            raise DCGANError(f"class {k} has {len(members)} training images, fewer than {per_class} "
+                             "per class: lower --per-class")
+        picks.append(rng.choice(members, per_class, replace=False))
+    return np.concatenate(picks)
+
+
+def few_protocol(train_x, train_y, test_x, test_y, per_class: int = 100, draws: int = 10,
+                 val_size: int = 1000, cs=CS, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(train_x))
+    val, pool = order[:val_size], order[val_size:]
+    errors, chosen = [], []
+    for _ in range(draws):
+        idx = balanced_draw(train_y, per_class, pool, rng)
+        c, _ = select_c(train_x[idx], train_y[idx], train_x[val], train_y[val], cs, seed)
+        errors.append(1 - _svm(c, seed).fit(train_x[idx], train_y[idx]).score(test_x, test_y))
+        chosen.append(c)
+    errors = np.asarray(errors)
+    return {"protocol": "few", "error": float(errors.mean()), "ci95": float(1.96 * errors.std()),
+            "errors": errors.tolist(), "C": chosen, "labels": per_class * len(np.unique(train_y)),
+            "validation": len(val), "test": len(test_x)}
+
+
+def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple[str, ...] = (),
+          data_dir: str | None = None, per_class: int = 100, draws: int = 10, kmeans_k: int = 400,
+          max_train: int | None = None, max_test: int | None = None, seed: int = 0,
+          out: str | Path | None = None) -> list[dict]:
+    """DCGAN features of a trained D, and any baselines (pixels, random, kmeans), through one
+    protocol on the same splits; a table in the shape of the paper's Tables 1-2."""
+    from dcgan import features as feats
+
+    if protocol not in ("full", "few"):
+        raise DCGANError(f"protocol must be full or few, got {protocol!r}")
+    unknown = set(baselines) - {"pixels", "random", "kmeans"}
+    if unknown:
+        raise DCGANError(f"unknown baseline(s) {', '.join(sorted(unknown))}: use pixels, random, kmeans")
+    d = feats.load_discriminator(source)
+    c = d.config
+    train, test = labelled_splits(data, c.image_size, c.channels, data_dir)
+    gen = torch.Generator().manual_seed(seed)
+    tr = torch.randperm(len(train.images), generator=gen)[:max_train or len(train.images)]
+    te = torch.randperm(len(test.images), generator=gen)[:max_test or len(test.images)]
+    train_images, train_y = train.images[tr], train.labels[tr].numpy()
+    test_images, test_y = test.images[te], test.labels[te].numpy()
+
+    extractors = {"DCGAN discriminator": lambda x: feats.dcgan_features(d, train.images, x, seed=seed)}
+    if "random" in baselines:
+        torch.manual_seed(seed)
+        untrained = Discriminator(c).eval()  # the same architecture, never trained
+        extractors["same D, random init"] = lambda x: feats.dcgan_features(untrained, train.images, x,
+                                                                           seed=seed)
+    if "pixels" in baselines:
+        extractors["raw pixels"] = feats.pixel_features
+    if "kmeans" in baselines:
+        km = feats.KMeansFeatures(k=kmeans_k, seed=seed).fit(train_images)
+        extractors[f"K-means, K={kmeans_k} (Coates & Ng)"] = km
+    rows = []
+    for method, extract in extractors.items():
+        train_x, test_x = extract(train_images), extract(test_images)
+        if protocol == "full":
+            result = full_protocol(train_x, train_y, test_x, test_y, seed=seed)
+        else:
+            result = few_protocol(train_x, train_y, test_x, test_y, per_class, draws, seed=seed)
+        rows.append({"method": method, "dim": int(train_x.shape[1]), **result})
+    if out is not None:
+        write_table(rows, Path(out), data)
+    return rows
+
+
+def write_table(rows: list[dict], out: Path, data: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps(rows, indent=2))
+    few = rows[0]["protocol"] == "few"
+    head = (f"| method | feature dim | test error ({rows[0]['labels']} labels, mean ± 1.96σ over "
+            f"{len(rows[0]['errors'])} draws) |" if few else "| method | feature dim | test accuracy |")
+    lines = [f"{data}, {'few-label' if few else 'full-label'} protocol", "", head, "|---|---|---|"]
+    for r in rows:
+        value = f"{r['error']:.2%} ± {r['ci95']:.2%}" if few else f"{r['accuracy']:.2%}"
+        lines.append(f"| {r['method']} | {r['dim']:,} | {value} |")
+    (out / "probe.md").write_text("\n".join(lines) + "\n")
