@@ -159,16 +159,16 @@ def test_bad_inputs_give_one_line_and_damage_nothing(tmp_path, run_dir):
 
 
 def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch):
-    loop = importlib.import_module("dcgan.train")
+    step = importlib.import_module("dcgan.step")
     calls = {"n": 0}
-    real_to_float = loop.to_float
+    real_to_float = step.to_float
 
-    def poisoned(x):  # call 1 is the diversity reference; call 7 is step 6's batch: NaN, once
+    def poisoned(x):  # step 6's real batch is NaN, once
         calls["n"] += 1
         y = real_to_float(x)
-        return y * float("nan") if calls["n"] == 7 else y
+        return y * float("nan") if calls["n"] == 6 else y
 
-    monkeypatch.setattr(loop, "to_float", poisoned)
+    monkeypatch.setattr(step, "to_float", poisoned)
     cfg = configure({"data": "digits", "image_size": 16, "ngf": 8, "ndf": 8, "nz": 16, "batch_size": 32,
                      "steps": 12, "tensorboard": False, "log_every": 2, "checkpoint_every": 4,
                      "on_divergence": "rollback", "out": str(tmp_path / "run")})
@@ -180,8 +180,7 @@ def test_divergence_rolls_back_with_a_lower_lr(tmp_path, monkeypatch):
 
 
 def test_divergence_stops_after_max_rollbacks(tmp_path, monkeypatch):
-    loop = importlib.import_module("dcgan.train")
-    monkeypatch.setattr(loop, "to_float", lambda x: x.float() * float("nan"))
+    monkeypatch.setattr(importlib.import_module("dcgan.step"), "to_float", lambda x: x.float() * float("nan"))
     cfg = configure({"data": "digits", "image_size": 16, "ngf": 8, "ndf": 8, "nz": 16, "batch_size": 32,
                      "steps": 5, "tensorboard": False, "on_divergence": "rollback", "max_rollbacks": 2,
                      "out": str(tmp_path / "run")})

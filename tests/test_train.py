@@ -115,16 +115,16 @@ def test_batch_larger_than_dataset_is_an_error(tmp_path, monkeypatch):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    loop = importlib.import_module("dcgan.train")  # the module, not dcgan.train the function
+    step = importlib.import_module("dcgan.step")
     calls = {"n": 0}
-    real_to_float = loop.to_float
+    real_to_float = step.to_float
 
     def poisoned(x):
         calls["n"] += 1
         y = real_to_float(x)
-        return y * float("nan") if calls["n"] > 5 else y  # call 1 is the real-diversity reference
+        return y * float("nan") if calls["n"] > 4 else y  # the real batches of steps 5, 6, ...
 
-    monkeypatch.setattr(loop, "to_float", poisoned)
+    monkeypatch.setattr(step, "to_float", poisoned)
     cfg = tiny(tmp_path, steps=10, log_every=3)
     with pytest.raises(DCGANError, match="non-finite"):
         train(cfg)
