@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--full-max-train", type=int, default=5000, help="training images of the full protocol")
     p.add_argument("--max-test", type=int, default=5000)
     p.add_argument("--kmeans-k", type=int, default=400)
+    p.add_argument("--draws", type=int, default=10, help="label draws of the few-label protocol")
+    p.add_argument("--protocols", default="few,full", help="comma list of few, full")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run, train_s = a.run, 0.0
@@ -46,11 +48,12 @@ def main() -> None:
                   "--out", run)
             train_s = time.perf_counter() - t
         tables = {}
-        for protocol in ("few", "full"):
+        for protocol in a.protocols.split(","):
             t = time.perf_counter()
             n_train = a.max_train if protocol == "few" else a.full_max_train
             dcgan("probe", run, "--data", "fashion-mnist", "--protocol", protocol, "--max-train", n_train,
-                  "--max-test", a.max_test, "--kmeans-k", a.kmeans_k, "--out", Path(tmp) / protocol)
+                  "--max-test", a.max_test, "--kmeans-k", a.kmeans_k, "--draws", a.draws,
+                  "--out", Path(tmp) / protocol)
             tables[protocol] = {"rows": json.loads((Path(tmp) / protocol / "probe.json").read_text()),
                                 "markdown": (Path(tmp) / protocol / "probe.md").read_text(),
                                 "seconds": time.perf_counter() - t}
