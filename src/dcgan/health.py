@@ -19,10 +19,17 @@ def diversity(images: torch.Tensor) -> float:
 
 
 def first_images(data, n: int) -> torch.Tensor:
+    """The first n readable images, in memory or decoded from the stream (stopping at n)."""
     if data.images is not None:
         return data.images[:n]
-    items = [data.stream[i] for i in range(min(len(data), 4 * n))]
-    return torch.stack([x for x in items if x is not None][:n])
+    kept = []
+    for i in range(len(data)):
+        if len(kept) == n:
+            break
+        x = data.stream[i]
+        if x is not None:
+            kept.append(x)
+    return torch.stack(kept)
 
 
 class Health:
