@@ -12,7 +12,7 @@ from dcgan import probe as probe_module
 from dcgan.config import resolve
 from dcgan.features import KMeansFeatures, average_bn_statistics, dcgan_features, feature_dim, pooled_features
 from dcgan.models import Discriminator
-from dcgan.probe import balanced_draw, few_protocol, full_protocol
+from dcgan.probe import LinearSVM, balanced_draw, few_protocol, full_protocol
 
 
 @pytest.mark.parametrize("preset,dim", [("imagenet32", 28672), ("pytorch", 16 * (64 + 128 + 256 + 512)),
@@ -78,6 +78,24 @@ def test_c_is_never_chosen_on_the_test_split(monkeypatch):
     assert len(seen) == 4 and all(v.max() < 500 for v in seen)
     assert 0.5 < full["accuracy"] <= 1 and 0 <= few["error"] < 0.5 and len(few["errors"]) == 3
     assert few["ci95"] == pytest.approx(1.96 * np.std(few["errors"]))
+
+
+def test_svm_fit_in_the_row_span_equals_liblinear_on_all_features():
+    """Fewer samples than features: the fast fit solves the same problem as a plain LinearSVC."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    x, y = synthetic(0, n=120, d=400)
+    fast = LinearSVM(1e-2).fit(x, y)
+    assert fast.basis is not None and fast.basis.shape == (401, 120)
+    plain = LinearSVC(C=1e-2, loss="squared_hinge", penalty="l2", max_iter=20000, tol=1e-8)
+    plain.fit(StandardScaler().fit_transform(x), y)
+    scale = np.abs(plain.coef_).max()
+    assert np.abs(fast.coef_[:, :-1] - plain.coef_).max() < 1e-3 * scale
+    assert np.abs(fast.coef_[:, -1] - plain.intercept_).max() < 1e-3 * scale
+    test_x, test_y = synthetic(1, n=200, d=400)
+    assert (fast.predict(test_x) == plain.predict(StandardScaler().fit(x).transform(test_x))).mean() > 0.99
+    assert LinearSVM(1e-2).fit(x[:, :50], y).basis is None  # more samples than features: no projection
 
 
 def test_kmeans_features_shape_and_determinism():

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
@@ -26,16 +25,55 @@ from dcgan.models import Discriminator
 CS = (1e-4, 1e-3, 1e-2)  # the grid searched on validation: the paper's released SVHN script's range
 
 
-def _svm(c: float, seed: int):
-    return make_pipeline(StandardScaler(), LinearSVC(C=c, loss="squared_hinge", penalty="l2",
-                                                     max_iter=2000, random_state=seed))
+class LinearSVM:
+    """StandardScaler + LinearSVC (squared hinge, L2 penalty, regularised intercept, as liblinear).
+
+    With fewer training samples than features (1,000 labels and 7,168+ features in the few-label
+    protocol) the SVM is fit in the span of the standardised, bias-augmented training rows: by the
+    representer theorem the L2 solution lies there, so it is the same optimisation problem in n
+    instead of d dimensions, solved by liblinear's primal Newton method. Same weights (to solver
+    tolerance, tested), 3-10x faster on a CPU.
+    """
+
+    def __init__(self, c: float, seed: int = 0):
+        self.c, self.seed = c, seed
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        x = self.scaler.transform(x).astype(np.float64)
+        x = np.hstack([x, np.ones((len(x), 1))])  # liblinear's intercept: a bias feature of value 1
+        return x if self.basis is None else x @ self.basis
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearSVM:
+        self.scaler = StandardScaler().fit(x)
+        self.basis = None
+        rows = self._rows(x)
+        if rows.shape[0] < rows.shape[1]:
+            self.basis, _ = np.linalg.qr(rows.T)  # orthonormal basis of the row span, (d + 1, n)
+            rows = rows @ self.basis
+        self.svm = LinearSVC(C=self.c, loss="squared_hinge", penalty="l2", fit_intercept=False,
+                             dual="auto" if self.basis is None else False, max_iter=2000,
+                             random_state=self.seed).fit(rows, y)
+        return self
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Weights on the standardised features, the intercept last."""
+        w = self.svm.coef_
+        return w if self.basis is None else w @ self.basis.T
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.svm.predict(self._rows(x))
+
+    def score(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float((self.predict(x) == y).mean())
 
 
-def select_c(x, y, val_x, val_y, cs=CS, seed: int = 0) -> tuple[float, float]:
-    """The C with the best validation accuracy (ties: the smaller C)."""
-    scores = [(_svm(c, seed).fit(x, y).score(val_x, val_y), -c) for c in cs]
-    best, neg_c = max(scores)
-    return -neg_c, float(best)
+def select_c(x, y, val_x, val_y, cs=CS, seed: int = 0) -> tuple[float, float, LinearSVM]:
+    """The C with the best validation accuracy (ties: the smaller C), and its SVM."""
+    fits = [LinearSVM(c, seed).fit(x, y) for c in cs]
+    scores = [(m.score(val_x, val_y), -m.c, i) for i, m in enumerate(fits)]
+    best, neg_c, i = max(scores)
+    return -neg_c, float(best), fits[i]
 
 
 def full_protocol(train_x, train_y, test_x, test_y, val_fraction: float = 0.1, cs=CS, seed: int = 0) -> dict:
@@ -43,8 +81,8 @@ def full_protocol(train_x, train_y, test_x, test_y, val_fraction: float = 0.1, c
     order = rng.permutation(len(train_x))
     n_val = max(1, int(len(order) * val_fraction))
     val, fit = order[:n_val], order[n_val:]
-    c, val_acc = select_c(train_x[fit], train_y[fit], train_x[val], train_y[val], cs, seed)
-    model = _svm(c, seed).fit(train_x, train_y)
+    c, val_acc, _ = select_c(train_x[fit], train_y[fit], train_x[val], train_y[val], cs, seed)
+    model = LinearSVM(c, seed).fit(train_x, train_y)
     return {"protocol": "full", "accuracy": float(model.score(test_x, test_y)), "C": c,
             "validation_accuracy": val_acc, "train": len(train_x), "test": len(test_x)}
 
@@ -69,8 +107,8 @@ def few_protocol(train_x, train_y, test_x, test_y, per_class: int = 100, draws: 
     errors, chosen = [], []
     for _ in range(draws):
         idx = balanced_draw(train_y, per_class, pool, rng)
-        c, _ = select_c(train_x[idx], train_y[idx], train_x[val], train_y[val], cs, seed)
-        errors.append(1 - _svm(c, seed).fit(train_x[idx], train_y[idx]).score(test_x, test_y))
+        c, _, model = select_c(train_x[idx], train_y[idx], train_x[val], train_y[val], cs, seed)
+        errors.append(1 - model.score(test_x, test_y))
         chosen.append(c)
     errors = np.asarray(errors)
     return {"protocol": "few", "error": float(errors.mean()), "ci95": float(1.96 * errors.std()),
