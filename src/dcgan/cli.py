@@ -96,22 +96,78 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from dcgan.checkpoint import load_generator
     from dcgan.train import pick_device
-    from dcgan.visualize import grid, save_individual
+    from dcgan.visualize import annotate, grid, save_individual
 
-    if args.n < 1:
-        raise DCGANError(f"--n must be at least 1, got {args.n}")
+    if args.n < 1 or args.start < 0:
+        raise DCGANError(f"--n must be at least 1 and --start at least 0, got {args.n} and {args.start}")
     g = load_generator(args.source, pick_device(args.device))
-    images = g.sample(args.n, seed=args.seed)
+    images = g.sample(args.n, seed=args.seed, start=args.start).cpu()
     if args.individual:
-        paths = save_individual(images, Path(args.individual))
+        paths = save_individual(images, Path(args.individual), start=args.start)
         print(f"wrote {len(paths)} images to {args.individual}")
     if args.out or not args.individual:
         from torchvision.utils import save_image
 
         out = Path(args.out or "samples.png")
         out.parent.mkdir(parents=True, exist_ok=True)
+        if args.numbered:  # each image's number: G(latent(seed, number)) reproduces it
+            images = annotate(images, [str(args.start + i) for i in range(len(images))])
         save_image(grid(images, args.nrow), out)
-        print(f"wrote {out}")
+        note = f" (numbers are sample indices of seed {args.seed})" if args.numbered else ""
+        print(f"wrote {out}{note}")
+
+
+def cmd_walk(args: argparse.Namespace) -> None:
+    from dcgan.latent import parse_indices, walk_report
+
+    through = parse_indices(args.through, "--through") if args.through else None
+    r = walk_report(args.source, args.out, args.walks, args.points, args.steps, args.mode, args.seed,
+                    through, args.gif, args.factor)
+    print(f"wrote {Path(args.out) / 'walk.png'}: {len(r['walks'])} walk(s) of {r['frames']} frames "
+          f"({args.mode}); {r['flagged_steps']} step(s) jump more than {args.factor:g}x the median "
+          f"(details in walk.json)")
+
+
+def cmd_neighbours(args: argparse.Namespace) -> None:
+    from dcgan.neighbours import neighbours_report
+
+    r = neighbours_report(args.source, args.data, args.out, args.n, args.k, args.seed, args.data_dir)
+    for space in ("pixels", "features"):
+        if space in r:
+            s = r[space]
+            print(f"{space:8s}: median sample->train {s['sample_to_train_median']:.4f}, train->train "
+                  f"{s['train_to_train_median']:.4f} (ratio {s['ratio']:.2f}); "
+                  f"{s['samples_closer_than_that']} sample(s) closer than the 1st percentile of train->train")
+    print(f"grids and numbers in {args.out}")
+
+
+def cmd_arithmetic(args: argparse.Namespace) -> None:
+    from dcgan.latent import arithmetic_report, direction_report, parse_indices
+
+    if args.start or args.end:
+        targets = parse_indices(args.targets, "--targets") if args.targets else None
+        r = direction_report(args.source, args.out, parse_indices(args.start, "--from"),
+                             parse_indices(args.end, "--to"), args.seed, targets, args.n, args.steps,
+                             args.scale)
+        print(f"wrote {Path(args.out) / 'direction.png'}: |v| = {r['v_norm']:.3f}, {args.steps} steps "
+              f"from 0 to {args.scale:g} v")
+        return
+    if not (args.a and args.b and args.c):
+        raise DCGANError("give --a, --b and --c (Y = A - B + C), or --from and --to (a direction)")
+    r = arithmetic_report(args.source, args.out, parse_indices(args.a, "--a"), parse_indices(args.b, "--b"),
+                          parse_indices(args.c, "--c"), args.seed, args.noise)
+    print(f"wrote {Path(args.out) / 'arithmetic.png'}: |Y| = {r['y_norm']:.3f}; pixel-space result differs "
+          f"from G(Y) by RMS {r['pixel_result_rms_to_result']:.3f}")
+
+
+def cmd_forget(args: argparse.Namespace) -> None:
+    from dcgan.forget import forget
+
+    r = forget(args.source, args.boxes, args.out, args.drop, args.n, args.seed)
+    print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps (detector accuracy "
+          f"{r['detector_accuracy']:.2f} on {r['positives']} + {r['negatives']} locations); mean pixel "
+          f"change {r['mean_abs_change_in_boxes']:.3f} inside the boxes, {r['mean_abs_change_outside']:.3f} "
+          f"outside; {Path(args.out) / 'forget.png'}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -179,6 +235,24 @@ def cmd_probe(args: argparse.Namespace) -> None:
     print(f"table: {Path(args.out) / 'probe.md'}")
 
 
+def cmd_guided_backprop(args: argparse.Namespace) -> None:
+    from dcgan.saliency import guided_backprop_report
+
+    r = guided_backprop_report(args.source, args.data, args.out, args.features, args.top, args.layer,
+                               args.max_images, args.data_dir, args.seed)
+    print(f"wrote {r['png']}: features 0..{args.features - 1} of {r['layer']}, trained vs random D; "
+          f"structure {r['trained']['structure']:.3f} vs {r['random']['structure']:.3f}, image correlation "
+          f"{r['trained']['image_correlation']:.3f} vs {r['random']['image_correlation']:.3f}")
+
+
+def cmd_feature_maps(args: argparse.Namespace) -> None:
+    from dcgan.saliency import feature_map_report
+
+    r = feature_map_report(args.source, args.out, args.net, args.seed, args.index, args.image,
+                           args.max_channels)
+    print(f"wrote {r['png']}: {len(r['layers'])} layers of {args.net.upper()}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dcgan", description="Deep Convolutional GANs: train, "
                                 "sample and export (Radford, Metz, Chintala 2015).")
@@ -192,6 +266,54 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--individual", help="also write one PNG per sample into this folder")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--start", type=int, default=0, help="number of the first sample (default 0)")
+    s.add_argument("--numbered", action="store_true",
+                   help="print each sample's number on it: (seed, number) names its z for walk, "
+                        "arithmetic and forget")
+    w = sub.add_parser("walk", help="latent walks with a smoothness report (paper 6.1)")
+    w.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
+    w.add_argument("--out", default="walk", help="folder for walk.png, walk.json (and walk.gif)")
+    w.add_argument("--walks", type=int, default=4, help="rows: walk r passes samples r*K..r*K+K-1")
+    w.add_argument("--points", type=int, default=9, help="K latent points per walk")
+    w.add_argument("--steps", type=int, default=8, help="M frames from each point to the next")
+    w.add_argument("--mode", default="slerp", help="slerp (default) or linear")
+    w.add_argument("--through", help="one walk through these sample numbers, e.g. 3,17,42")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--gif", action="store_true", help="also write walk.gif")
+    w.add_argument("--factor", type=float, default=3.0, help="flag steps jumping > factor x the median")
+    nb = sub.add_parser("neighbours", help="nearest training images of samples (memorisation check)")
+    nb.add_argument("source", help="run directory or checkpoint (exported .safetensors: pixels only)")
+    nb.add_argument("--data", required=True, help="the training images")
+    nb.add_argument("--data-dir", dest="data_dir")
+    nb.add_argument("--n", type=int, default=8, help="samples")
+    nb.add_argument("--k", type=int, default=5, help="neighbours per sample")
+    nb.add_argument("--seed", type=int, default=0)
+    nb.add_argument("--out", default="neighbours")
+    ar = sub.add_parser("arithmetic", help="vector arithmetic on z: A - B + C, or a direction (paper 6.3)",
+                        description="Sample numbers come from `dcgan sample --numbered --seed S`.")
+    ar.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
+    ar.add_argument("--a", help="exemplars of concept A, e.g. 3,17,42")
+    ar.add_argument("--b", help="exemplars of concept B")
+    ar.add_argument("--c", help="exemplars of concept C")
+    ar.add_argument("--noise", type=float, default=0.25, help="uniform noise scale of the neighbours")
+    ar.add_argument("--from", dest="start", help="direction mode: exemplars where the vector starts")
+    ar.add_argument("--to", dest="end", help="direction mode: exemplars where it ends")
+    ar.add_argument("--targets", help="direction mode: samples to move (default: --n samples of seed+1)")
+    ar.add_argument("--n", type=int, default=8)
+    ar.add_argument("--steps", type=int, default=7)
+    ar.add_argument("--scale", type=float, default=1.0, help="last step adds scale x the vector")
+    ar.add_argument("--seed", type=int, default=0)
+    ar.add_argument("--out", default="arithmetic")
+    fg = sub.add_parser("forget", help="drop the G feature maps that draw a boxed object (paper 6.2)",
+                        description='Boxes file: {"boxes": [{"seed": 0, "index": 3, "boxes": [[x0, y0, x1, '
+                                    'y1], ...]}, ...]} in pixels of G\'s images (x1, y1 exclusive); index is '
+                                    'the number printed by `dcgan sample --numbered --seed S`.')
+    fg.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
+    fg.add_argument("--boxes", required=True, help="boxes JSON file")
+    fg.add_argument("--drop", default="positive", help="positive (paper) | threshold:T | top:K")
+    fg.add_argument("--n", type=int, default=8, help="extra samples of --seed shown with and without")
+    fg.add_argument("--seed", type=int, default=0)
+    fg.add_argument("--out", default="forget")
     e = sub.add_parser("export", help="write G's weights and config to one safetensors file")
     e.add_argument("source", help="run directory or checkpoint .pt")
     e.add_argument("out", help="output .safetensors file")
@@ -242,12 +364,33 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--max-test", dest="max_test", type=int, help="use at most this many test images")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="probe", help="folder for probe.md and probe.json")
+    gb = sub.add_parser("guided-backprop", help="top images and guided-backprop maps of D's features, "
+                        "trained vs random D (paper 6.2)")
+    gb.add_argument("source", help="run directory or checkpoint .pt")
+    gb.add_argument("--data", required=True, help="images to search for top activations")
+    gb.add_argument("--data-dir", dest="data_dir")
+    gb.add_argument("--features", type=int, default=8, help="features 0..N-1 of the layer")
+    gb.add_argument("--top", type=int, default=6, help="top-activating images per feature")
+    gb.add_argument("--layer", type=int, default=-1, help="D block (default -1: the last conv layer)")
+    gb.add_argument("--max-images", dest="max_images", type=int, default=5000)
+    gb.add_argument("--seed", type=int, default=0)
+    gb.add_argument("--out", default="guided-backprop")
+    fm = sub.add_parser("feature-maps", help="every layer's feature maps of G for one z, or of D for "
+                        "one image")
+    fm.add_argument("source", help="run directory, checkpoint .pt (or exported .safetensors for G)")
+    fm.add_argument("--net", default="g", help="g (default) or d")
+    fm.add_argument("--seed", type=int, default=0, help="G's input: sample (seed, index)")
+    fm.add_argument("--index", type=int, default=0)
+    fm.add_argument("--image", help="D's input image (default: G's sample (seed, index))")
+    fm.add_argument("--max-channels", dest="max_channels", type=int, default=32)
+    fm.add_argument("--out", default="feature-maps")
     return p
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup,
             "evaluate": cmd_evaluate, "train-classifier": cmd_train_classifier, "features": cmd_features,
-            "probe": cmd_probe}
+            "probe": cmd_probe, "walk": cmd_walk, "neighbours": cmd_neighbours, "arithmetic": cmd_arithmetic,
+            "forget": cmd_forget, "guided-backprop": cmd_guided_backprop, "feature-maps": cmd_feature_maps}
 
 
 def main(argv: list[str] | None = None) -> int:

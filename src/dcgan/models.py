@@ -179,16 +179,20 @@ class Generator(nn.Module):
                                              device) for i in indices])
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """n images in [-1, 1] on the model's device, BN in inference mode. With a seed, image i
-        is G(latent(seed, [i])) whatever n is."""
-        z = self.latent(seed, range(n)) if seed is not None else self.sample_latent(n)
+    def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """G(z) in [-1, 1], batched, with BN in inference mode (the mode is restored after)."""
         was_training = self.training
         self.eval()
         try:
             return torch.cat([self(chunk) for chunk in z.split(batch_size)])
         finally:
             self.train(was_training)
+
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 256, start: int = 0) -> torch.Tensor:
+        """n images in [-1, 1] on the model's device, BN in inference mode. With a seed, image i
+        is G(latent(seed, [i])) whatever n is; they are images start .. start + n - 1."""
+        z = self.latent(seed, range(start, start + n)) if seed is not None else self.sample_latent(n)
+        return self.generate(z, batch_size)
 
 
 class Discriminator(nn.Module):

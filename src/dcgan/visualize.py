@@ -1,4 +1,4 @@
-"""Pictures of a run: sample grids and the loss curve."""
+"""Pictures of a run: sample grids, labelled images and the loss curve."""
 
 from __future__ import annotations
 
@@ -31,6 +31,29 @@ def save_samples(generator: Generator, z: torch.Tensor, path: Path) -> torch.Ten
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid(images), path)
     return images
+
+
+@torch.no_grad()
+def annotate(images: torch.Tensor, labels: list[str], min_size: int = 64) -> torch.Tensor:
+    """Images in [-1, 1] with a text label in the top-left corner of each (white on black), upscaled
+    by an integer factor (nearest) to at least min_size pixels so the text stays legible."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    images = images.detach().float().cpu()
+    factor = max(1, -(-min_size // images.shape[-1]))
+    big = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
+    out = []
+    for x, label in zip(big, labels, strict=True):
+        pixels = x.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        draw = ImageDraw.Draw(img)
+        left, top, right, bottom = draw.textbbox((1, 0), label)
+        draw.rectangle((0, 0, right + 1, bottom + 1), fill=0)
+        draw.text((1, 0), label, fill=255 if img.mode == "L" else (255, 255, 255))
+        arr = torch.from_numpy(np.asarray(img).copy()).float()
+        out.append((arr[None] if arr.ndim == 2 else arr.permute(2, 0, 1)) / 127.5 - 1)
+    return torch.stack(out)
 
 
 def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[Path]:

@@ -1,0 +1,277 @@
+"""Forgetting to draw an object (paper §6.2).
+
+The paper drew window boxes on 150 bedroom samples, fit a logistic regression on the activations
+of G's second-highest conv layer (positives: locations inside the boxes; negatives: random other
+locations of the same images) and dropped every feature map with a positive weight at every
+location: the same z then drew bedrooms without windows. This module does that for any run.
+
+Boxes file (JSON), in the pixel coordinates of G's own images (0..image_size; x right, y down;
+x1 and y1 exclusive), each sample named by (seed, index) as `dcgan sample --numbered` prints it:
+
+    {"boxes": [{"seed": 0, "index": 3, "boxes": [[4, 10, 12, 20]]},
+               {"seed": 0, "index": 17, "boxes": [[20, 2, 30, 9], [1, 1, 5, 5]]}]}
+
+A synthetic dataset with an object of known appearance (a bright square "window" on varied dark
+backgrounds) makes the effect measurable: boxes come from thresholding, and dropping the fitted
+maps must remove the bright pixels inside the boxes while leaving the rest of the image nearly as
+it was (benchmarks/forget.py, tests/test_inspect.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from dcgan.errors import DCGANError
+from dcgan.models import Generator
+from dcgan.visualize import grid
+
+
+@dataclass
+class Boxed:
+    seed: int
+    index: int
+    boxes: list[tuple[int, int, int, int]]  # x0, y0, x1, y1 in image pixels, x1/y1 exclusive
+
+
+def read_boxes(path: str | Path, image_size: int) -> list[Boxed]:
+    path = Path(path)
+    if not path.is_file():
+        raise DCGANError(f"boxes file {path} not found (format: see `dcgan forget --help`)")
+    try:
+        entries = json.loads(path.read_text())["boxes"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise DCGANError(f"{path} is not a boxes file: expected JSON "
+                         '{"boxes": [{"seed": S, "index": I, "boxes": [[x0, y0, x1, y1]]}]} '
+                         f"({type(e).__name__}: {e})") from None
+    out = []
+    for n, e in enumerate(entries):
+        where = f"{path}, entry {n}"
+        try:
+            seed, index, boxes = int(e["seed"]), int(e["index"]), [tuple(map(int, b)) for b in e["boxes"]]
+        except (KeyError, TypeError, ValueError):
+            raise DCGANError(f"{where}: needs an integer seed and index and a list of [x0, y0, x1, y1] "
+                             "boxes") from None
+        for b in boxes:
+            if len(b) != 4 or not (0 <= b[0] < b[2] <= image_size and 0 <= b[1] < b[3] <= image_size):
+                raise DCGANError(f"{where}: box {list(b)} must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= "
+                                 f"{image_size} and 0 <= y0 < y1 <= {image_size} (G's image pixels)")
+        out.append(Boxed(seed, index, boxes))
+    if not out:
+        raise DCGANError(f"{path} holds no boxes")
+    return out
+
+
+def write_boxes(path: str | Path, boxed: list[Boxed]) -> Path:
+    Path(path).write_text(json.dumps({"boxes": [{"seed": b.seed, "index": b.index,
+                                                  "boxes": [list(x) for x in b.boxes]} for b in boxed]}))
+    return Path(path)
+
+
+def box_mask(boxes, size: int) -> torch.Tensor:
+    """(size, size) bool, True inside any box (in pixels of an image of `size`)."""
+    m = torch.zeros(size, size, dtype=torch.bool)
+    for x0, y0, x1, y1 in boxes:
+        m[y0:y1, x0:x1] = True
+    return m
+
+
+def layer_mask(boxes, image_size: int, grid_size: int) -> torch.Tensor:
+    """(grid_size, grid_size) bool: the layer locations whose receptive-field centre is in a box."""
+    centres = (torch.arange(grid_size) + 0.5) * image_size / grid_size
+    pixel = box_mask(boxes, image_size)
+    ij = centres.long()
+    return pixel[ij][:, ij]
+
+
+def activations(g: Generator, z: torch.Tensor) -> torch.Tensor:
+    """G's second-highest conv layer (the one before the image layer) for z: (n, C, s, s)."""
+    with torch.no_grad():
+        g.eval()
+        _, maps = g(z, return_features=True)
+    return maps[-2]
+
+
+def fit_window_detector(g: Generator, boxed: list[Boxed], negatives: int = 1, seed: int = 0) -> dict:
+    """Logistic regression on the activation vectors at layer locations: inside a box -> 1, random
+    locations outside every box of the same image (`negatives` per positive) -> 0."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for b in boxed:
+        h = activations(g, g.latent(b.seed, [b.index]))[0].cpu()  # (C, s, s)
+        inside = layer_mask(b.boxes, g.config.image_size, h.shape[-1])
+        pos = inside.flatten().nonzero().flatten().numpy()
+        neg = (~inside).flatten().nonzero().flatten().numpy()
+        if len(pos) == 0:
+            raise DCGANError(f"sample (seed {b.seed}, index {b.index}): its boxes cover no location of G's "
+                             f"{h.shape[-1]}x{h.shape[-1]} layer; draw larger boxes")
+        neg = rng.choice(neg, min(len(neg), negatives * len(pos)), replace=False)
+        flat = h.flatten(1).T.numpy()  # (s*s, C)
+        xs += [flat[pos], flat[neg]]
+        ys += [np.ones(len(pos)), np.zeros(len(neg))]
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if y.min() == y.max():
+        raise DCGANError("the boxes cover whole images: the detector needs locations outside them too")
+    scaler = StandardScaler().fit(x)  # per-map positive scaling: the weights' signs are unchanged
+    model = LogisticRegression(max_iter=2000).fit(scaler.transform(x), y)
+    return {"weights": model.coef_[0], "accuracy": float(model.score(scaler.transform(x), y)),
+            "positives": int(y.sum()), "negatives": int(len(y) - y.sum())}
+
+
+def choose_maps(weights: np.ndarray, rule: str = "positive") -> list[int]:
+    """positive: every map with weight > 0 (the paper); threshold:T: weight > T; top:K: the K largest."""
+    kind, _, value = rule.partition(":")
+    try:
+        if kind == "positive" and not value:
+            return [int(i) for i in np.flatnonzero(weights > 0)]
+        if kind == "threshold":
+            return [int(i) for i in np.flatnonzero(weights > float(value))]
+        if kind == "top":
+            k = int(value)
+            if k < 1:
+                raise ValueError
+            return [int(i) for i in np.argsort(-weights)[:k]]
+    except ValueError:
+        pass
+    raise DCGANError(f"--drop must be positive, threshold:T or top:K (K >= 1), got {rule!r}")
+
+
+def generate_without(g: Generator, z: torch.Tensor, maps: list[int]) -> torch.Tensor:
+    """G(z) with the given maps of the second-highest conv layer set to 0 at every location."""
+    keep = torch.ones(g.blocks[-2][0].out_channels, device=z.device)
+    keep[maps] = 0
+
+    def drop(module, inputs, output):
+        return output * keep.view(1, -1, 1, 1)
+
+    handle = g.blocks[-2].register_forward_hook(drop)
+    try:
+        return g.generate(z)
+    finally:
+        handle.remove()
+
+
+def change_in_boxes(before: torch.Tensor, after: torch.Tensor, boxed: list[Boxed]) -> dict:
+    """Mean absolute pixel change (in [0, 1] units) inside and outside the boxes."""
+    size = before.shape[-1]
+    masks = torch.stack([box_mask(b.boxes, size) for b in boxed])[:, None].expand_as(before)
+    diff = (after - before).abs() / 2
+    inside, outside = float(diff[masks].mean()), float(diff[~masks].mean()) if (~masks).any() else 0.0
+    return {"inside": inside, "outside": outside, "ratio": inside / max(outside, 1e-12)}
+
+
+def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "positive", n: int = 8,
+           seed: int = 0, device="cpu") -> dict:
+    """Fit the detector, drop its maps, and show the same z with and without them: forget.png (pairs
+    of rows: original, then forgotten; the boxed samples first, then n samples of `seed`) and
+    forget.json."""
+    from dcgan.checkpoint import load_generator
+
+    g = load_generator(source, device)
+    boxed = read_boxes(boxes, g.config.image_size)
+    fit = fit_window_detector(g, boxed, seed=seed)
+    maps = choose_maps(fit["weights"], drop)
+    z_boxed = torch.cat([g.latent(b.seed, [b.index]) for b in boxed])
+    z = torch.cat([z_boxed, g.latent(seed, range(n))]) if n > 0 else z_boxed
+    before, after = g.generate(z).cpu(), generate_without(g, z, maps).cpu()
+    change = change_in_boxes(before[:len(boxed)], after[:len(boxed)], boxed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    width = 8
+    rows = [x for s in range(0, len(z), width) for x in (before[s:s + width], after[s:s + width])]
+    padded = torch.cat([torch.cat([r, -torch.ones(width - len(r), *r.shape[1:])]) for r in rows])
+    save_image(grid(padded, nrow=width), out / "forget.png")
+    report = {"drop": drop, "dropped_maps": maps, "dropped": len(maps),
+              "maps_in_layer": int(len(fit["weights"])), "detector_accuracy": fit["accuracy"],
+              "positives": fit["positives"], "negatives": fit["negatives"], "boxed_samples": len(boxed),
+              "mean_abs_change_in_boxes": change["inside"], "mean_abs_change_outside": change["outside"],
+              "layout": "pairs of rows of 8: original G(z), then G(z) without the dropped maps"}
+    (out / "forget.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+# ---- a synthetic object with known boxes ----------------------------------------------------
+
+def synthetic_windows(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, list[tuple]]:
+    """n grey images (n, 1, size, size) uint8: a smooth random background in [0, 0.45] and one
+    bright square "window" (value 1, side size/4) at a random position; returns the window boxes."""
+    gen = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 1, 4, 4, generator=gen)
+    background = torch.nn.functional.interpolate(low, size=size, mode="bicubic", align_corners=False)
+    background = background.clamp(0, 1) * 0.45
+    side = size // 4
+    xy = torch.randint(0, size - side + 1, (n, 2), generator=gen)
+    boxes = []
+    for img, (x, y) in zip(background, xy.tolist(), strict=True):
+        img[:, y:y + side, x:x + side] = 1.0
+        boxes.append((x, y, x + side, y + side))
+    return background.mul(255).round().byte(), boxes
+
+
+def find_windows(images: torch.Tensor, threshold: float = 0.5, min_pixels: int = 4) -> list[tuple | None]:
+    """Images in [-1, 1] -> per image the bounding box of its largest region brighter than
+    `threshold` (in [-1, 1]; the synthetic background never exceeds -0.1), or None."""
+    from scipy import ndimage
+
+    boxes = []
+    for img in images.detach().cpu().mean(1):
+        labels, count = ndimage.label((img > threshold).numpy())
+        if count == 0:
+            boxes.append(None)
+            continue
+        sizes = ndimage.sum(np.ones_like(labels), labels, range(1, count + 1))
+        biggest = int(np.argmax(sizes)) + 1
+        if sizes[biggest - 1] < min_pixels:
+            boxes.append(None)
+            continue
+        ys, xs = np.nonzero(labels == biggest)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    return boxes
+
+
+def window_presence(images: torch.Tensor, boxed_masks: torch.Tensor, threshold: float = 0.5) -> float:
+    """Share of in-box pixels brighter than `threshold`: 1 where the window is drawn, ~0 without."""
+    bright = images.detach().cpu().mean(1) > threshold
+    return float(bright[boxed_masks].float().mean())
+
+
+def forget_synthetic(run: str | Path, out: str | Path, samples: int = 200, boxes_from: int = 60,
+                     drop: str = "positive", seed: int = 0) -> dict:
+    """The measurable check: among boxes_from + samples samples of `seed`, the windows G draws are
+    found by thresholding; the detector is fit on the first `boxes_from` of them, and the effect of
+    dropping its maps is measured on the others: window presence inside their boxes before and
+    after, and the pixel change inside vs. outside the boxes."""
+    from dcgan.checkpoint import load_generator
+
+    g = load_generator(run)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    candidates = g.sample(boxes_from + samples, seed=seed).cpu()
+    found = find_windows(candidates)
+    boxed = [Boxed(seed, i, [b]) for i, b in enumerate(found) if b is not None]
+    fit_set, eval_set = boxed[:boxes_from], boxed[boxes_from:]
+    if len(eval_set) < 2:
+        raise DCGANError(f"G drew a window in only {len(boxed)} of {len(found)} samples: train it longer")
+    boxes_file = write_boxes(out / "boxes.json", fit_set)
+    report = forget(run, boxes_file, out, drop, n=0, seed=seed)
+    maps = report["dropped_maps"]
+    z = torch.cat([g.latent(b.seed, [b.index]) for b in eval_set])
+    before, after = g.generate(z).cpu(), generate_without(g, z, maps).cpu()
+    masks = torch.stack([box_mask(b.boxes, g.config.image_size) for b in eval_set])
+    change = change_in_boxes(before, after, eval_set)
+    report.update({"samples_with_window": len(boxed), "samples_searched": len(found),
+                   "fit_on": len(fit_set), "evaluated_on": len(eval_set),
+                   "presence_before": window_presence(before, masks),
+                   "presence_after": window_presence(after, masks),
+                   "eval_change_in_boxes": change["inside"], "eval_change_outside": change["outside"],
+                   "eval_change_ratio": change["ratio"]})
+    (out / "forget.json").write_text(json.dumps(report, indent=2))
+    return report

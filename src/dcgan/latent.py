@@ -1,0 +1,250 @@
+"""Walking the latent space (paper §6.1) and vector arithmetic on z (paper §6.3).
+
+Every z here is named by (seed, index), the numbers printed by `dcgan sample --numbered`, so an
+exemplar a user picked from a sample sheet is the same vector in a walk or a sum.
+
+- Walks: K latent points joined by M interpolation steps each, linear or spherical. The smoothness
+  report measures the distance between consecutive frames in pixel space and in D's feature space
+  and flags steps whose jump exceeds `factor` x the walk's median step: the paper's "sharp
+  transition" sign that a model memorised rather than learned a smooth manifold.
+- Arithmetic: Y = mean z(A) - mean z(B) + mean z(C) over a few exemplars per concept (one exemplar
+  is unstable, the paper found three are not), G(Y) with 8 neighbours Y + U(-0.25, 0.25) noise, and
+  the same sum done on pixels for comparison.
+- Directions: v = mean z(to) - mean z(from) (the paper's "turn" vector), added in steps to samples.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from dcgan.data import to_uint8
+from dcgan.errors import DCGANError
+from dcgan.models import Discriminator, Generator
+from dcgan.visualize import grid
+
+MODES = ("slerp", "linear")
+
+
+# ---- interpolation --------------------------------------------------------------------------
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(nz,), (nz,), (T,) -> (T, nz): the straight line from a to b."""
+    t = t.view(-1, 1).to(a)
+    return a + (b - a) * t
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(nz,), (nz,), (T,) -> (T, nz): the direction moves along the great circle from a to b at
+    constant angular speed and the norm moves linearly from |a| to |b|. A straight line between two
+    Gaussian draws passes through norms no training z ever had (its midpoint is ~0.7x as long);
+    this path keeps every frame on the shell where the prior's mass is."""
+    na, nb = a.norm(), b.norm()
+    ua, ub = a / na, b / nb
+    omega = torch.acos((ua * ub).sum().clamp(-1, 1))
+    tt = t.view(-1, 1).to(a)
+    if omega < 1e-6:  # (anti-)parallel to numerical precision: the chord is the arc
+        direction = lerp(ua, ub, t)
+        direction = direction / direction.norm(dim=1, keepdim=True)
+    else:
+        direction = (torch.sin((1 - tt) * omega) * ua + torch.sin(tt * omega) * ub) / torch.sin(omega)
+    return direction * lerp(na.view(1), nb.view(1), t)
+
+
+def walk_path(points: torch.Tensor, steps: int, mode: str = "slerp") -> torch.Tensor:
+    """(K, nz) points -> ((K - 1) * steps + 1, nz): `steps` frames from each point towards the next
+    (the point itself first), then the last point."""
+    if mode not in MODES:
+        raise DCGANError(f"interpolation must be one of {', '.join(MODES)}, got {mode!r}")
+    if steps < 1 or len(points) < 2:
+        raise DCGANError(f"a walk needs at least 2 points and 1 step, got {len(points)} and {steps}")
+    interp = slerp if mode == "slerp" else lerp
+    t = torch.arange(steps) / steps
+    return torch.cat([interp(a, b, t) for a, b in zip(points[:-1], points[1:], strict=True)] + [points[-1:]])
+
+
+# ---- smoothness -----------------------------------------------------------------------------
+
+def _flags(distances: np.ndarray, factor: float) -> tuple[float, list[int]]:
+    median = float(np.median(distances))
+    return median, [int(i) for i in np.flatnonzero(distances > factor * max(median, 1e-12))]
+
+
+def smoothness(frames: torch.Tensor, features: Callable[[torch.Tensor], np.ndarray] | None = None,
+               factor: float = 3.0) -> dict:
+    """frames (R, T, C, H, W) in [-1, 1]: per walk, the RMS distance between consecutive frames in
+    pixel space (and in `features` space, images -> (n, d)), and the steps s (frame s -> s + 1)
+    whose distance exceeds factor x that walk's median step."""
+    rows = []
+    for walk in frames.detach().float().cpu():
+        pixel = (walk[1:] - walk[:-1]).flatten(1).pow(2).mean(1).sqrt().numpy()
+        median, flagged = _flags(pixel, factor)
+        row = {"pixel": pixel.round(6).tolist(), "pixel_median": median, "flagged_pixel": flagged,
+               "max_over_median_pixel": float(pixel.max() / max(median, 1e-12))}
+        if features is not None:
+            f = features(walk)
+            feature = np.sqrt(((f[1:] - f[:-1]) ** 2).mean(1))
+            median, flagged_f = _flags(feature, factor)
+            row.update({"feature": feature.round(6).tolist(), "feature_median": median,
+                        "flagged_feature": flagged_f,
+                        "max_over_median_feature": float(feature.max() / max(median, 1e-12))})
+            flagged = sorted(set(flagged) | set(flagged_f))
+        row["flagged"] = flagged
+        rows.append(row)
+    return {"factor": factor, "walks": rows, "flagged_steps": sum(len(r["flagged"]) for r in rows)}
+
+
+def d_features(d: Discriminator) -> Callable[[torch.Tensor], np.ndarray]:
+    """Images in [-1, 1] -> D's pooled conv features (the representation of paper §5)."""
+    from dcgan.features import pooled_features
+
+    return lambda images: pooled_features(d.eval(), to_uint8(images))
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+def load_models(source: str | Path, device="cpu") -> tuple[Generator, Discriminator | None]:
+    """G, and D unless the source is an exported generator (which holds G only)."""
+    from dcgan.checkpoint import load_generator
+    from dcgan.features import load_discriminator
+
+    g = load_generator(source, device)
+    d = None if Path(source).suffix == ".safetensors" else load_discriminator(source).to(device)
+    return g, d
+
+
+def parse_indices(text: str | None, name: str) -> list[int]:
+    """'3,17,42' -> [3, 17, 42], the sample numbers of `dcgan sample --numbered`."""
+    try:
+        values = [int(v) for v in (text or "").split(",") if v.strip()]
+    except ValueError:
+        raise DCGANError(f"{name} must be comma-separated sample numbers such as 3,17,42, "
+                         f"got {text!r}") from None
+    if not values or min(values) < 0:
+        raise DCGANError(f"{name} needs at least one sample number (>= 0) from `dcgan sample --numbered`, "
+                         f"got {text!r}")
+    return values
+
+
+# ---- walks ----------------------------------------------------------------------------------
+
+def walk(g: Generator, seed: int = 0, walks: int = 4, points: int = 9, steps: int = 8,
+         mode: str = "slerp", through: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames (R, T, C, H, W) and their latents (R, T, nz). Walk r passes through samples
+    r*K .. r*K + K - 1 of `seed`, or, with `through`, one walk passes through those samples."""
+    if walks < 1 or points < 2:
+        raise DCGANError(f"--walks must be >= 1 and --points >= 2, got {walks} and {points}")
+    stops = [through] if through else [range(r * points, (r + 1) * points) for r in range(walks)]
+    latents = torch.stack([walk_path(g.latent(seed, idx).cpu(), steps, mode) for idx in stops])
+    images = g.generate(latents.flatten(0, 1).to(next(g.parameters()).device)).cpu()
+    return images.view(*latents.shape[:2], *images.shape[1:]), latents
+
+
+def save_gif(frames: torch.Tensor, path: Path, fps: int = 12) -> Path:
+    """frames (R, T, C, H, W): an animated GIF whose frame t shows every walk's frame t side by side."""
+    import imageio.v3 as iio
+
+    pictures = [grid(frames[:, t], nrow=len(frames)).mul(255).round().byte().permute(1, 2, 0).numpy()
+                for t in range(frames.shape[1])]
+    iio.imwrite(path, np.stack(pictures), duration=1000 / fps, loop=0)
+    return path
+
+
+def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int = 9, steps: int = 8,
+                mode: str = "slerp", seed: int = 0, through: list[int] | None = None, gif: bool = False,
+                factor: float = 3.0, device="cpu") -> dict:
+    """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif."""
+    g, d = load_models(source, device)
+    frames, latents = walk(g, seed, walks, points, steps, mode, through)
+    report = smoothness(frames, d_features(d) if d is not None else None, factor)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(grid(frames.flatten(0, 1), nrow=frames.shape[1]), out / "walk.png")
+    if gif:
+        save_gif(frames, out / "walk.gif")
+    report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1],
+                   "through": [list(through)] if through else
+                   [list(range(r * points, (r + 1) * points)) for r in range(walks)],
+                   "latent_norms": latents.norm(dim=-1).round(decimals=4).tolist(),
+                   "feature_space": "D pooled conv features" if d is not None else None})
+    (out / "walk.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+# ---- arithmetic -----------------------------------------------------------------------------
+
+def _blank_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Rows of images (n_i, C, H, W) -> one (R * width, C, H, W) batch, short rows padded black."""
+    width = max(len(r) for r in rows)
+    pad = [torch.cat([r, -torch.ones(width - len(r), *r.shape[1:])]) for r in rows]
+    return torch.cat(pad), width
+
+
+def arithmetic(g: Generator, seed: int, a: list[int], b: list[int], c: list[int], noise: float = 0.25,
+               neighbours: int = 8) -> dict:
+    """Y = mean z(A) - mean z(B) + mean z(C); G(Y), G(Y + U(-noise, noise)) x neighbours, and
+    mean G(A) - mean G(B) + mean G(C) on pixels. Tensors are on the CPU."""
+    za, zb, zc = (g.latent(seed, idx).cpu() for idx in (a, b, c))
+    y = za.mean(0) - zb.mean(0) + zc.mean(0)
+    gen = torch.Generator().manual_seed(seed)
+    near = y + (torch.rand(neighbours, y.numel(), generator=gen) * 2 - 1) * noise
+    device = next(g.parameters()).device
+    means = torch.stack([za.mean(0), zb.mean(0), zc.mean(0)])
+    out = g.generate(torch.cat([za, zb, zc, means, y[None], near]).to(device)).cpu()
+    xa, xb, xc, rest = out.split([len(a), len(b), len(c), len(out) - len(a) - len(b) - len(c)])
+    pixel = (xa.mean(0) - xb.mean(0) + xc.mean(0)).clamp(-1, 1)
+    return {"y": y, "neighbour_latents": near, "exemplars": (xa, xb, xc), "mean_images": rest[:3],
+            "result": rest[3], "neighbours": rest[4:], "pixel_result": pixel}
+
+
+def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).pow(2).mean().sqrt())
+
+
+def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list[int], c: list[int],
+                      seed: int = 0, noise: float = 0.25, neighbours: int = 8, device="cpu") -> dict:
+    """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
+    neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
+    g, _ = load_models(source, device)
+    r = arithmetic(g, seed, a, b, c, noise, neighbours)
+    rows = [torch.cat([x, m[None]]) for x, m in zip(r["exemplars"], r["mean_images"], strict=True)]
+    rows.append(torch.cat([r["result"][None], r["neighbours"], r["pixel_result"][None]]))
+    batch, width = _blank_pad(rows)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(grid(batch, nrow=width), out / "arithmetic.png")
+    report = {"seed": seed, "a": a, "b": b, "c": c, "noise": noise, "y_norm": float(r["y"].norm()),
+              "y": r["y"].tolist(),
+              "neighbour_rms_to_result": [_rms(x, r["result"]) for x in r["neighbours"]],
+              "pixel_result_rms_to_result": _rms(r["pixel_result"], r["result"]),
+              "layout": "rows A, B, C: exemplars then G(mean z); last row: G(Y), noise neighbours, "
+                        "pixel-space A - B + C"}
+    (out / "arithmetic.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def direction_report(source: str | Path, out: str | Path, start: list[int], end: list[int], seed: int = 0,
+                     targets: list[int] | None = None, n: int = 8, steps: int = 7, scale: float = 1.0,
+                     device="cpu") -> dict:
+    """v = mean z(end) - mean z(start), added in `steps` even steps from 0 to scale x v to each
+    target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target."""
+    g, _ = load_models(source, device)
+    v = g.latent(seed, end).cpu().mean(0) - g.latent(seed, start).cpu().mean(0)
+    z = g.latent(seed, targets).cpu() if targets else g.latent(seed + 1, range(n)).cpu()
+    alphas = torch.linspace(0, scale, steps)
+    latents = z[:, None] + alphas[None, :, None] * v  # (targets, steps, nz)
+    images = g.generate(latents.flatten(0, 1).to(next(g.parameters()).device)).cpu()
+    images = images.view(*latents.shape[:2], *images.shape[1:])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_image(grid(images.flatten(0, 1), nrow=steps), out / "direction.png")
+    change = (images - images[:, :1]).flatten(2).pow(2).mean(2).sqrt().mean(0)  # vs. the unchanged sample
+    report = {"seed": seed, "from": start, "to": end, "targets": targets or f"0..{n - 1} of seed {seed + 1}",
+              "alphas": alphas.tolist(), "v_norm": float(v.norm()), "mean_rms_change": change.tolist()}
+    (out / "direction.json").write_text(json.dumps(report, indent=2))
+    return report

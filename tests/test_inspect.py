@@ -1,0 +1,254 @@
+"""Looking inside a model (paper §6): walks, numbered sheets, neighbours, arithmetic, forgetting."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.utils import save_image
+
+from dcgan.checkpoint import load_generator
+from dcgan.data import to_float, to_uint8
+from dcgan.forget import (
+    box_mask,
+    choose_maps,
+    find_windows,
+    forget_synthetic,
+    generate_without,
+    layer_mask,
+    synthetic_windows,
+)
+from dcgan.latent import d_features, load_models, slerp, smoothness, walk, walk_path
+from dcgan.neighbours import nearest, pixel_embedding
+from dcgan.train import train
+
+
+def dcgan(*args, ok=True):
+    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
+    assert (proc.returncode == 0) == ok, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inspect") / "run"
+    dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 60,
+          "--tensorboard", "false", "--out", out)
+    return out
+
+
+def png(path):
+    return np.asarray(Image.open(path))
+
+
+# ---- walks --------------------------------------------------------------------------------------
+
+def test_slerp_keeps_norms_and_hits_both_ends():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 100, generator=gen)
+    b = b * a.norm() / b.norm()  # equal norms: every frame keeps that norm
+    t = torch.linspace(0, 1, 11)
+    path = slerp(a, b, t)
+    assert torch.allclose(path.norm(dim=1), a.norm().expand(11), rtol=1e-5)
+    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
+    line = a + (b - a) * t[:, None]
+    assert line.norm(dim=1)[5] < 0.8 * a.norm()  # the straight line sags through the middle
+    c = b * 2  # different norms: the norm moves linearly
+    assert torch.allclose(slerp(a, c, t).norm(dim=1), a.norm() + (c.norm() - a.norm()) * t, rtol=1e-5)
+
+
+def test_walk_path_frames():
+    points = torch.randn(4, 8)
+    for mode in ("slerp", "linear"):
+        path = walk_path(points, 5, mode)
+        assert path.shape == (3 * 5 + 1, 8)
+        assert torch.allclose(path[::5], points, atol=1e-5)  # every 5th frame is a point
+
+
+def test_smoothness_flags_a_discontinuity_made_on_purpose(run):
+    g, d = load_models(run)
+    frames, _ = walk(g, seed=0, walks=2, points=3, steps=10)
+    plain = smoothness(frames, d_features(d))
+    spliced = torch.cat([frames[0, :12], frames[1, 12:]])[None]  # walk 0, then jump into walk 1
+    report = smoothness(spliced, d_features(d))
+    row = report["walks"][0]
+    assert 11 in row["flagged_pixel"] and 11 in row["flagged_feature"] and 11 in row["flagged"]
+    assert row["max_over_median_pixel"] > 3
+    assert all(11 not in r["flagged"] for r in plain["walks"][:1])
+    assert len(row["pixel"]) == len(row["feature"]) == frames.shape[1] - 1
+
+
+def test_walk_cli_writes_grid_json_and_gif(run, tmp_path):
+    import imageio.v3 as iio
+
+    dcgan("walk", run, "--walks", 2, "--points", 3, "--steps", 4, "--gif", "--out", tmp_path / "w")
+    report = json.loads((tmp_path / "w" / "walk.json").read_text())
+    assert report["frames"] == 9 and len(report["walks"]) == 2 and report["through"] == [[0, 1, 2], [3, 4, 5]]
+    assert png(tmp_path / "w" / "walk.png").shape[:2] == (2 + 2 * 18, 2 + 9 * 18)
+    assert iio.imread(tmp_path / "w" / "walk.gif").shape[0] == 9
+    # slerp between prior draws keeps each frame's norm between its endpoints' norms
+    norms = np.array(report["latent_norms"][0])
+    for s in range(2):
+        lo, hi = sorted((norms[4 * s], norms[4 * s + 4]))
+        assert (norms[4 * s:4 * s + 5] >= lo - 1e-3).all() and (norms[4 * s:4 * s + 5] <= hi + 1e-3).all()
+    dcgan("walk", run, "--through", "5,x", "--out", tmp_path / "bad", ok=False)
+
+
+# ---- numbered sheets ----------------------------------------------------------------------------
+
+def test_numbered_sheet_and_reproducing_a_sample_by_its_number(run, tmp_path):
+    dcgan("sample", run, "--n", 8, "--numbered", "--out", tmp_path / "sheet.png")
+    dcgan("sample", run, "--n", 8, "--out", tmp_path / "plain.png")
+    sheet, plain = png(tmp_path / "sheet.png"), png(tmp_path / "plain.png")
+    assert sheet.shape[0] > 3 * plain.shape[0]  # upscaled so the numbers are legible
+    dcgan("sample", run, "--n", 8, "--individual", tmp_path / "all")
+    dcgan("sample", run, "--n", 1, "--start", 5, "--individual", tmp_path / "one")
+    assert np.array_equal(png(tmp_path / "all" / "000005.png"), png(tmp_path / "one" / "000005.png"))
+    # the number is drawn on the image: the corner of a numbered image differs from the plain one
+    g = load_generator(run)
+    from dcgan.visualize import annotate
+
+    x = g.sample(2, seed=0)
+    marked = annotate(x, ["0", "1"], min_size=64)
+    assert marked.shape == (2, 1, 64, 64)
+    plain_big = x.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    assert not torch.allclose(marked[:, :, :8, :8], plain_big[:, :, :8, :8])
+    assert torch.allclose(marked[:, :, 32:, 32:], plain_big[:, :, 32:, 32:], atol=1 / 127)
+
+
+# ---- neighbours ---------------------------------------------------------------------------------
+
+def test_nearest_matches_brute_force_and_excludes_self():
+    bank = torch.randint(0, 256, (50, 1, 8, 8), dtype=torch.uint8)
+    q = pixel_embedding(bank[:7])
+    d, i = nearest(q, bank, pixel_embedding, 3, query_index=torch.arange(7), chunk=16)
+    full = torch.cdist(q, pixel_embedding(bank))
+    full[torch.arange(7), torch.arange(7)] = float("inf")
+    want_d, want_i = full.topk(3, largest=False)
+    assert torch.equal(i, want_i) and torch.allclose(d, want_d, atol=1e-5)
+
+
+def test_neighbours_find_a_copied_sample(run, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    g = load_generator(run)
+    rng = np.random.default_rng(0)
+    for j in range(30):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(data / f"noise{j:02d}.png")
+    copy = to_uint8(g.sample(3, seed=0)[1])[0].numpy()  # sample 1, written as a training image
+    Image.fromarray(copy).save(data / "copy.png")
+    dcgan("neighbours", run, "--data", data, "--n", 3, "--k", 2, "--out", tmp_path / "nb")
+    r = json.loads((tmp_path / "nb" / "neighbours.json").read_text())
+    for space in ("pixels", "features"):
+        assert r[space]["neighbours"][1][0] == "copy.png" and r[space]["distances"][1][0] < 1e-3
+        assert r[space]["samples_closer_than_that"] >= 1
+        assert png(tmp_path / "nb" / f"neighbours_{space}.png").shape[:2] == (2 + 3 * 66, 2 + 3 * 66)
+    assert r["pixels"]["distances"][0][0] > r["pixels"]["distances"][1][0]  # sample 0 has no exact copy
+
+
+# ---- arithmetic ---------------------------------------------------------------------------------
+
+def test_arithmetic_cli_vector_neighbours_and_pixel_sum(run, tmp_path):
+    dcgan("arithmetic", run, "--a", "0,1,2", "--b", "3,4,5", "--c", "6,7,8", "--seed", 3, "--out", tmp_path)
+    r = json.loads((tmp_path / "arithmetic.json").read_text())
+    g = load_generator(run)
+    z = [g.latent(3, idx).mean(0) for idx in ([0, 1, 2], [3, 4, 5], [6, 7, 8])]
+    assert torch.allclose(torch.tensor(r["y"]), z[0] - z[1] + z[2], atol=1e-5)
+    assert len(r["neighbour_rms_to_result"]) == 8 and min(r["neighbour_rms_to_result"]) > 0
+    assert r["pixel_result_rms_to_result"] > 0
+    assert png(tmp_path / "arithmetic.png").shape[:2] == (2 + 4 * 18, 2 + 10 * 18)
+
+    from dcgan.latent import arithmetic
+
+    out = arithmetic(g, 3, [0, 1, 2], [3, 4, 5], [6, 7, 8])
+    assert (out["neighbour_latents"] - out["y"]).abs().max() <= 0.25
+    xa, xb, xc = out["exemplars"]
+    assert torch.allclose(out["pixel_result"], (xa.mean(0) - xb.mean(0) + xc.mean(0)).clamp(-1, 1))
+    dcgan("arithmetic", run, "--a", "0", "--out", tmp_path / "bad", ok=False)
+
+
+def test_direction_starts_from_the_unchanged_samples(run, tmp_path):
+    dcgan("arithmetic", run, "--from", "0,1", "--to", "2,3", "--targets", "9,10", "--steps", 4,
+          "--out", tmp_path)
+    r = json.loads((tmp_path / "direction.json").read_text())
+    assert r["mean_rms_change"][0] == 0 and r["mean_rms_change"][-1] > 0
+    assert r["alphas"] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    sheet = to_float(torch.from_numpy(png(tmp_path / "direction.png").copy()).permute(2, 0, 1)[:1])
+    g = load_generator(run)
+    first = g.sample(1, seed=0, start=9)[0, 0]
+    assert (sheet[0, 2:18, 2:18] - first).abs().max() < 2 / 255 + 1e-6  # column 0 is the sample itself
+
+
+# ---- forgetting ---------------------------------------------------------------------------------
+
+def test_boxes_map_to_layer_locations_and_drop_rules():
+    assert box_mask([(1, 2, 3, 5)], 8).sum() == 2 * 3
+    m = layer_mask([(0, 0, 8, 8)], 16, 8)  # the top-left quarter of the image
+    assert m[:4, :4].all() and m.sum() == 16
+    w = np.array([0.5, -1.0, 2.0, 0.0, 0.1])
+    assert choose_maps(w) == [0, 2, 4] and choose_maps(w, "top:2") == [2, 0]
+    assert choose_maps(w, "threshold:0.3") == [0, 2]
+    from dcgan.errors import DCGANError
+
+    with pytest.raises(DCGANError, match="--drop"):
+        choose_maps(w, "top:0")
+
+
+def test_generate_without_zeroes_exactly_those_maps(run):
+    g = load_generator(run)
+    z = g.latent(0, range(4))
+    assert torch.equal(generate_without(g, z, []), g.generate(z))
+    seen = []
+    handle = g.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    changed = generate_without(g, z, [0, 3])
+    handle.remove()
+    assert seen[0][:, [0, 3]].abs().max() == 0 and seen[0][:, 1].abs().max() > 0
+    assert not torch.equal(changed, g.generate(z))
+    assert len(g.blocks[-2]._forward_hooks) == 0  # the hook is gone
+
+
+def test_forget_cli_with_a_boxes_file_and_bad_files(run, tmp_path):
+    boxes = tmp_path / "boxes.json"
+    entries = [{"seed": 0, "index": i, "boxes": [[0, 0, 8, 8]]} for i in range(6)]
+    boxes.write_text(json.dumps({"boxes": entries}))
+    dcgan("forget", run, "--boxes", boxes, "--n", 4, "--out", tmp_path / "f")
+    r = json.loads((tmp_path / "f" / "forget.json").read_text())
+    assert r["boxed_samples"] == 6 and r["maps_in_layer"] == 8 and r["dropped"] == len(r["dropped_maps"])
+    assert r["positives"] == 6 * 16 and 0 < r["detector_accuracy"] <= 1
+    assert png(tmp_path / "f" / "forget.png").shape[:2] == (2 + 4 * 18, 2 + 8 * 18)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"boxes": [{"seed": 0, "index": 1, "boxes": [[0, 0, 40, 8]]}]}))
+    err = dcgan("forget", run, "--boxes", bad, "--out", tmp_path / "g", ok=False).stderr
+    assert "bad.json, entry 0" in err and "[0, 0, 40, 8]" in err and err.startswith("error:")
+    assert "not found" in dcgan("forget", run, "--boxes", tmp_path / "none.json", ok=False).stderr
+    bad.write_text("{not json")
+    assert "is not a boxes file" in dcgan("forget", run, "--boxes", bad, ok=False).stderr
+
+
+def test_synthetic_windows_have_known_boxes():
+    images, boxes = synthetic_windows(20, 16, seed=0)
+    found = find_windows(to_float(images))
+    assert found == boxes
+    x0, y0, x1, y1 = boxes[0]
+    assert (images[0, 0, y0:y1, x0:x1] == 255).all() and images[0].float().mean() < 0.6 * 255
+
+
+def test_forgetting_removes_the_window_and_little_else(tmp_path):
+    """A small G trained on bright windows: dropping the maps the detector picks removes the window
+    inside the boxes while the rest of the image changes far less."""
+    data = tmp_path / "windows"
+    data.mkdir()
+    images, _ = synthetic_windows(1000, 16, seed=0)
+    for i, x in enumerate(images):
+        save_image(x.float() / 255, data / f"{i:04d}.png")
+    run = train({"data": str(data), "image_size": 16, "channels": 1, "ngf": 16, "ndf": 16, "nz": 32,
+                 "batch_size": 64, "steps": 300, "seed": 0, "tensorboard": False, "log_every": 1000,
+                 "sample_every": 10**6, "checkpoint_every": 10**6, "out": str(tmp_path / "run")})
+    r = forget_synthetic(run, tmp_path / "forget", samples=100, boxes_from=40)
+    assert r["samples_with_window"] >= 50
+    assert r["presence_before"] > 0.4 and r["presence_after"] < 0.25 * r["presence_before"]
+    assert r["eval_change_ratio"] > 2
+    assert 0 < r["dropped"] < r["maps_in_layer"]
