@@ -54,13 +54,16 @@ def average_bn_statistics(d: Discriminator, images: torch.Tensor, batch_size: in
 
 
 @torch.no_grad()
-def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """uint8 images (N, C, S, S) -> float32 (N, feature_dim): every conv layer max-pooled to 4x4.
+def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 256, grid: int = 4,
+                    pool: str = "max") -> np.ndarray:
+    """uint8 images (N, C, S, S) -> float32 (N, feature_dim): every conv layer max-pooled to 4x4
+    (the paper; `grid` and `pool="avg"` for ablations), layer by layer in D's order.
     Batched: only one batch of full-resolution feature maps exists at a time."""
+    reduce = {"max": F.adaptive_max_pool2d, "avg": F.adaptive_avg_pool2d}[pool]
     out = []
     for chunk in images.split(batch_size):
         _, maps = d(to_float(chunk), return_features=True)
-        out.append(torch.cat([F.adaptive_max_pool2d(m, 4).flatten(1) for m in maps], 1).numpy())
+        out.append(torch.cat([reduce(m, grid).flatten(1) for m in maps], 1).numpy())
     return np.concatenate(out).astype(np.float32)
 
 

@@ -1,0 +1,86 @@
+"""What makes D's features good or bad on Fashion-MNIST: the few-label probe (100 labels per class,
+C chosen on a validation split) over training length, which D layers, pooling, and BN statistics.
+
+Runs on a run directory with snapshots (a `dcgan train` run keeps one every 1,000 steps):
+
+    python benchmarks/representation_ablation.py --run runs/fmnist --draws 3
+
+Every row uses the same training subset, label draws and test subset; only the features change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import record
+import torch
+
+from dcgan.data import labelled_splits
+from dcgan.features import average_bn_statistics, load_discriminator, pooled_features
+from dcgan.models import Discriminator
+from dcgan.probe import few_protocol
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="a Fashion-MNIST run directory with snapshots/")
+    p.add_argument("--max-train", type=int, default=10000)
+    p.add_argument("--max-test", type=int, default=5000)
+    p.add_argument("--draws", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+    run = Path(a.run)
+    final = load_discriminator(run)
+    c = final.config
+    train, test = labelled_splits("fashion-mnist", c.image_size, c.channels)
+    gen = torch.Generator().manual_seed(a.seed)
+    tr = torch.randperm(len(train.images), generator=gen)[:a.max_train]
+    te = torch.randperm(len(test.images), generator=gen)[:a.max_test]
+    bn_images = train.images[torch.randperm(len(train.images), generator=gen)[:10000]]
+    train_x_img, train_y = train.images[tr], train.labels[tr].numpy()
+    test_x_img, test_y = test.images[te], test.labels[te].numpy()
+    widths = [16 * b[0].out_channels for b in final.blocks]
+    bounds = np.cumsum([0, *widths])
+
+    torch.manual_seed(a.seed)
+    networks = {f"step {int(s.stem.split('_')[1])}": load_discriminator(s)
+                for s in sorted((run / "snapshots").glob("step_*.pt"))}
+    networks["random init"] = Discriminator(c).eval()
+    last = list(networks)[-2]
+    # (row name, network, layers, grid, pool, BN statistics)
+    rows = [(f"{name}, all layers", name, None, 4, "max", "averaged") for name in networks]
+    rows += [(f"{last}, layer {i} only", last, [i], 4, "max", "averaged") for i in range(len(widths))]
+    rows += [(f"random init, layer {i} only", "random init", [i], 4, "max", "averaged")
+             for i in range(len(widths))]
+    rows += [(f"{last}, all layers, 2x2 max pooling", last, None, 2, "max", "averaged"),
+             (f"{last}, all layers, 4x4 average pooling", last, None, 4, "avg", "averaged"),
+             (f"{last}, all layers, running BN statistics from training", last, None, 4, "max", "running")]
+    cache, results = {}, []
+    for label, name, layers, grid, pool, bn in rows:
+        t = time.perf_counter()
+        key = (name, grid, pool, bn)
+        if key not in cache:
+            d = networks[name]
+            d = average_bn_statistics(d, bn_images) if bn == "averaged" else d.eval()
+            cache[key] = (pooled_features(d, train_x_img, grid=grid, pool=pool),
+                          pooled_features(d, test_x_img, grid=grid, pool=pool))
+        tx, sx = cache[key]
+        if layers is not None:  # grid is 4 here: the layer bounds of the default features
+            cols = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in layers])
+            tx, sx = tx[:, cols], sx[:, cols]
+        r = few_protocol(tx, train_y, sx, test_y, per_class=100, draws=a.draws, seed=a.seed)
+        results.append({"features": label, "dim": int(tx.shape[1]), **r, "seconds": time.perf_counter() - t})
+        print(f"{label:60s} {tx.shape[1]:>6,d}  error {r['error']:.2%} ± {r['ci95']:.2%}", flush=True)
+    out = {**record.header(), "config": vars(a), "rows": results}
+    lines = [f"  Fashion-MNIST few-label probe (100 labels/class, {a.draws} draws, {a.max_train} train / "
+             f"{a.max_test} test images), D of {run.name}:"]
+    lines += [f"  {r['features']} ({r['dim']:,} dims): error {r['error']:.2%} ± {r['ci95']:.2%}"
+              for r in results]
+    record.save("representation_ablation", out, lines)
+
+
+if __name__ == "__main__":
+    main()
