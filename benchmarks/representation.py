@@ -58,8 +58,10 @@ def main() -> None:
                                 "markdown": (Path(tmp) / protocol / "probe.md").read_text(),
                                 "seconds": time.perf_counter() - t}
     out = {**record.header(), "config": vars(a), "train_seconds": train_s, **tables}
-    lines = [f"  Fashion-MNIST 32x32, pytorch preset, {a.steps if a.run is None else 'given'} steps "
-             f"({train_s / 60:.0f} min); {a.max_train} (few) or {a.full_max_train} (full) train images, "
+    trained = f"{a.steps} steps ({train_s / 60:.0f} min)" if a.run is None else (
+        f"the {json.loads((Path(a.run) / 'config.json').read_text())['steps']}-step run {a.run}")
+    lines = [f"  Fashion-MNIST 32x32, pytorch preset, {trained}; {a.max_train} (few) or "
+             f"{a.full_max_train} (full) train images, "
              f"{a.max_test} test images:"]
     for protocol, table in tables.items():
         for r in table["rows"]:

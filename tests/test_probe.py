@@ -12,7 +12,7 @@ from dcgan import probe as probe_module
 from dcgan.config import resolve
 from dcgan.features import KMeansFeatures, average_bn_statistics, dcgan_features, feature_dim, pooled_features
 from dcgan.models import Discriminator
-from dcgan.probe import LinearSVM, balanced_draw, few_protocol, full_protocol
+from dcgan.probe import LinearSVM, add_paired, balanced_draw, few_protocol, full_protocol
 
 
 @pytest.mark.parametrize("preset,dim", [("imagenet32", 28672), ("pytorch", 16 * (64 + 128 + 256 + 512)),
@@ -98,6 +98,15 @@ def test_svm_fit_in_the_row_span_equals_liblinear_on_all_features():
     assert LinearSVM(1e-2).fit(x[:, :50], y).basis is None  # more samples than features: no projection
 
 
+def test_paired_comparison_over_the_same_draws():
+    rows = [{"errors": [0.10, 0.20, 0.30]}, {"errors": [0.12, 0.21, 0.29]}]
+    add_paired(rows)
+    paired = rows[1]["paired_vs_first"]
+    assert paired["mean"] == pytest.approx(0.02 / 3) and paired["first_better"] == 2 and paired["draws"] == 3
+    assert paired["ci95"] == pytest.approx(1.96 * np.std([0.02, 0.01, -0.01], ddof=1) / np.sqrt(3))
+    assert "paired_vs_first" not in rows[0]
+
+
 def test_kmeans_features_shape_and_determinism():
     images = torch.randint(0, 256, (30, 1, 16, 16), dtype=torch.uint8)
     km = KMeansFeatures(k=8, patches=2000, seed=0).fit(images)
@@ -124,6 +133,7 @@ def test_probe_both_protocols_with_baselines_through_the_cli(tmp_path):
     assert [r["dim"] for r in rows] == [16 * (8 + 16), 16 * (8 + 16), 256, 64]
     assert all(r["labels"] == 50 and len(r["errors"]) == 2 and 0 <= r["error"] < 0.9 for r in rows)
     assert "± " in (tmp_path / "few" / "probe.md").read_text()
+    assert all(r["paired_vs_first"]["draws"] == 2 for r in rows[1:])
     dcgan("probe", run, "--data", "digits", "--protocol", "full", "--baselines", "pixels", "--max-train", 600,
           "--out", tmp_path / "full")
     rows = json.loads((tmp_path / "full" / "probe.json").read_text())

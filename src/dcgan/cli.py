@@ -231,6 +231,10 @@ def cmd_probe(args: argparse.Namespace) -> None:
     for r in rows:
         value = (f"error {r['error']:.2%} +- {r['ci95']:.2%}" if args.protocol == "few"
                  else f"accuracy {r['accuracy']:.2%}")
+        if "paired_vs_first" in r:
+            p = r["paired_vs_first"]
+            value += (f"  (vs {rows[0]['method']}: {p['mean']:+.2%} +- {p['ci95']:.2%} paired, "
+                      f"it wins {p['first_better']}/{p['draws']} draws)")
         print(f"{r['method']:40s} {r['dim']:>7,d} dims  {value}")
     print(f"table: {Path(args.out) / 'probe.md'}")
 
