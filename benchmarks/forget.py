@@ -82,7 +82,7 @@ def main() -> None:
         shutil.copy(Path(tmp) / "forget" / "forget.png", docs / "forget_windows.png")
     result = {**record.header(), "config": vars(a), "train_seconds": train_s, "forget": r,
               "random_maps_control": control}
-    record.save("forget", result, [
+    record.save("forget", result, title="Forgetting an object", lines=[
         f"  {a.size}x{a.size} windows, {a.images} images, {a.steps} steps ({train_s / 60:.1f} min), width "
         f"{a.width}: G drew a window in {r['samples_with_window']} of {r['samples_searched']} samples; "
         f"detector fit on {r['fit_on']} (accuracy {r['detector_accuracy']:.2f}), dropped {r['dropped']} of "

@@ -21,11 +21,22 @@ def header() -> dict:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def save(name: str, out: dict, lines: list[str]) -> None:
-    """Write results/NAME.json and append `lines` (after the command line) to RESULTS.md."""
+def save(name: str, out: dict, lines: list[str], title: str | None = None) -> None:
+    """Write results/NAME.json and add `lines` (after the command line) at the end of the script's
+    section of RESULTS.md ("## Title (`benchmarks/SCRIPT.py`)"), creating the section if needed."""
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"{name}.json").write_text(json.dumps(out, indent=2))
     text = [f"- {out['date'][:10]} `{out['command']}` on {out['machine']}:", *lines]
-    with open(HERE / "RESULTS.md", "a") as f:
-        f.write("\n".join(text) + "\n")
+    path = HERE / "RESULTS.md"
+    doc = path.read_text().rstrip("\n").split("\n")
+    tag = f"(`benchmarks/{Path(sys.argv[0]).name}`)"
+    start = next((i for i, line in enumerate(doc) if line.startswith("## ") and line.endswith(tag)), None)
+    if start is None:
+        doc += ["", f"## {title or name.replace('_', ' ').capitalize()} {tag}", "", *text]
+    else:
+        end = next((i for i in range(start + 1, len(doc)) if doc[i].startswith("## ")), len(doc))
+        while end > start + 1 and not doc[end - 1].strip():
+            end -= 1
+        doc[end:end] = text
+    path.write_text("\n".join(doc) + "\n")
     print("\n".join(text))

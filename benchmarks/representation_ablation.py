@@ -79,7 +79,7 @@ def main() -> None:
              f"{a.max_test} test images), D of {run.name}:"]
     lines += [f"  {r['features']} ({r['dim']:,} dims): error {r['error']:.2%} ± {r['ci95']:.2%}"
               for r in results]
-    record.save("representation_ablation", out, lines)
+    record.save("representation_ablation", out, lines, title="Representation learning: ablation")
 
 
 if __name__ == "__main__":
