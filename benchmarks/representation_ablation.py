@@ -31,6 +31,8 @@ def main() -> None:
     p.add_argument("--max-test", type=int, default=5000)
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--snapshots-only", dest="snapshots_only", action="store_true",
+                   help="only the training-length rows (every snapshot and the random D, all layers)")
     a = p.parse_args()
     run = Path(a.run)
     final = load_discriminator(run)
@@ -52,12 +54,15 @@ def main() -> None:
     last = list(networks)[-2]
     # (row name, network, layers, grid, pool, BN statistics)
     rows = [(f"{name}, all layers", name, None, 4, "max", "averaged") for name in networks]
-    rows += [(f"{last}, layer {i} only", last, [i], 4, "max", "averaged") for i in range(len(widths))]
-    rows += [(f"random init, layer {i} only", "random init", [i], 4, "max", "averaged")
-             for i in range(len(widths))]
-    rows += [(f"{last}, all layers, 2x2 max pooling", last, None, 2, "max", "averaged"),
-             (f"{last}, all layers, 4x4 average pooling", last, None, 4, "avg", "averaged"),
-             (f"{last}, all layers, running BN statistics from training", last, None, 4, "max", "running")]
+    if not a.snapshots_only:
+        layer_ids = range(len(widths))
+        rows += [(f"{last}, layer {i} only", last, [i], 4, "max", "averaged") for i in layer_ids]
+        rows += [(f"random init, layer {i} only", "random init", [i], 4, "max", "averaged")
+                 for i in layer_ids]
+        rows += [(f"{last}, all layers, 2x2 max pooling", last, None, 2, "max", "averaged"),
+                 (f"{last}, all layers, 4x4 average pooling", last, None, 4, "avg", "averaged"),
+                 (f"{last}, all layers, running BN statistics from training", last, None, 4, "max",
+                  "running")]
     cache, results = {}, []
     for label, name, layers, grid, pool, bn in rows:
         t = time.perf_counter()
@@ -74,11 +79,17 @@ def main() -> None:
         r = few_protocol(tx, train_y, sx, test_y, per_class=100, draws=a.draws, seed=a.seed)
         results.append({"features": label, "dim": int(tx.shape[1]), **r, "seconds": time.perf_counter() - t})
         print(f"{label:60s} {tx.shape[1]:>6,d}  error {r['error']:.2%} ± {r['ci95']:.2%}", flush=True)
+    rand = np.asarray(next(r for r in results if r["features"] == "random init, all layers")["errors"])
+    for r in results:  # the same draws for every row: a paired difference with the random D
+        diff = rand - np.asarray(r["errors"])
+        r["random_minus_this"] = {"mean": float(diff.mean()),
+                                  "ci95": float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff)))}
     out = {**record.header(), "config": vars(a), "rows": results}
     lines = [f"  Fashion-MNIST few-label probe (100 labels/class, {a.draws} draws, {a.max_train} train / "
              f"{a.max_test} test images), D of {run.name}:"]
-    lines += [f"  {r['features']} ({r['dim']:,} dims): error {r['error']:.2%} ± {r['ci95']:.2%}"
-              for r in results]
+    lines += [f"  {r['features']} ({r['dim']:,} dims): error {r['error']:.2%} ± {r['ci95']:.2%}; random D's "
+              f"all-layer error minus this, paired: {r['random_minus_this']['mean']:+.2%} ± "
+              f"{r['random_minus_this']['ci95']:.2%}" for r in results]
     record.save("representation_ablation", out, lines, title="Representation learning: ablation")
 
 
