@@ -48,9 +48,10 @@ def main() -> None:
     bounds = np.cumsum([0, *widths])
 
     torch.manual_seed(a.seed)
+    untrained = Discriminator(c).eval()  # first: loading snapshots draws initial weights too
     networks = {f"step {int(s.stem.split('_')[1])}": load_discriminator(s)
                 for s in sorted((run / "snapshots").glob("step_*.pt"))}
-    networks["random init"] = Discriminator(c).eval()
+    networks["random init"] = untrained
     last = list(networks)[-2]
     # (row name, network, layers, grid, pool, BN statistics)
     rows = [(f"{name}, all layers", name, None, 4, "max", "averaged") for name in networks]
