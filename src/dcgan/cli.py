@@ -233,8 +233,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
                  else f"accuracy {r['accuracy']:.2%}")
         if "paired_vs_first" in r:
             p = r["paired_vs_first"]
-            value += (f"  (vs {rows[0]['method']}: {p['mean']:+.2%} +- {p['ci95']:.2%} paired, "
-                      f"it wins {p['first_better']}/{p['draws']} draws)")
+            value += (f"  (minus {rows[0]['method']}'s, paired: {p['mean']:+.2%} +- {p['ci95']:.2%}; "
+                      f"{rows[0]['method']} lower in {p['first_better']}/{p['draws']} draws)")
         print(f"{r['method']:40s} {r['dim']:>7,d} dims  {value}")
     print(f"table: {Path(args.out) / 'probe.md'}")
 
@@ -244,9 +244,13 @@ def cmd_guided_backprop(args: argparse.Namespace) -> None:
 
     r = guided_backprop_report(args.source, args.data, args.out, args.features, args.top, args.layer,
                                args.max_images, args.data_dir, args.seed)
+
+    def both(key: str) -> str:
+        values = (r[net][key] for net in ("trained", "random"))
+        return " vs ".join("n/a" if v is None else f"{v:.3f}" for v in values)
+
     print(f"wrote {r['png']}: features 0..{args.features - 1} of {r['layer']}, trained vs random D; "
-          f"structure {r['trained']['structure']:.3f} vs {r['random']['structure']:.3f}, image correlation "
-          f"{r['trained']['image_correlation']:.3f} vs {r['random']['image_correlation']:.3f}")
+          f"structure {both('structure')}, image correlation {both('image_correlation')}")
 
 
 def cmd_feature_maps(args: argparse.Namespace) -> None:
