@@ -141,3 +141,9 @@ def test_probe_both_protocols_with_baselines_through_the_cli(tmp_path):
     dcgan("features", run, "--data", "digits", "--split", "test", "--out", tmp_path / "f.npz")
     saved = np.load(tmp_path / "f.npz")
     assert saved["features"].shape == (360, 384) and saved["labels"].shape == (360,)
+    dcgan("features", run, "--data", "digits", "--split", "test", "--grid", 2, "--out", tmp_path / "g.npz")
+    coarse = np.load(tmp_path / "g.npz")["features"]
+    assert coarse.shape == (360, 4 * (8 + 16))
+    # a 2x2 max-pool is the max over 2x2 blocks of the 4x4 one (16x16 input: every map divides evenly)
+    fine = saved["features"][:, :8 * 16].reshape(360, 8, 2, 2, 2, 2).max((3, 5))
+    assert np.allclose(coarse[:, :8 * 4], fine.reshape(360, 32), atol=1e-5)

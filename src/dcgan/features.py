@@ -68,10 +68,13 @@ def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 25
 
 
 def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, bn_images: int = 10000,
-                   seed: int = 0) -> np.ndarray:
-    """Pooled features of `images`, with BN statistics averaged over up to bn_images training images."""
+                   seed: int = 0, grid: int = 4) -> np.ndarray:
+    """Pooled features of `images` (each layer max-pooled to grid x grid, 4 in the paper), with BN
+    statistics averaged over up to bn_images training images."""
+    if not isinstance(grid, int) or grid < 1:
+        raise DCGANError(f"the pooling grid must be a positive integer (4 in the paper), got {grid!r}")
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:bn_images]
-    return pooled_features(average_bn_statistics(d, train[pick]), images)
+    return pooled_features(average_bn_statistics(d, train[pick]), images, grid=grid)
 
 
 def pixel_features(images: torch.Tensor) -> np.ndarray:

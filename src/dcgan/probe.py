@@ -119,7 +119,7 @@ def few_protocol(train_x, train_y, test_x, test_y, per_class: int = 100, draws: 
 def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple[str, ...] = (),
           data_dir: str | None = None, per_class: int = 100, draws: int = 10, kmeans_k: int = 400,
           max_train: int | None = None, max_test: int | None = None, seed: int = 0,
-          out: str | Path | None = None) -> list[dict]:
+          out: str | Path | None = None, grid: int = 4) -> list[dict]:
     """DCGAN features of a trained D, and any baselines (pixels, random, kmeans), through one
     protocol on the same splits; a table in the shape of the paper's Tables 1-2."""
     from dcgan import features as feats
@@ -138,12 +138,13 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     train_images, train_y = train.images[tr], train.labels[tr].numpy()
     test_images, test_y = test.images[te], test.labels[te].numpy()
 
-    extractors = {"DCGAN discriminator": lambda x: feats.dcgan_features(d, train.images, x, seed=seed)}
+    extractors = {"DCGAN discriminator": lambda x: feats.dcgan_features(d, train.images, x, seed=seed,
+                                                                       grid=grid)}
     if "random" in baselines:
         torch.manual_seed(seed)
         untrained = Discriminator(c).eval()  # the same architecture, never trained
         extractors["same D, random init"] = lambda x: feats.dcgan_features(untrained, train.images, x,
-                                                                           seed=seed)
+                                                                           seed=seed, grid=grid)
     if "pixels" in baselines:
         extractors["raw pixels"] = feats.pixel_features
     if "kmeans" in baselines:
