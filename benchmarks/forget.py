@@ -36,15 +36,12 @@ from dcgan.train import train
 def random_control(run: Path, report: dict, seed: int, draws: int = 10) -> dict:
     """Drop as many random maps as the detector chose, on the same evaluation samples."""
     g = load_generator(run)
-    n = report["samples_searched"]
-    images = g.sample(n, seed=seed)
-    found = [(i, b) for i, b in enumerate(fg.find_windows(images)) if b is not None][report["fit_on"]:]
-    z = torch.cat([g.latent(seed, [i]) for i, _ in found])
-    masks = torch.stack([fg.box_mask([b], g.config.image_size) for _, b in found])
+    boxed = [fg.Boxed(seed, i, [tuple(b)]) for i, b in report["evaluated"]]
+    z = torch.cat([g.latent(seed, [b.index]) for b in boxed])
+    masks = torch.stack([fg.box_mask(b.boxes, g.config.image_size) for b in boxed])
     before = g.generate(z)
     rng = np.random.default_rng(seed)
     presence, ratio = [], []
-    boxed = [fg.Boxed(seed, i, [b]) for i, b in found]
     for _ in range(draws):
         maps = rng.choice(report["maps_in_layer"], report["dropped"], replace=False).tolist()
         after = fg.generate_without(g, z, maps)

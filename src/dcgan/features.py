@@ -59,6 +59,8 @@ def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 25
     """uint8 images (N, C, S, S) -> float32 (N, feature_dim): every conv layer max-pooled to 4x4
     (the paper; `grid` and `pool="avg"` for ablations), layer by layer in D's order.
     Batched: only one batch of full-resolution feature maps exists at a time."""
+    if not isinstance(grid, int) or grid < 1:
+        raise DCGANError(f"the pooling grid must be a positive integer (4 in the paper), got {grid!r}")
     reduce = {"max": F.adaptive_max_pool2d, "avg": F.adaptive_avg_pool2d}[pool]
     out = []
     for chunk in images.split(batch_size):
@@ -67,14 +69,18 @@ def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 25
     return np.concatenate(out).astype(np.float32)
 
 
+def bn_averaged(d: Discriminator, train: torch.Tensor, bn_images: int = 10000,
+                seed: int = 0) -> Discriminator:
+    """A copy of D whose BN statistics are averaged over up to bn_images training images (a seeded pick)."""
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:bn_images]
+    return average_bn_statistics(d, train[pick])
+
+
 def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, bn_images: int = 10000,
                    seed: int = 0, grid: int = 4) -> np.ndarray:
     """Pooled features of `images` (each layer max-pooled to grid x grid, 4 in the paper), with BN
     statistics averaged over up to bn_images training images."""
-    if not isinstance(grid, int) or grid < 1:
-        raise DCGANError(f"the pooling grid must be a positive integer (4 in the paper), got {grid!r}")
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:bn_images]
-    return pooled_features(average_bn_statistics(d, train[pick]), images, grid=grid)
+    return pooled_features(bn_averaged(d, train, bn_images, seed), images, grid=grid)
 
 
 def pixel_features(images: torch.Tensor) -> np.ndarray:

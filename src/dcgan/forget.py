@@ -28,8 +28,8 @@ import torch
 from torchvision.utils import save_image
 
 from dcgan.errors import DCGANError
-from dcgan.models import Generator
-from dcgan.visualize import grid
+from dcgan.models import Generator, eval_mode
+from dcgan.visualize import grid, pad_rows
 
 
 @dataclass
@@ -91,8 +91,7 @@ def layer_mask(boxes, image_size: int, grid_size: int) -> torch.Tensor:
 
 def activations(g: Generator, z: torch.Tensor) -> torch.Tensor:
     """G's second-highest conv layer (the one before the image layer) for z: (n, C, s, s)."""
-    with torch.no_grad():
-        g.eval()
+    with torch.no_grad(), eval_mode(g):
         _, maps = g(z, return_features=True)
     return maps[-2]
 
@@ -105,8 +104,8 @@ def fit_window_detector(g: Generator, boxed: list[Boxed], negatives: int = 1, se
 
     rng = np.random.default_rng(seed)
     xs, ys = [], []
-    for b in boxed:
-        h = activations(g, g.latent(b.seed, [b.index]))[0].cpu()  # (C, s, s)
+    layer = activations(g, torch.cat([g.latent(b.seed, [b.index]) for b in boxed])).cpu()
+    for b, h in zip(boxed, layer, strict=True):  # h: (C, s, s)
         inside = layer_mask(b.boxes, g.config.image_size, h.shape[-1])
         pos = inside.flatten().nonzero().flatten().numpy()
         neg = (~inside).flatten().nonzero().flatten().numpy()
@@ -120,9 +119,9 @@ def fit_window_detector(g: Generator, boxed: list[Boxed], negatives: int = 1, se
     x, y = np.concatenate(xs), np.concatenate(ys)
     if y.min() == y.max():
         raise DCGANError("the boxes cover whole images: the detector needs locations outside them too")
-    scaler = StandardScaler().fit(x)  # per-map positive scaling: the weights' signs are unchanged
-    model = LogisticRegression(max_iter=2000).fit(scaler.transform(x), y)
-    return {"weights": model.coef_[0], "accuracy": float(model.score(scaler.transform(x), y)),
+    x = StandardScaler().fit_transform(x)  # per-map positive scaling: the weights' signs are unchanged
+    model = LogisticRegression(max_iter=2000).fit(x, y)
+    return {"weights": model.coef_[0], "accuracy": float(model.score(x, y)),
             "positives": int(y.sum()), "negatives": int(len(y) - y.sum())}
 
 
@@ -169,14 +168,21 @@ def change_in_boxes(before: torch.Tensor, after: torch.Tensor, boxed: list[Boxed
 
 
 def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "positive", n: int = 8,
-           seed: int = 0, device="cpu") -> dict:
+           seed: int = 0) -> dict:
     """Fit the detector, drop its maps, and show the same z with and without them: forget.png (pairs
     of rows: original, then forgotten; the boxed samples first, then n samples of `seed`) and
     forget.json."""
     from dcgan.checkpoint import load_generator
 
-    g = load_generator(source, device)
-    boxed = read_boxes(boxes, g.config.image_size)
+    g = load_generator(source)
+    report = forget_maps(g, read_boxes(boxes, g.config.image_size), out, drop, n, seed)
+    (Path(out) / "forget.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def forget_maps(g: Generator, boxed: list[Boxed], out: str | Path, drop: str = "positive", n: int = 8,
+                seed: int = 0) -> dict:
+    """`forget` for a loaded G and its boxes: writes forget.png and returns the report."""
     fit = fit_window_detector(g, boxed, seed=seed)
     maps = choose_maps(fit["weights"], drop)
     z_boxed = torch.cat([g.latent(b.seed, [b.index]) for b in boxed])
@@ -185,16 +191,14 @@ def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "
     change = change_in_boxes(before[:len(boxed)], after[:len(boxed)], boxed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    width = 8
-    rows = [x for s in range(0, len(z), width) for x in (before[s:s + width], after[s:s + width])]
-    padded = torch.cat([torch.cat([r, -torch.ones(width - len(r), *r.shape[1:])]) for r in rows])
+    rows = [x for s in range(0, len(z), 8) for x in (before[s:s + 8], after[s:s + 8])]
+    padded, width = pad_rows(rows, width=8)
     save_image(grid(padded, nrow=width), out / "forget.png")
     report = {"drop": drop, "dropped_maps": maps, "dropped": len(maps),
               "maps_in_layer": int(len(fit["weights"])), "detector_accuracy": fit["accuracy"],
               "positives": fit["positives"], "negatives": fit["negatives"], "boxed_samples": len(boxed),
               "mean_abs_change_in_boxes": change["inside"], "mean_abs_change_outside": change["outside"],
               "layout": "pairs of rows of 8: original G(z), then G(z) without the dropped maps"}
-    (out / "forget.json").write_text(json.dumps(report, indent=2))
     return report
 
 
@@ -260,11 +264,11 @@ def forget_synthetic(run: str | Path, out: str | Path, samples: int = 200, boxes
     fit_set, eval_set = boxed[:boxes_from], boxed[boxes_from:]
     if len(eval_set) < 2:
         raise DCGANError(f"G drew a window in only {len(boxed)} of {len(found)} samples: train it longer")
-    boxes_file = write_boxes(out / "boxes.json", fit_set)
-    report = forget(run, boxes_file, out, drop, n=0, seed=seed)
-    maps = report["dropped_maps"]
+    write_boxes(out / "boxes.json", fit_set)  # what `dcgan forget --boxes` would take
+    report = forget_maps(g, fit_set, out, drop, n=0, seed=seed)
     z = torch.cat([g.latent(b.seed, [b.index]) for b in eval_set])
-    before, after = g.generate(z).cpu(), generate_without(g, z, maps).cpu()
+    before = candidates[[b.index for b in eval_set]]
+    after = generate_without(g, z, report["dropped_maps"]).cpu()
     masks = torch.stack([box_mask(b.boxes, g.config.image_size) for b in eval_set])
     change = change_in_boxes(before, after, eval_set)
     report.update({"samples_with_window": len(boxed), "samples_searched": len(found),
@@ -272,6 +276,7 @@ def forget_synthetic(run: str | Path, out: str | Path, samples: int = 200, boxes
                    "presence_before": window_presence(before, masks),
                    "presence_after": window_presence(after, masks),
                    "eval_change_in_boxes": change["inside"], "eval_change_outside": change["outside"],
-                   "eval_change_ratio": change["ratio"]})
+                   "eval_change_ratio": change["ratio"],
+                   "evaluated": [[b.index, list(b.boxes[0])] for b in eval_set]})
     (out / "forget.json").write_text(json.dumps(report, indent=2))
     return report

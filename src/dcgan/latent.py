@@ -26,7 +26,7 @@ from torchvision.utils import save_image
 from dcgan.data import to_uint8
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator
-from dcgan.visualize import grid
+from dcgan.visualize import grid, pad_rows
 
 MODES = ("slerp", "linear")
 
@@ -103,19 +103,18 @@ def d_features(d: Discriminator) -> Callable[[torch.Tensor], np.ndarray]:
     """Images in [-1, 1] -> D's pooled conv features (the representation of paper §5)."""
     from dcgan.features import pooled_features
 
-    return lambda images: pooled_features(d.eval(), to_uint8(images))
+    return lambda images: pooled_features(d, to_uint8(images))
 
 
 # ---- loading --------------------------------------------------------------------------------
 
-def load_models(source: str | Path, device="cpu") -> tuple[Generator, Discriminator | None]:
-    """G, and D unless the source is an exported generator (which holds G only)."""
+def load_models(source: str | Path) -> tuple[Generator, Discriminator | None]:
+    """G and D in eval mode; D is None for an exported generator (which holds G only)."""
     from dcgan.checkpoint import load_generator
     from dcgan.features import load_discriminator
 
-    g = load_generator(source, device)
-    d = None if Path(source).suffix == ".safetensors" else load_discriminator(source).to(device)
-    return g, d
+    g = load_generator(source)
+    return g, None if Path(source).suffix == ".safetensors" else load_discriminator(source)
 
 
 def parse_indices(text: str | None, name: str) -> list[int]:
@@ -140,8 +139,8 @@ def walk(g: Generator, seed: int = 0, walks: int = 4, points: int = 9, steps: in
     if walks < 1 or points < 2:
         raise DCGANError(f"--walks must be >= 1 and --points >= 2, got {walks} and {points}")
     stops = [through] if through else [range(r * points, (r + 1) * points) for r in range(walks)]
-    latents = torch.stack([walk_path(g.latent(seed, idx).cpu(), steps, mode) for idx in stops])
-    images = g.generate(latents.flatten(0, 1).to(next(g.parameters()).device)).cpu()
+    latents = torch.stack([walk_path(g.latent(seed, idx, "cpu"), steps, mode) for idx in stops])
+    images = g.generate(latents.flatten(0, 1)).cpu()
     return images.view(*latents.shape[:2], *images.shape[1:]), latents
 
 
@@ -157,9 +156,9 @@ def save_gif(frames: torch.Tensor, path: Path, fps: int = 12) -> Path:
 
 def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int = 9, steps: int = 8,
                 mode: str = "slerp", seed: int = 0, through: list[int] | None = None, gif: bool = False,
-                factor: float = 3.0, device="cpu") -> dict:
+                factor: float = 3.0) -> dict:
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif."""
-    g, d = load_models(source, device)
+    g, d = load_models(source)
     frames, latents = walk(g, seed, walks, points, steps, mode, through)
     report = smoothness(frames, d_features(d) if d is not None else None, factor)
     out = Path(out)
@@ -178,24 +177,16 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
 
 # ---- arithmetic -----------------------------------------------------------------------------
 
-def _blank_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Rows of images (n_i, C, H, W) -> one (R * width, C, H, W) batch, short rows padded black."""
-    width = max(len(r) for r in rows)
-    pad = [torch.cat([r, -torch.ones(width - len(r), *r.shape[1:])]) for r in rows]
-    return torch.cat(pad), width
-
-
 def arithmetic(g: Generator, seed: int, a: list[int], b: list[int], c: list[int], noise: float = 0.25,
                neighbours: int = 8) -> dict:
     """Y = mean z(A) - mean z(B) + mean z(C); G(Y), G(Y + U(-noise, noise)) x neighbours, and
     mean G(A) - mean G(B) + mean G(C) on pixels. Tensors are on the CPU."""
-    za, zb, zc = (g.latent(seed, idx).cpu() for idx in (a, b, c))
-    y = za.mean(0) - zb.mean(0) + zc.mean(0)
+    za, zb, zc = (g.latent(seed, idx, "cpu") for idx in (a, b, c))
+    means = torch.stack([za.mean(0), zb.mean(0), zc.mean(0)])
+    y = means[0] - means[1] + means[2]
     gen = torch.Generator().manual_seed(seed)
     near = y + (torch.rand(neighbours, y.numel(), generator=gen) * 2 - 1) * noise
-    device = next(g.parameters()).device
-    means = torch.stack([za.mean(0), zb.mean(0), zc.mean(0)])
-    out = g.generate(torch.cat([za, zb, zc, means, y[None], near]).to(device)).cpu()
+    out = g.generate(torch.cat([za, zb, zc, means, y[None], near])).cpu()
     xa, xb, xc, rest = out.split([len(a), len(b), len(c), len(out) - len(a) - len(b) - len(c)])
     pixel = (xa.mean(0) - xb.mean(0) + xc.mean(0)).clamp(-1, 1)
     return {"y": y, "neighbour_latents": near, "exemplars": (xa, xb, xc), "mean_images": rest[:3],
@@ -207,14 +198,16 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list[int], c: list[int],
-                      seed: int = 0, noise: float = 0.25, neighbours: int = 8, device="cpu") -> dict:
+                      seed: int = 0, noise: float = 0.25, neighbours: int = 8) -> dict:
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
     neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
-    g, _ = load_models(source, device)
+    from dcgan.checkpoint import load_generator
+
+    g = load_generator(source)
     r = arithmetic(g, seed, a, b, c, noise, neighbours)
     rows = [torch.cat([x, m[None]]) for x, m in zip(r["exemplars"], r["mean_images"], strict=True)]
     rows.append(torch.cat([r["result"][None], r["neighbours"], r["pixel_result"][None]]))
-    batch, width = _blank_pad(rows)
+    batch, width = pad_rows(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_image(grid(batch, nrow=width), out / "arithmetic.png")
@@ -229,16 +222,18 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
 
 
 def direction_report(source: str | Path, out: str | Path, start: list[int], end: list[int], seed: int = 0,
-                     targets: list[int] | None = None, n: int = 8, steps: int = 7, scale: float = 1.0,
-                     device="cpu") -> dict:
+                     targets: list[int] | None = None, n: int = 8, steps: int = 7,
+                     scale: float = 1.0) -> dict:
     """v = mean z(end) - mean z(start), added in `steps` even steps from 0 to scale x v to each
     target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target."""
-    g, _ = load_models(source, device)
-    v = g.latent(seed, end).cpu().mean(0) - g.latent(seed, start).cpu().mean(0)
-    z = g.latent(seed, targets).cpu() if targets else g.latent(seed + 1, range(n)).cpu()
+    from dcgan.checkpoint import load_generator
+
+    g = load_generator(source)
+    v = g.latent(seed, end, "cpu").mean(0) - g.latent(seed, start, "cpu").mean(0)
+    z = g.latent(seed, targets, "cpu") if targets else g.latent(seed + 1, range(n), "cpu")
     alphas = torch.linspace(0, scale, steps)
     latents = z[:, None] + alphas[None, :, None] * v  # (targets, steps, nz)
-    images = g.generate(latents.flatten(0, 1).to(next(g.parameters()).device)).cpu()
+    images = g.generate(latents.flatten(0, 1)).cpu()
     images = images.view(*latents.shape[:2], *images.shape[1:])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -273,15 +273,11 @@ class Evaluator:
 
     def __call__(self, generator) -> dict:
         from dcgan.data import to_uint8
+        from dcgan.models import eval_mode
 
-        was_training = generator.training
-        generator.eval()
-        try:
-            with torch.no_grad():
-                z = generator.latent(self.seed + 7, range(self.n))
-                fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])
-        finally:
-            generator.train(was_training)
+        with eval_mode(generator), torch.no_grad():
+            z = generator.latent(self.seed + 7, range(self.n))
+            fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])  # uint8 per chunk
         fake_f, _ = extract(fake, self.extractor)
         precision, recall = precision_recall(self.real, fake_f)
         return {"fid": frechet_distance(self.real, fake_f), "kid": kernel_distance(self.real, fake_f)[0],

@@ -11,6 +11,7 @@ The architecture guidelines hold for every configuration:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -76,6 +77,17 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@contextmanager
+def eval_mode(net: nn.Module):
+    """`net` in eval mode (BN in inference mode) for the duration; its previous mode restored after."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
 
 
 def _padding(k: int) -> tuple[int, int]:
@@ -180,13 +192,10 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """G(z) in [-1, 1], batched, with BN in inference mode (the mode is restored after)."""
-        was_training = self.training
-        self.eval()
-        try:
+        """G(z) in [-1, 1] on G's device, batched, with BN in inference mode (the mode is restored after)."""
+        z = z.to(next(self.parameters()).device)
+        with eval_mode(self):
             return torch.cat([self(chunk) for chunk in z.split(batch_size)])
-        finally:
-            self.train(was_training)
 
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256, start: int = 0) -> torch.Tensor:
         """n images in [-1, 1] on the model's device, BN in inference mode. With a seed, image i

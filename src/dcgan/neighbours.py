@@ -33,10 +33,9 @@ def pixel_embedding(images: torch.Tensor) -> torch.Tensor:
 
 def feature_embedding(d, train: torch.Tensor, seed: int = 0) -> Embed:
     """D's pooled features, L2-normalised, BN statistics averaged over (up to 10,000) training images."""
-    from dcgan.features import average_bn_statistics, pooled_features
+    from dcgan.features import bn_averaged, pooled_features
 
-    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:10000]
-    averaged = average_bn_statistics(d, train[pick])
+    averaged = bn_averaged(d, train, seed=seed)
 
     def embed(images: torch.Tensor) -> torch.Tensor:
         f = torch.from_numpy(pooled_features(averaged, images))
@@ -80,14 +79,14 @@ def summary(sample_nn: torch.Tensor, train_nn: torch.Tensor) -> dict:
 
 
 def neighbours_report(source: str | Path, data: str, out: str | Path, n: int = 8, k: int = 5, seed: int = 0,
-                      data_dir: str | None = None, reference: int = 500, device="cpu") -> dict:
+                      data_dir: str | None = None, reference: int = 500) -> dict:
     """neighbours_pixels.png and neighbours_features.png (rows: sample | its k neighbours, distances
     printed on them) and neighbours.json."""
     from dcgan.latent import load_models
 
     if n < 1 or k < 1:
         raise DCGANError(f"--n and --k must be at least 1, got {n} and {k}")
-    g, d = load_models(source, device)
+    g, d = load_models(source)
     c = g.config
     train = open_dataset(data, c.image_size, c.channels, data_dir)
     if train.images is None:

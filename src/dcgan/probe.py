@@ -138,13 +138,12 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     train_images, train_y = train.images[tr], train.labels[tr].numpy()
     test_images, test_y = test.images[te], test.labels[te].numpy()
 
-    extractors = {"DCGAN discriminator": lambda x: feats.dcgan_features(d, train.images, x, seed=seed,
-                                                                       grid=grid)}
+    trained = feats.bn_averaged(d, train.images, seed=seed)  # once per D, for train and test images
+    extractors = {"DCGAN discriminator": lambda x: feats.pooled_features(trained, x, grid=grid)}
     if "random" in baselines:
         torch.manual_seed(seed)
-        untrained = Discriminator(c).eval()  # the same architecture, never trained
-        extractors["same D, random init"] = lambda x: feats.dcgan_features(untrained, train.images, x,
-                                                                           seed=seed, grid=grid)
+        untrained = feats.bn_averaged(Discriminator(c), train.images, seed=seed)  # same architecture
+        extractors["same D, random init"] = lambda x: feats.pooled_features(untrained, x, grid=grid)
     if "pixels" in baselines:
         extractors["raw pixels"] = feats.pixel_features
     if "kmeans" in baselines:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from torchvision.utils import make_grid, save_image
 
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
-from dcgan.models import Discriminator, Generator
+from dcgan.models import Discriminator, Generator, eval_mode
 
 NETWORKS = ("trained", "random")
 STRUCTURE_METRIC = ("structure: mean over the shown maps of the share of a map's squared-gradient energy "
@@ -71,17 +70,6 @@ def _run_blocks(d: Discriminator, x: torch.Tensor, last: int, guided: bool = Fal
             else:
                 h = _GuidedRectifier.apply(h, slope) if guided else F.leaky_relu(h, slope)
     return h
-
-
-@contextmanager
-def _eval(net: nn.Module):
-    """net in eval mode for the duration, its previous mode restored after."""
-    was_training = net.training
-    net.eval()
-    try:
-        yield net
-    finally:
-        net.train(was_training)
 
 
 def _layer_index(d: Discriminator, layer: int) -> int:
@@ -130,7 +118,7 @@ def top_activating(d: Discriminator, images: torch.Tensor, features: list[int], 
         raise DCGANError(f"top must be at least 1, got {top}")
     device = next(d.parameters()).device
     acts = []
-    with _eval(d):
+    with eval_mode(d):
         for chunk in images.split(batch_size):
             h = _run_blocks(d, to_float(chunk.to(device)), idx)
             acts.append(h[:, features].flatten(2).amax(2).float().cpu())
@@ -147,7 +135,7 @@ def guided_backprop(d: Discriminator, images: torch.Tensor, feature: int, layer:
     idx = _layer_index(d, layer)
     _check_features(d, [feature], idx)
     x = images.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), _eval(d):
+    with torch.enable_grad(), eval_mode(d):
         h = _run_blocks(d, x, idx, guided)
         peak = h[:, feature].flatten(1).max(1).values  # one location per image gets the gradient
         (grad,) = torch.autograd.grad(peak.sum(), x)
@@ -300,7 +288,7 @@ def feature_maps(net: Generator | Discriminator, x: torch.Tensor) -> list[tuple[
     """Every layer's output, named with its shape, in eval mode. G: x is z (n, nz); the entries are
     G.project and each hidden block, not the final Tanh image (that is G's output, not a feature map).
     D: x is images in [-1, 1]; one entry per conv block (post-activation), not the logit head."""
-    with _eval(net):
+    with eval_mode(net):
         if isinstance(net, Generator):
             _, maps = net(x, return_features=True)
             names = ["G.project"] + [f"G.block{i}" for i in range(len(maps) - 2)]
@@ -376,8 +364,7 @@ def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed
         g = load_generator(source)
         z = g.latent(seed, [index])
         maps = feature_maps(g, z)
-        with torch.no_grad():
-            x = g(z)
+        x = g.generate(z)
         report["input"] = {"seed": seed, "index": index}
     else:
         d = load_discriminator(source)
@@ -391,12 +378,10 @@ def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed
                 raise DCGANError(f"cannot read image {image} ({type(e).__name__}: {e})") from None
             report["input"] = {"image": str(image)}
         else:
-            g = load_generator(source)
-            with torch.no_grad():
-                x = g(g.latent(seed, [index]))
+            x = load_generator(source).sample(1, seed=seed, start=index)
             report["input"] = {"seed": seed, "index": index}
         maps = feature_maps(d, x)
-        with torch.no_grad(), _eval(d):
+        with torch.no_grad(), eval_mode(d):
             report["d_probability"] = round(float(torch.sigmoid(d(x))[0]), 6)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"feature_maps_{net}.png"

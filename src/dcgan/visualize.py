@@ -22,12 +22,7 @@ def grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
 @torch.no_grad()
 def save_samples(generator: Generator, z: torch.Tensor, path: Path) -> torch.Tensor:
     """G(z) as a PNG grid, with BN in inference mode while sampling; returns the images."""
-    was_training = generator.training
-    generator.eval()
-    try:
-        images = generator(z)
-    finally:
-        generator.train(was_training)
+    images = generator.generate(z)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid(images), path)
     return images
@@ -40,20 +35,30 @@ def annotate(images: torch.Tensor, labels: list[str], min_size: int = 64) -> tor
     import numpy as np
     from PIL import Image, ImageDraw
 
+    from dcgan.data import to_float, to_uint8
+
     images = images.detach().float().cpu()
     factor = max(1, -(-min_size // images.shape[-1]))
     big = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
     out = []
     for x, label in zip(big, labels, strict=True):
-        pixels = x.add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        pixels = to_uint8(x).permute(1, 2, 0).numpy()
         img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
         draw = ImageDraw.Draw(img)
-        left, top, right, bottom = draw.textbbox((1, 0), label)
+        *_, right, bottom = draw.textbbox((1, 0), label)
         draw.rectangle((0, 0, right + 1, bottom + 1), fill=0)
         draw.text((1, 0), label, fill=255 if img.mode == "L" else (255, 255, 255))
-        arr = torch.from_numpy(np.asarray(img).copy()).float()
-        out.append((arr[None] if arr.ndim == 2 else arr.permute(2, 0, 1)) / 127.5 - 1)
+        arr = torch.from_numpy(np.asarray(img).copy())
+        out.append(to_float(arr[None] if arr.ndim == 2 else arr.permute(2, 0, 1)))
     return torch.stack(out)
+
+
+def pad_rows(rows: list[torch.Tensor], width: int | None = None) -> tuple[torch.Tensor, int]:
+    """Rows of images (n_i, C, H, W) in [-1, 1] -> one batch of len(rows) * width images for
+    grid(batch, nrow=width), short rows padded with black; width defaults to the longest row."""
+    width = width or max(len(r) for r in rows)
+    blank = -torch.ones(1, *rows[0].shape[1:])
+    return torch.cat([torch.cat([r, blank.expand(width - len(r), -1, -1, -1)]) for r in rows]), width
 
 
 def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[Path]:
