@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import record
 import torch
+from record import dcgan
 
 from dcgan.data import open_dataset
 from dcgan.metrics import Features, compare, extract
-
-
-def dcgan(*args) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr)
-    return proc.stdout
 
 
 def evaluate(source: Path, n: int, features: str, out: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,14 @@ def header() -> dict:
     machine = f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
     return {"command": " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]]), "machine": machine,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def dcgan(*args) -> str:
+    """Run `python -m dcgan ARGS` as a user would; its stdout, or exit with its error."""
+    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    return proc.stdout
 
 
 def save(name: str, out: dict, lines: list[str], title: str | None = None) -> None:
