@@ -94,7 +94,8 @@ def main() -> None:
              f"{VAL_SIZE} validation / {a.max_test} test images), D of {run.name}:"]
     lines += [f"  {r['features']} ({r['dim']:,} dims): validation error {r['validation_error']:.2%}; test "
               f"{describe(r)}; random D's all-layer error minus this, paired: "
-              f"{r['random_minus_this']['mean']:+.2%} ± {r['random_minus_this']['ci95']:.2%}" for r in results]
+              f"{r['random_minus_this']['mean']:+.2%} ± {r['random_minus_this']['ci95']:.2%}"
+              for r in results]
     lines.append(f"  chosen on validation error among the trained D's rows: {chosen['features']}")
     record.save("representation_ablation", out, lines, title="Representation learning: ablation")
 
