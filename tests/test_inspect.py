@@ -22,6 +22,7 @@ from dcgan.forget import (
     synthetic_windows,
 )
 from dcgan.latent import d_features, load_models, slerp, smoothness, walk, walk_path
+from dcgan.models import Generator
 from dcgan.neighbours import nearest, pixel_embedding
 from dcgan.train import train
 
@@ -151,22 +152,58 @@ def test_neighbours_find_a_copied_sample(run, tmp_path):
 
 # ---- arithmetic ---------------------------------------------------------------------------------
 
-def test_arithmetic_cli_vector_neighbours_and_pixel_sum(run, tmp_path):
-    dcgan("arithmetic", run, "--a", "0,1,2", "--b", "3,4,5", "--c", "6,7,8", "--seed", 3, "--out", tmp_path)
-    r = json.loads((tmp_path / "arithmetic.json").read_text())
-    g = load_generator(run)
-    z = [g.latent(3, idx).mean(0) for idx in ([0, 1, 2], [3, 4, 5], [6, 7, 8])]
-    assert torch.allclose(torch.tensor(r["y"]), z[0] - z[1] + z[2], atol=1e-5)
-    assert len(r["neighbour_rms_to_result"]) == 8 and min(r["neighbour_rms_to_result"]) > 0
-    assert r["pixel_result_rms_to_result"] > 0
-    assert png(tmp_path / "arithmetic.png").shape[:2] == (2 + 4 * 18, 2 + 10 * 18)
+class AffineGenerator(Generator):
+    """A generator whose output is a known affine function of z: G(z) = W z + c, in [-1, 1] for
+    the z drawn here. Affine maps commute with combinations whose weights sum to 1, such as
+    mean(A) - mean(B) + mean(C): so G(Y) must equal mean G(A) - mean G(B) + mean G(C)."""
 
+    def __init__(self, config, seed=0):
+        super().__init__(config)
+        gen = torch.Generator().manual_seed(seed)
+        pixels = config.channels * config.image_size ** 2
+        self.w = torch.nn.Parameter(torch.randn(config.nz, pixels, generator=gen) * 0.02)
+        self.c = torch.nn.Parameter(torch.randn(pixels, generator=gen) * 0.05)
+
+    def forward(self, z):
+        s = self.config.image_size
+        return (z @ self.w + self.c).view(len(z), self.config.channels, s, s)
+
+
+def test_arithmetic_of_an_affine_generator_is_the_pixel_arithmetic():
+    from dcgan.config import resolve
     from dcgan.latent import arithmetic
 
-    out = arithmetic(g, 3, [0, 1, 2], [3, 4, 5], [6, 7, 8])
-    assert (out["neighbour_latents"] - out["y"]).abs().max() <= 0.25
-    xa, xb, xc = out["exemplars"]
-    assert torch.allclose(out["pixel_result"], (xa.mean(0) - xb.mean(0) + xc.mean(0)).clamp(-1, 1))
+    g = AffineGenerator(resolve({"image_size": 16, "channels": 1, "ngf": 8, "nz": 16}).model)
+    a, b, c = [0, 1, 2], [3, 4, 5], [6, 7, 8]
+    out = arithmetic(g, 3, a, b, c, noise=0.25, neighbours=50)
+    with torch.no_grad():
+        za, zb, zc = (g.latent(3, idx) for idx in (a, b, c))
+        y = za.mean(0) - zb.mean(0) + zc.mean(0)
+        expected = g(y[None])[0]
+        assert torch.allclose(out["y"], y, atol=1e-6)
+        assert torch.allclose(out["result"], expected, atol=1e-5)  # G of the exemplar-mean sum ...
+        assert expected.abs().max() < 1  # (inside [-1, 1], so the pixel sum is not clamped)
+        assert torch.allclose(out["pixel_result"], expected, atol=1e-5)  # ... is the pixel-space sum
+        # the noise neighbours: uniform in the stated radius around Y, and G of exactly those
+        offsets = out["neighbour_latents"] - y
+        assert offsets.abs().max() <= 0.25 and offsets.abs().max() > 0.2
+        assert torch.allclose(out["neighbours"], g(out["neighbour_latents"]), atol=1e-5)
+    far = arithmetic(g, 3, a, b, c, noise=2.0, neighbours=50)["neighbour_latents"] - y
+    assert far.abs().max() > 1.5  # the radius is the argument, not a constant
+
+
+def test_arithmetic_cli_writes_what_the_function_computes(run, tmp_path):
+    from dcgan.latent import arithmetic
+
+    dcgan("arithmetic", run, "--a", "0,1,2", "--b", "3,4,5", "--c", "6,7,8", "--seed", 3, "--out", tmp_path)
+    r = json.loads((tmp_path / "arithmetic.json").read_text())
+    out = arithmetic(load_generator(run), 3, [0, 1, 2], [3, 4, 5], [6, 7, 8])
+    assert torch.allclose(torch.tensor(r["y"]), out["y"], atol=1e-6)
+    rms = [float((x - out["result"]).pow(2).mean().sqrt()) for x in out["neighbours"]]
+    assert r["neighbour_rms_to_result"] == pytest.approx(rms, abs=1e-5)
+    assert r["pixel_result_rms_to_result"] == pytest.approx(
+        float((out["pixel_result"] - out["result"]).pow(2).mean().sqrt()), abs=1e-5)
+    assert png(tmp_path / "arithmetic.png").shape[:2] == (2 + 4 * 18, 2 + 10 * 18)
     dcgan("arithmetic", run, "--a", "0", "--out", tmp_path / "bad", ok=False)
 
 
