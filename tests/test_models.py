@@ -503,14 +503,15 @@ def test_one_training_step_updates_both_networks(preset):
                          generator=torch.Generator().manual_seed(1))
     g_before, d_before = snapshot(G), snapshot(D)
     between = {}
-    g_update = opt_g.step
+    d_update = opt_d.step
 
-    def spy(*args, **kwargs):  # the moment between the two updates
+    def spy(*args, **kwargs):  # the moment between the two updates: right after D's
+        result = d_update(*args, **kwargs)
         between.update(D=snapshot(D), G=snapshot(G),
                        D_grad={k: p.grad.clone() for k, p in D.named_parameters()})
-        return g_update(*args, **kwargs)
+        return result
 
-    opt_g.step = spy
+    opt_d.step = spy
     out = train_step(G, D, opt_g, opt_d, iter([real]), torch.Generator().manual_seed(0), config)
     every_d, every_g = list(dict(D.named_parameters())), list(dict(G.named_parameters()))
     assert changed(D, d_before) == every_d
