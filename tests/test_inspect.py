@@ -273,19 +273,43 @@ def test_synthetic_windows_have_known_boxes():
     assert (images[0, 0, y0:y1, x0:x1] == 255).all() and images[0].float().mean() < 0.6 * 255
 
 
-def test_forgetting_removes_the_window_and_little_else(tmp_path):
-    """A small G trained on bright windows: dropping the maps the detector picks removes the window
-    inside the boxes while the rest of the image changes far less."""
-    data = tmp_path / "windows"
+@pytest.fixture(scope="module")
+def windows_run(tmp_path_factory):
+    """A small G trained on bright windows in dark images (every box known)."""
+    tmp = tmp_path_factory.mktemp("windows")
+    data = tmp / "windows"
     data.mkdir()
     images, _ = synthetic_windows(1000, 16, seed=0)
     for i, x in enumerate(images):
         save_image(x.float() / 255, data / f"{i:04d}.png")
-    run = train({"data": str(data), "image_size": 16, "channels": 1, "ngf": 16, "ndf": 16, "nz": 32,
-                 "batch_size": 64, "steps": 300, "seed": 0, "tensorboard": False, "log_every": 1000,
-                 "sample_every": 10**6, "checkpoint_every": 10**6, "out": str(tmp_path / "run")})
-    r = forget_synthetic(run, tmp_path / "forget", samples=100, boxes_from=40)
+    return train({"data": str(data), "image_size": 16, "channels": 1, "ngf": 16, "ndf": 16, "nz": 32,
+                  "batch_size": 64, "steps": 300, "seed": 0, "tensorboard": False, "log_every": 1000,
+                  "sample_every": 10**6, "checkpoint_every": 10**6, "out": str(tmp / "run")})
+
+
+def test_forgetting_removes_the_window_and_little_else(windows_run, tmp_path):
+    """Dropping the maps the detector picks removes the window inside the boxes while the rest of
+    the image changes far less."""
+    r = forget_synthetic(windows_run, tmp_path / "forget", samples=100, boxes_from=40)
     assert r["samples_with_window"] >= 50
     assert r["presence_before"] > 0.4 and r["presence_after"] < 0.25 * r["presence_before"]
     assert r["eval_change_ratio"] > 2
     assert 0 < r["dropped"] < r["maps_in_layer"]
+
+
+def test_forget_cli_removes_the_boxed_object(windows_run, tmp_path):
+    """`dcgan forget` with a boxes file of G's own windows: the pixels change inside the boxes far
+    more than outside, and on other samples (another seed) the windows are mostly gone."""
+    g = load_generator(windows_run)
+    found = find_windows(g.sample(60, seed=0))
+    entries = [{"seed": 0, "index": i, "boxes": [list(b)]} for i, b in enumerate(found) if b is not None]
+    assert len(entries) >= 25
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"boxes": entries[:25]}))
+    dcgan("forget", windows_run, "--boxes", boxes, "--n", 4, "--out", tmp_path / "f")
+    r = json.loads((tmp_path / "f" / "forget.json").read_text())
+    assert r["mean_abs_change_in_boxes"] > 2 * r["mean_abs_change_outside"]
+    z = g.latent(1, range(100))
+    presence = [np.mean([w is not None for w in find_windows(x)])
+                for x in (g.generate(z), generate_without(g, z, r["dropped_maps"]))]
+    assert presence[0] > 0.4 and presence[1] < 0.5 * presence[0], presence
