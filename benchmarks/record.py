@@ -84,7 +84,8 @@ def entry(result: dict) -> list[str]:
 def render(root: Path = HERE) -> str:
     """RESULTS.md from results/*.json: sections in the order of their first result, entries by date
     (then file name); the same files always give the same text."""
-    results = [json.loads(p.read_text()) | {"_file": p.name} for p in sorted((root / "results").glob("*.json"))]
+    paths = sorted((root / "results").glob("*.json"))
+    results = [json.loads(p.read_text()) | {"_file": p.name} for p in paths]
     results.sort(key=lambda r: (r["date"], r["_file"]))
     order = list(dict.fromkeys(r["section"] for r in results))
     doc = [PREAMBLE]

@@ -1,5 +1,6 @@
 """Sample-quality metrics: correctness against known values, and the commands that use them."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -120,8 +121,38 @@ def test_inception_features_from_a_local_weights_file(tmp_path, monkeypatch):
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], "unused")
     torch.save(net.state_dict(), tmp_path / "pt_inception.pth")
     f = Features("inception", str(tmp_path / "pt_inception.pth"))
-    feats, logits = f.features_and_logits(torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8))
-    assert feats.shape == (2, 2048) and logits.shape == (2, 1008)
+    gen = torch.Generator().manual_seed(0)
+    grey = torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8, generator=gen)
+    feats, logits = f.features_and_logits(grey)
+    assert feats.shape == (40, 2048) and logits.shape == (40, 1008)
+    # the resize path: a grey image is its three-channel copy; one image's features do not depend on its batch
+    rgb, _ = f.features_and_logits(grey.expand(-1, 3, -1, -1))
+    assert torch.allclose(feats, rgb) and torch.allclose(f(grey[:1]), feats[:1], atol=1e-6)
+    # FID on these features against numpy + scipy.linalg.sqrtm on the same features
+    other, _ = extract(255 - grey, f, batch_size=16)
+    assert frechet_distance(feats, other) == pytest.approx(numpy_fid(feats, other), rel=1e-4)
+    assert protocol_hash(f) == hashlib.sha256((tmp_path / "pt_inception.pth").read_bytes()).hexdigest()
+
+
+def protocol_hash(f):
+    return f.protocol(32, 1)["weights_sha256"]
+
+
+def numpy_fid(a, b):
+    """FID by its definition, independently of torchmetrics: |mu_a - mu_b|^2 + Tr(Ca + Cb - 2 (Ca Cb)^1/2)."""
+    a, b = a.numpy(), b.numpy()
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(ca @ cb).real
+    return float(np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(ca + cb - 2 * root))
+
+
+def test_fid_matches_numpy_and_scipy_on_the_same_features():
+    """Exact on finite samples (the closed-form test above is up to sampling error)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 12, generator=gen, dtype=torch.float64)
+    mix = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    b = torch.randn(400, 12, generator=gen, dtype=torch.float64) @ mix * 0.5 + 0.3
+    assert frechet_distance(a, b) == pytest.approx(numpy_fid(a, b), rel=1e-6)
 
 
 def run_dcgan(*args):
@@ -151,5 +182,14 @@ def test_evaluate_command_writes_every_number(classifier, tmp_path):
                      "--features", f"classifier:{classifier}", "--out", tmp_path / "q.json")
     result = json.loads((tmp_path / "q.json").read_text())
     assert {"fid", "kid", "kid_std", "precision", "recall", "n_real", "n_fake"} <= set(result)
-    assert result["n_fake"] == result["n_real"] == 300 and result["fid"] > 0
-    assert "FID" in proc.stdout
+    assert result["n_fake"] == result["n_real"] == 300
+    # the protocol beside the numbers: sizes, reference split, resize path, extractor and its weights
+    p = result["protocol"]
+    assert p["n_real"] == p["n_generated"] == 300
+    assert p["reference"].startswith("digits train split, 300 images")
+    assert p["weights_sha256"] == hashlib.sha256(classifier.read_bytes()).hexdigest()
+    assert str(classifier) in p["feature_extractor"] and "no resize" in p["resize"]
+    assert "300 < 10,000" in p["note"]
+    out = proc.stdout
+    assert f"KID {result['kid']:.5f} +- {result['kid_std']:.5f}" in out and p["weights_sha256"] in out
+    assert "biased" in out and "reference: digits train split" in out

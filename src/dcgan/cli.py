@@ -197,6 +197,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         line += f"  IS {r['inception_score']:.2f} +- {r['inception_score_std']:.2f}"
     print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {args.data} {args.split} images, "
           f"{args.features} features)")
+    for key, value in r["protocol"].items():
+        print(f"  {key}: {value}")
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ which makes quality measurable on small grey data on a CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -119,15 +120,35 @@ class Features(nn.Module):
         if spec == "inception":
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+            self.weights = inception_weights(inception)
             self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                                   feature_extractor_weights_path=inception_weights(inception))
+                                                   feature_extractor_weights_path=self.weights)
             self.channels, self.num_features = 3, 2048
         elif spec.startswith("classifier:"):
-            self.net = load_classifier(spec.split(":", 1)[1])
+            self.weights = spec.split(":", 1)[1]
+            self.net = load_classifier(self.weights)
             self.channels, self.num_features = self.net.channels, Classifier.num_features
         else:
             raise DCGANError(f"unknown features {spec!r}: use inception or classifier:PATH")
         self.requires_grad_(False)
+
+    def protocol(self, image_size: int, channels: int) -> dict:
+        """How images reach the features: the extractor, a SHA-256 of its weights file, the resize path."""
+        if self.spec == "inception":
+            name = "Inception-v3 (torch-fidelity inception-v3-compat), 2048-d pool features"
+            resize = (f"uint8 {channels}x{image_size}x{image_size}"
+                      f"{' -> 3 channels (grey repeated)' if channels == 1 else ''} -> bilinear to 299x299 "
+                      "inside the extractor (torch-fidelity)")
+        else:
+            name = f"classifier {self.weights}, {self.num_features}-d penultimate layer"
+            to_channels = f" -> {self.channels} channels" if channels != self.channels else ""
+            resize = (f"uint8 {channels}x{image_size}x{image_size}{to_channels} -> [-1, 1]"
+                      + (" -> bilinear (antialiased) to 32x32" if image_size != 32 else ", no resize"))
+        digest = hashlib.sha256()
+        with open(self.weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return {"feature_extractor": name, "weights_sha256": digest.hexdigest(), "resize": resize}
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.channels:
@@ -257,6 +278,13 @@ def evaluate(source: str | Path, data: str, n: int = 10000, features: str = "inc
     fake_f, fake_logits = extract(fake, extractor)
     result = {**compare(real_f, fake_f, fake_logits), "features": features, "data": data, "split": split,
               "source": str(source)}
+    result["protocol"] = {"n_real": len(real), "n_generated": len(fake),
+                          "reference": f"{data} {split} split, {len(real)} images drawn with seed {seed}",
+                          "generated": f"G(latent(seed {seed}, 0..{len(fake) - 1}))",
+                          **extractor.protocol(c.image_size, c.channels)}
+    if min(len(real), len(fake)) < 10000:
+        result["protocol"]["note"] = (f"FID is biased upward at small n (here {min(len(real), len(fake))} < "
+                                      "10,000): compare FIDs only at equal n; KID is unbiased")
     if out:
         Path(out).write_text(json.dumps(result, indent=2))
     return result
