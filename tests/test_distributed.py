@@ -32,22 +32,24 @@ WORKER = textwrap.dedent("""
     import importlib, json, sys
     import torch, torch.distributed as dist
     loop = importlib.import_module("dcgan.train")
-    step, record = loop.train_step, []
+    step, record, rank = loop.train_step, [], []
 
     def checked(G, D, *args, **kw):
         out = step(G, D, *args, **kw)
+        rank[:] = [dist.get_rank()]
         nets = [importlib.import_module("dcgan.step")._bare(G), kw["D_frozen"]]
-        sums = torch.stack([p.detach().double().sum() for n in nets for p in n.parameters()])
-        gathered = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, sums)
-        record.append(max(float((g - sums).abs().max()) for g in gathered))
+        flat = torch.cat([p.detach().flatten() for n in nets for p in n.parameters()])  # every weight
+        gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, flat)
+        record.append({"elements": flat.numel(),
+                       "max_abs_diff": max(float((g - flat).abs().max()) for g in gathered),
+                       "all_equal": all(torch.equal(g, flat) for g in gathered)})
         return out
 
     loop.train_step = checked
     config = json.loads(sys.argv[1])
     loop.train(loop.configure(config))
-    with open(f"{config['out']}/replica-diff-{dist.get_rank() if dist.is_initialized() else 0}.json",
-              "w") as f:
+    with open(f"{config['out']}/replica-diff-{rank[0]}.json", "x") as f:  # one file per rank
         json.dump(record, f)
 """)
 
@@ -60,9 +62,11 @@ def test_ranks_hold_identical_weights_after_every_step(tmp_path):
                   tensorboard=False, log_every=1, device="cpu", out=str(run))
     proc = torchrun(script, json.dumps(config))
     assert "2 ranks" in proc.stderr
-    # the process group is gone by the time the record is written: both ranks wrote rank 0's name
-    diffs = json.loads((run / "replica-diff-0.json").read_text())
-    assert len(diffs) == 5 and max(diffs) == 0.0
+    n_weights = sum(v.numel() for k, v in weights(run).items() if k.endswith(("weight", "bias")))
+    for rank in (0, 1):  # each rank compared its weights, element by element, with every rank's
+        diffs = json.loads((run / f"replica-diff-{rank}.json").read_text())
+        assert len(diffs) == 5 and all(d["all_equal"] and d["max_abs_diff"] == 0.0 for d in diffs)
+        assert all(d["elements"] == n_weights for d in diffs)
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]  # rank 0 alone logs
     assert rows[-1]["kimg"] == pytest.approx(5 * 16 * 2 / 1000)  # global batch = 2 x 16
