@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+PYPROJECT = README.with_name("pyproject.toml")
 
 
 def commands(readme: Path = README) -> list[list[str]]:
@@ -52,9 +53,9 @@ def ci_commands(readme: Path = README) -> tuple[str, str]:
     return shlex.join(install), shlex.join(cmds[1])
 
 
-def extras(pyproject: Path = README.with_name("pyproject.toml")) -> list[str]:
+def extras(pyproject: Path = PYPROJECT) -> list[str]:
     """The requirements of every optional extra but dev (what CI's second pass installs)."""
-    import tomllib
+    import tomllib  # Python 3.11+, as CI runs
 
     groups = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["optional-dependencies"]
     return [r for name, reqs in groups.items() if name != "dev" for r in reqs]
