@@ -90,29 +90,32 @@ def test_pca_on_an_unplanted_generator_finds_no_such_direction():
     assert abs(float(out["directions"][0] @ unit(3))) < 0.9
 
 
-def test_pca_layer_out_of_range_is_an_error():
+def test_pca_layer_out_of_range_or_too_many_activations_is_an_error(monkeypatch):
     with pytest.raises(DCGANError, match="layer must lie in 0..1"):
         pca(tiny(), k=2, layer=5, n=100)
+    monkeypatch.setattr("dcgan.directions.MAX_ACTIVATION_BYTES", 100 * 256 * 4)  # 100 samples of layer 0
+    with pytest.raises(DCGANError, match="lower --n to at most 100"):
+        pca(tiny(), k=2, layer=0, n=101)
 
 
 # ---- SVM (InterFaceGAN) ---------------------------------------------------------------------
 
-def planted_labels(g: Generator, d: torch.Tensor, n: int = 300) -> tuple[list[int], list[int]]:
-    s = g.latent(0, range(n), "cpu") @ d
+def planted_labels(g: Generator, d: torch.Tensor, seed: int, n: int = 300) -> tuple[list[int], list[int]]:
+    s = g.latent(seed, range(n), "cpu") @ d
     return ([i for i in range(n) if s[i] > 0.5][:40], [i for i in range(n) if s[i] < -0.5][:40])
 
 
 def test_svm_direction_separates_planted_positives_and_negatives():
-    g, d = tiny(), unit(3)
-    positive, negative = planted_labels(g, d)
-    out = svm(g, positive, negative)
+    g, d, seed = tiny(), unit(3), 2**40  # a seed beyond the 32 bits scikit-learn takes
+    positive, negative = planted_labels(g, d, seed)
+    out = svm(g, positive, negative, seed=seed)
     u = out["directions"][0]
     assert float(u @ d) > 0.9  # towards the positives
     assert out["heldout_accuracy"] > 0.9
-    z = g.latent(0, positive + negative, "cpu")
+    z = g.latent(seed, positive + negative, "cpu")
     labels = torch.tensor([True] * len(positive) + [False] * len(negative))
     assert ((z @ u > 0) == labels).float().mean() > 0.95
-    conditioned = svm(g, positive, negative, condition=d)["directions"][0]
+    conditioned = svm(g, positive, negative, seed=seed, condition=d)["directions"][0]
     assert abs(float(conditioned @ d)) < 1e-5 and abs(float(conditioned.norm()) - 1) < 1e-5
 
 

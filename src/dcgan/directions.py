@@ -33,6 +33,7 @@ from dcgan.models import Generator
 from dcgan.visualize import annotate, grid
 
 METHODS = ("sefa", "pca", "svm")
+MAX_ACTIVATION_BYTES = 4 * 2**30  # pca holds one layer's activations for every sample
 
 
 def first_layer_weight(g: Generator) -> torch.Tensor:
@@ -80,9 +81,15 @@ def pca(g: Generator, k: int = 10, layer: int = 1, n: int = 5000, seed: int = 0)
 
     if n < 2 * k:
         raise DCGANError(f"pca needs at least 2 x k = {2 * k} samples, got n={n}")
+    with torch.no_grad():
+        units = layer_activations(g, g.sample_latent(1, device="cpu"), layer).shape[1]
+    if n * units * 4 > MAX_ACTIVATION_BYTES:
+        raise DCGANError(f"pca of layer {layer} over {n} samples needs {n * units * 4 / 2**30:.1f} GiB of "
+                         f"activations (limit {MAX_ACTIVATION_BYTES / 2**30:.0f} GiB): lower --n to at most "
+                         f"{MAX_ACTIVATION_BYTES // (units * 4)} or use an earlier --layer")
     z = g.sample_latent(n, torch.Generator().manual_seed(seed), "cpu")
     x = layer_activations(g, z, layer).numpy()
-    fit = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(x)
+    fit = PCA(n_components=k, svd_solver="randomized", random_state=seed % 2**32).fit(x)
     coords = fit.transform(x)  # (n, k)
     v, *_ = np.linalg.lstsq(coords, z.numpy() - z.numpy().mean(0), rcond=None)  # z - mean ~ coords @ v
     directions = torch.from_numpy(v).float()
@@ -114,7 +121,8 @@ def svm(g: Generator, positive: list[int], negative: list[int], seed: int = 0,
     y = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
     clf = LinearSVC(C=1.0, max_iter=10000)
     folds = min(5, len(positive), len(negative))
-    accuracy = cross_val_score(clf, z, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed % 2**32)  # sklearn seeds are 32-bit
+    accuracy = cross_val_score(clf, z, y, cv=cv)
     u = torch.from_numpy(clf.fit(z, y).coef_[0]).float()
     if condition is not None:
         c = condition / condition.norm()
