@@ -91,3 +91,78 @@ def test_the_same_generator_state_gives_the_same_transform_and_empty_policy_is_i
 def test_unknown_policy_names_the_choices():
     with pytest.raises(DCGANError, match="unknown augmentation flip.*color, translation, cutout"):
         parse_policy("translation,flip")
+
+
+# ---- inside the training step -----------------------------------------------------------------
+
+def _step_setup(augment_policy):
+    from dcgan.config import resolve
+    from dcgan.models import build
+
+    config = resolve({"image_size": 16, "channels": 1, "ngf": 8, "ndf": 8, "nz": 8, "batch_size": 8,
+                      "augment": augment_policy})
+    torch.manual_seed(0)
+    G, D = build(config.model)
+    adam = dict(lr=2e-4, betas=(0.5, 0.999))
+    reals = iter([torch.randint(1, 256, (8, 1, 16, 16), dtype=torch.uint8) for _ in range(4)])
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    return config, G, D, opt_g, opt_d, reals
+
+
+def test_d_and_g_see_the_same_augmented_fakes_and_reals_are_augmented_too():
+    from dcgan.step import train_step
+
+    config, G, D, opt_g, opt_d, reals = _step_setup("translation,cutout")
+    seen = []
+    D.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
+    train_step(G, D, opt_g, opt_d, reals, torch.Generator().manual_seed(1), config)
+    real, fake_d, fake_g = seen  # D step: real, fake; G step: fake
+    assert torch.equal(fake_d, fake_g)  # one draw of T for both passes
+    for x in (real, fake_d):  # each image has its zeroed cutout square
+        assert ((x == 0).flatten(1).sum(1) >= 16).all()
+
+
+def test_g_gets_gradients_through_the_augmentation():
+    from dcgan.step import train_step
+
+    config, G, D, opt_g, opt_d, reals = _step_setup("translation,cutout,color")
+    before = [p.detach().clone() for p in G.parameters()]
+    train_step(G, D, opt_g, opt_d, reals, torch.Generator().manual_seed(1), config)
+    assert all(not torch.equal(b, p) for b, p in zip(before, G.parameters(), strict=True))
+
+
+def test_without_augmentation_the_step_draws_nothing_more_from_the_noise():
+    """Off is today's step: the only draws from the noise generator are the latents."""
+    from dcgan.step import train_step
+
+    config, G, D, opt_g, opt_d, reals = _step_setup(None)
+    noise = torch.Generator().manual_seed(1)
+    train_step(G, D, opt_g, opt_d, reals, noise, config)
+    expected = torch.Generator().manual_seed(1)
+    G.sample_latent(8, expected, "cpu")
+    assert torch.equal(noise.get_state(), expected.get_state())
+    config, G, D, opt_g, opt_d, reals = _step_setup("cutout")
+    noise = torch.Generator().manual_seed(1)
+    train_step(G, D, opt_g, opt_d, reals, noise, config)
+    assert not torch.equal(noise.get_state(), expected.get_state())
+
+
+def test_cli_trains_with_augmentation_refuses_unknown_policies_and_changes_on_resume(tmp_path):
+    import subprocess
+    import sys
+
+    def dcgan(*args):
+        return subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True,
+                              text=True)
+
+    run = tmp_path / "run"
+    tiny = ["--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 8, "--batch-size", 16,
+            "--tensorboard", "false"]
+    ok = dcgan("train", *tiny, "--steps", 2, "--augment", "translation,cutout", "--out", run)
+    assert ok.returncode == 0, ok.stderr
+    assert '"augment": "translation,cutout"' in (run / "config.json").read_text()
+    bad = dcgan("train", *tiny, "--steps", 2, "--augment", "flip", "--out", tmp_path / "other")
+    assert bad.returncode == 1 and bad.stderr.count("error:") == 1
+    assert "unknown augmentation flip" in bad.stderr
+    resumed = dcgan("train", "--resume", run, "--steps", 4, "--augment", "color")
+    assert resumed.returncode == 1 and "augment" in resumed.stderr

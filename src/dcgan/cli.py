@@ -44,6 +44,8 @@ def _train_parser(sub) -> None:
     a("--weight-decay", dest="weight_decay", type=float)
     a("--label-smoothing", dest="label_smoothing", type=float, help="one-sided, e.g. 0.1")
     a("--d-steps", dest="d_steps", type=int, help="D updates per G update")
+    a("--augment", help="differentiable augmentation for small datasets (DiffAugment): a comma-separated "
+                        "list of translation, cutout, color (default: none)")
     a("--seed", type=int)
     a("--device", help="cpu | cuda | cuda:N | mps | auto")
     a("--log-every", dest="log_every", type=int)
