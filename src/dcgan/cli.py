@@ -276,6 +276,33 @@ def cmd_feature_maps(args: argparse.Namespace) -> None:
     print(f"wrote {r['png']}: {len(r['layers'])} layers of {args.net.upper()}")
 
 
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list or clear the decoded-dataset cache",
+                       description="Datasets are decoded once into $DCGAN_CACHE_DIR (default ~/.cache/dcgan) "
+                                   "and reused while their files are unchanged. Only files the cache "
+                                   "itself wrote are listed or deleted.")
+    p.add_argument("action", choices=["list", "clear"])
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from dcgan.data import cache_dir, cache_entries, clear_cache
+
+    if args.action == "clear":
+        files, freed = clear_cache()
+        print(f"removed {files} cached dataset file(s) from {cache_dir()}, {freed / 2**20:.1f} MiB freed")
+        return
+    entries = cache_entries()
+    for e in entries:
+        what = e["source"] or "unknown (written by an older version)"
+        if e.get("size"):
+            what = (f"{what} {e['split']} {e['size']}x{e['size']}x{e['channels']}, {e['images']} images"
+                    + (f", from {e['data_dir']}" if e.get("data_dir") else ""))
+        print(f"{e['bytes'] / 2**20:9.1f} MiB  {Path(e['file']).name}  {what}")
+    total = sum(e["bytes"] for e in entries)
+    print(f"{len(entries)} file(s), {total / 2**20:.1f} MiB in {cache_dir()}; "
+          "free it with: dcgan cache clear")
+
+
 def _add_directions(sub) -> None:
     p = sub.add_parser("directions", help="directions in z without exemplars: SeFa, PCA (GANSpace) or "
                        "an SVM on labelled samples (InterFaceGAN)",
@@ -493,6 +520,7 @@ def parser() -> argparse.ArgumentParser:
     fm.add_argument("--out", default="feature-maps")
     _add_directions(sub)
     _add_project(sub)
+    _add_cache(sub)
     return p
 
 
@@ -500,7 +528,7 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "ded
             "evaluate": cmd_evaluate, "train-classifier": cmd_train_classifier, "features": cmd_features,
             "probe": cmd_probe, "walk": cmd_walk, "neighbours": cmd_neighbours, "arithmetic": cmd_arithmetic,
             "forget": cmd_forget, "guided-backprop": cmd_guided_backprop, "feature-maps": cmd_feature_maps,
-            "directions": cmd_directions, "project": cmd_project}
+            "directions": cmd_directions, "project": cmd_project, "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:
