@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,19 @@ class ImageData:
 
 def natural_shape(spec: str) -> tuple[int, int]:
     return NATURAL_SHAPE.get(spec, (3, 64))
+
+
+def check_regular_file(path: str | Path, what: str) -> Path:
+    """`path` as a Path if it is a regular file; a FIFO or a device would block or never end."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise DCGANError(f"{what} {path} not found or unreadable ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise DCGANError(f"{what} {path} is {kind}: give a regular file")
+    return path
 
 
 # ---- decoding -----------------------------------------------------------------------------

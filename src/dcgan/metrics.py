@@ -9,6 +9,7 @@ which makes quality measurable on small grey data on a CPU.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcgan.data import to_float
+from dcgan.data import check_regular_file, to_float
 from dcgan.errors import DCGANError
 
 INCEPTION_ENV = "DCGAN_INCEPTION_WEIGHTS"
@@ -95,19 +96,50 @@ def load_classifier(path: str | Path) -> Classifier:
     return model.eval()
 
 
-def inception_weights(path: str | None) -> str:
-    """The local Inception-v3 weights file: --inception-weights, or $DCGAN_INCEPTION_WEIGHTS."""
+def inception_weights(path: str | None) -> dict[str, torch.Tensor]:
+    """The Inception-v3 state dict of a local weights file (--inception-weights, or
+    $DCGAN_INCEPTION_WEIGHTS), read once and weights-only: no library ever opens the path again, so a
+    file swapped after this read is never unpickled."""
     path = path or os.environ.get(INCEPTION_ENV)
-    if not path or not Path(path).is_file():
+    if not path or not Path(path).exists():
         raise DCGANError(
             f"Inception weights not found{f' at {path}' if path else ''}: get {INCEPTION_FILE} (the file "
             "pytorch-fid and torch-fidelity use) on a machine with internet access, and pass it with "
             f"--inception-weights or set {INCEPTION_ENV}. Nothing is downloaded at run time.")
-    try:  # torch-fidelity unpickles it freely: make sure it holds nothing but tensors first
-        torch.load(path, map_location="cpu", weights_only=True)
+    check_regular_file(path, "Inception weights")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DCGANError(f"cannot read Inception weights {path}: {e.strerror or e}") from None
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DCGANError(f"{path} is not a plain Inception weights file ({type(e).__name__})") from None
-    return str(path)
+        raise DCGANError(f"{path} is not a plain Inception weights file ({type(e).__name__}): it must hold "
+                         f"only tensors; get {INCEPTION_FILE}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise DCGANError(f"{path} is not an Inception weights file: expected a state dict of tensors; "
+                         f"get {INCEPTION_FILE}")
+    return state
+
+
+def inception_network(path: str | None) -> nn.Module:
+    """torch-fidelity's Inception-v3 with the weights of `path`. torch-fidelity loads its weights with
+    torch.load(weights_only=False): it is handed an in-memory copy of the state dict read above, never
+    the user's path."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    state = inception_weights(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # tensors only: what torch-fidelity unpickles is ours
+    buffer.seek(0)
+    try:
+        return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                           feature_extractor_weights_path=buffer)
+    except RuntimeError as e:
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise DCGANError(f"{path or os.environ.get(INCEPTION_ENV)} does not hold Inception-v3 weights "
+                         f"({first[:200]}); get {INCEPTION_FILE}") from None
 
 
 class Features(nn.Module):
@@ -117,10 +149,7 @@ class Features(nn.Module):
         super().__init__()
         self.spec = spec
         if spec == "inception":
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                                   feature_extractor_weights_path=inception_weights(inception))
+            self.net = inception_network(inception)
             self.channels, self.num_features = 3, 2048
         elif spec.startswith("classifier:"):
             self.net = load_classifier(spec.split(":", 1)[1])
