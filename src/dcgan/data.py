@@ -31,6 +31,9 @@ from dcgan import datasets
 from dcgan.errors import DCGANError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+# The only decoders PIL may use, whatever a file's name or first bytes say: never EPS (Ghostscript)
+# or any of PIL's other plugins for untrusted files.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 NAMED = {"digits", "mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "lsun"}
 # (channels, natural size) of each named dataset; folders default to RGB at 64x64
 NATURAL_SHAPE = {
@@ -98,7 +101,7 @@ def decode_image(path: Path, size: int, channels: int, crop: int | None = None) 
     """One image file -> uint8 (C, size, size): centre crop to a square (or to `crop` pixels of the
     full-size image), then resize."""
     mode = "RGB" if channels == 3 else "L"
-    with Image.open(path) as img:
+    with Image.open(path, formats=IMAGE_FORMATS) as img:
         w, h = img.size
         if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
             raise Image.DecompressionBombError(f"{w}x{h} pixels exceeds PIL's limit")
