@@ -142,3 +142,69 @@ def test_decode_image_accepts_only_the_listed_formats(tmp_path):
     for fmt, ext in (("PNG", "png"), ("JPEG", "jpg"), ("WEBP", "webp"), ("BMP", "bmp")):
         Image.new("RGB", (20, 20), "red").save(tmp_path / f"ok.{ext}", fmt)
         assert decode_image(tmp_path / f"ok.{ext}", 16, 3).shape == (3, 16, 16)
+
+
+# ---- runs are never destroyed -------------------------------------------------------------
+
+def test_stale_temp_cleanup_removes_only_dead_writers_temp_files(tmp_path):
+    from dcgan.train import remove_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a process that has exited
+    names = {f".checkpoint.pt.tmp{dead}": True, f".checkpoint.pt.tmp{os.getppid()}": False,  # live writer
+             ".env.tmpl": False, ".notes.tmp": False, ".x.tmpabc": False}
+    for name in names:
+        (tmp_path / name).write_text("data")
+    (tmp_path / f".folder.tmp{dead}").mkdir()  # a directory of that shape is never touched
+    remove_stale_temps(tmp_path)
+    for name, removed in names.items():
+        assert (tmp_path / name).exists() != removed, name
+    assert (tmp_path / f".folder.tmp{dead}").is_dir()
+
+
+def test_resume_from_a_snapshot_or_the_checkpoint_file(tmp_path):
+    from dcgan import checkpoint
+
+    run = tmp_path / "run"
+    args = [*TINY, "--batch-size", 16, "--snapshot-every", 2, "--checkpoint-every", 1]
+    assert cli("train", *args, "--steps", 4, "--out", run).returncode == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    proc = cli("train", "--resume", run / "checkpoint.pt", "--steps", 5)
+    assert proc.returncode == 0, proc.stderr
+    assert checkpoint.load(run)["step"] == 5
+    proc = cli("train", "--resume", run / "snapshots" / "step_00000002.pt", "--steps", 3)
+    assert proc.returncode == 0, proc.stderr
+    assert "from step 2" in proc.stderr
+    assert checkpoint.load(run)["step"] == 3
+    assert checkpoint.load(run / "superseded" / "step_00000005" / "checkpoint.pt")["step"] == 5
+    assert before != (run / "checkpoint.pt").read_bytes()
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in
+             (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+# ---- a bug is one line too, with the traceback kept ---------------------------------------
+
+BUGGY = ("import sys, dcgan.cli as c\n"
+         "def broken(args): raise ZeroDivisionError('division by zero in the sampler')\n"
+         "c.COMMANDS['sample'] = broken\n"
+         "sys.exit(c.main(['sample', 'x']))\n")
+
+
+def test_a_genuine_bug_is_one_line_naming_the_traceback_file(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.pop("DCGAN_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-c", BUGGY], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: this is a bug in dcgan") and "ZeroDivisionError" in line
+    [saved] = tmp_path.glob("dcgan-bug-*.txt")
+    assert str(saved) in line and "Traceback" in saved.read_text() and "broken" in saved.read_text()
+    proc = subprocess.run([sys.executable, "-c", BUGGY], capture_output=True, text=True,
+                          env={**env, "DCGAN_DEBUG": "1"})
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "in broken" in proc.stderr
+
+
+def test_a_bad_flag_is_one_error_line_with_exit_code_1():
+    proc = cli("train", "--lr", "fast")
+    assert proc.returncode == 1 and proc.stderr.count("error:") == 1 and "'fast'" in proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if dry_run:
         print(json.dumps(config.to_dict(), indent=2))
         return
-    run = train(config, resume=resume is not None)
+    run = train(config, resume=resume if resume is not None else False)
     print(f"done: {run} (samples in {run / 'samples'}, latest checkpoint {run / 'checkpoint.pt'})")
 
 
@@ -262,7 +263,7 @@ def cmd_feature_maps(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dcgan", description="Deep Convolutional GANs: train, "
+    p = _Parser(prog="dcgan", description="Deep Convolutional GANs: train, "
                                 "sample and export (Radford, Metz, Chintala 2015).")
     sub = p.add_subparsers(dest="command", required=True)
     _train_parser(sub)
@@ -404,6 +405,34 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "ded
             "forget": cmd_forget, "guided-backprop": cmd_guided_backprop, "feature-maps": cmd_feature_maps}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported like every other bad input: one `error:` line, exit code 1."""
+
+    def error(self, message: str):
+        self.exit(1, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _report_bug(exc: BaseException) -> None:
+    """A genuine bug: one line saying so and where the traceback went; DCGAN_DEBUG=1 prints it inline."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    if os.environ.get("DCGAN_DEBUG") == "1":
+        sys.stderr.write(text)
+        where = "above"
+    else:
+        try:
+            fd, where = tempfile.mkstemp(prefix="dcgan-bug-", suffix=".txt")
+            with os.fdopen(fd, "w") as f:
+                f.write(f"dcgan {' '.join(sys.argv[1:])}\n\n{text}")
+        except OSError:
+            where = "nowhere (the temp folder is not writable; rerun with DCGAN_DEBUG=1)"
+    first = " ".join(str(exc).split())[:200]
+    print(f"error: this is a bug in dcgan, not in your input ({type(exc).__name__}: {first}); the full "
+          f"traceback is in {where}; please report it (DCGAN_DEBUG=1 prints it inline)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -416,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback for a user
+        _report_bug(e)
+        return 1
     return 0
 
 

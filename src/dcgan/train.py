@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -67,7 +70,7 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
         return config
     stored = from_dict(checkpoint.load(resume)["config"])
     merged = {**{k: v for k, v in stored.to_dict().items() if k != "model"},
-              **stored.model.to_dict(), **overrides, "out": str(resume)}
+              **stored.model.to_dict(), **overrides, "out": str(run_of(resume))}
     if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
         merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
     config = resolve(merged)
@@ -78,23 +81,38 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
     return config
 
 
-def train(config: TrainConfig | dict, resume: bool = False) -> Path:
+def run_of(resume: str | Path) -> Path:
+    """The run directory of a --resume argument: a run directory, its checkpoint.pt (or best.pt),
+    or one of its snapshots/step_N.pt."""
+    path = Path(resume)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "snapshots" else path.parent
+
+
+def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path:
     """Train a DCGAN; returns the run directory. `config` may be a dict of settings.
 
-    With resume=True, continues the run in config.out from its checkpoint.pt. Under torchrun,
-    each process trains one shard with DistributedDataParallel and rank 0 writes the run.
+    With resume=True (or the run directory), continues the run in config.out from its checkpoint.pt.
+    With resume=a checkpoint file of the run (a snapshot, best.pt), the run continues from that file's
+    step: it becomes checkpoint.pt, and the checkpoint it replaces is kept in superseded/. Under
+    torchrun, each process trains one shard with DistributedDataParallel and rank 0 writes the run.
     """
     if isinstance(config, dict):
         config = configure(config)
     run = Path(config.out or default_run_dir(config))
     latest = run / checkpoint.LATEST
+    rewind = None  # a snapshot to continue from, when it is not the latest checkpoint itself
+    if not isinstance(resume, bool) and Path(resume).is_file():
+        if not (latest.exists() and Path(resume).samefile(latest)):
+            rewind = Path(resume)
     if not resume and latest.exists():
         raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
                          "or choose another --out")
     world, device_name = distributed.setup(config.device)
     try:
         distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
-        return _train(config, resume, run, latest, world, pick_device(device_name))
+        return _train(config, bool(resume), run, latest, world, pick_device(device_name), rewind)
     finally:
         distributed.teardown(world)
 
@@ -130,7 +148,7 @@ def networks(config: TrainConfig, device: torch.device,
 
 
 def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: distributed.World,
-           device: torch.device) -> Path:
+           device: torch.device, rewind: Path | None = None) -> Path:
     torch.manual_seed(config.seed)  # the same on every rank: identical initial weights
     np.random.seed(config.seed)
     random.seed(config.seed)
@@ -187,8 +205,9 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
 
     if world.main:
         run.mkdir(parents=True, exist_ok=True)
-        for stale in run.glob(".*.tmp*"):  # temp files of a process killed while writing
-            stale.unlink(missing_ok=True)
+        remove_stale_temps(run)
+        if rewind is not None:
+            _rewind(run, latest, rewind)
         checkpoint.atomic_write(run / "config.json",
                                 lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
     if not resume:
@@ -268,6 +287,51 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
         log.close()
         _restore_handlers(handlers)
     return run
+
+
+def _rewind(run: Path, latest: Path, source: Path) -> None:
+    """Make `source` (a snapshot of this run) the latest checkpoint; the one it replaces and the metrics
+    logged after it are kept in superseded/, so going back loses nothing."""
+    step = checkpoint.load(source)["step"]
+    note = ""
+    if latest.exists():
+        old = checkpoint.load(latest)["step"]
+        kept = run / "superseded" / f"step_{old:08d}"
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in (checkpoint.LATEST, "metrics.jsonl"):
+            if (run / name).is_file():
+                (kept / name).unlink(missing_ok=True)
+                shutil.copy2(run / name, kept / name)
+        note = f"; the checkpoint it replaces (step {old}) and its metrics are kept in {kept}"
+    data = source.read_bytes()
+    checkpoint.atomic_write(latest, lambda f: f.write(data))
+    print(f"resuming {run} from step {step} of {source}{note}", file=sys.stderr)
+
+
+def remove_stale_temps(run: Path) -> list[Path]:
+    """Delete the temp files of writes killed midway: only names checkpoint.atomic_write makes
+    (.NAME.tmpPID), only regular files, and only when process PID is gone (a live process may still
+    be writing its own)."""
+    removed = []
+    for path in run.glob(".*.tmp*"):
+        m = re.fullmatch(r"\..+\.tmp(\d+)", path.name)
+        if not m or not path.is_file() or path.is_symlink() or _alive(int(m.group(1))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own temp of an earlier attempt in this process is stale too
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or a number no process has: leave it be
+    return True
 
 
 def _log_row(means: torch.Tensor, step: int, epoch: float, images_per_step: int, steps: int,
