@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from pathlib import Path
 
+from dcgan.config import check_count, check_seed
 from dcgan.errors import DCGANError
 from dcgan.metrics import INCEPTION_FILE
+from dcgan.outputs import IMAGE_SUFFIXES, check_output_file, prepare_out_dir, write_bytes, write_image
+
+MAX_SAMPLES = 4096  # images of one `dcgan sample`: one grid
 
 
 def _bool(text: str) -> bool:
@@ -101,19 +106,24 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if args.n < 1 or args.start < 0:
         raise DCGANError(f"--n must be at least 1 and --start at least 0, got {args.n} and {args.start}")
+    check_count(args.n, "--n", MAX_SAMPLES)
+    check_seed(args.seed)
+    if args.nrow is not None and args.nrow < 1:
+        raise DCGANError(f"--nrow must be at least 1, got {args.nrow}")
+    out = None
+    if args.out or not args.individual:
+        out = check_output_file(args.out or "samples.png", inputs=[args.source], suffixes=IMAGE_SUFFIXES)
+    if args.individual:
+        prepare_out_dir(args.individual, inputs=[args.source], what="--individual")
     g = load_generator(args.source, pick_device(args.device))
     images = g.sample(args.n, seed=args.seed, start=args.start).cpu()
     if args.individual:
         paths = save_individual(images, Path(args.individual), start=args.start)
         print(f"wrote {len(paths)} images to {args.individual}")
-    if args.out or not args.individual:
-        from torchvision.utils import save_image
-
-        out = Path(args.out or "samples.png")
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         if args.numbered:  # each image's number: G(latent(seed, number)) reproduces it
             images = annotate(images, [str(args.start + i) for i in range(len(images))])
-        save_image(grid(images, args.nrow), out)
+        write_image(grid(images, args.nrow), out)
         note = f" (numbers are sample indices of seed {args.seed})" if args.numbered else ""
         print(f"wrote {out}{note}")
 
@@ -211,15 +221,20 @@ def cmd_features(args: argparse.Namespace) -> None:
     import numpy as np
 
     from dcgan.data import labelled_splits
-    from dcgan.features import dcgan_features, load_discriminator
+    from dcgan.features import check_grid, dcgan_features, load_discriminator
 
     if args.split not in ("train", "test"):
         raise DCGANError(f"--split must be train or test, got {args.split!r}")
+    check_seed(args.seed)
+    out = check_output_file(args.out, inputs=[args.source, args.data, args.data_dir], suffixes=(".npz",))
     d = load_discriminator(args.source)
+    check_grid(args.grid, d)
     train, test = labelled_splits(args.data, d.config.image_size, d.config.channels, args.data_dir)
     ds = train if args.split == "train" else test
     x = dcgan_features(d, train.images, ds.images, seed=args.seed, grid=args.grid)
-    np.savez(args.out, features=x, labels=ds.labels.numpy())
+    buffer = io.BytesIO()
+    np.savez(buffer, features=x, labels=ds.labels.numpy())
+    write_bytes(out, buffer.getvalue())
     print(f"wrote {args.out}: {x.shape[0]} x {x.shape[1]} features of {args.data} {args.split}")
 
 

@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from dcgan import datasets
-from dcgan.errors import DCGANError
+from dcgan.errors import DCGANError, describe_os_error
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # The only decoders PIL may use, whatever a file's name or first bytes say: never EPS (Ghostscript)
@@ -41,7 +41,21 @@ NATURAL_SHAPE = {
     "svhn": (3, 32), "celeba": (3, 64), "lsun": (3, 64),
 }
 CELEBA_FACE_CROP = 108  # centre 108x108 of the 178x218 aligned CelebA images
-MAX_IN_MEMORY_BYTES = int(float(os.environ.get("DCGAN_MAX_MEMORY_GB", "8")) * 2**30)
+MAX_IN_MEMORY_BYTES: int | None = None  # None: $DCGAN_MAX_MEMORY_GB (default 8) GiB
+
+
+def max_in_memory_bytes() -> int:
+    """Decoded datasets up to this size are held in memory; larger ones stream."""
+    if MAX_IN_MEMORY_BYTES is not None:
+        return MAX_IN_MEMORY_BYTES
+    text = os.environ.get("DCGAN_MAX_MEMORY_GB", "8")
+    try:
+        gb = float(text)
+    except ValueError:
+        gb = float("nan")
+    if not 0 <= gb <= 2**20:  # NaN fails too
+        raise DCGANError(f"DCGAN_MAX_MEMORY_GB must be a number of GiB from 0 to {2**20}, got {text!r}")
+    return int(gb * 2**30)
 
 
 def cache_dir() -> Path:
@@ -75,7 +89,7 @@ def check_regular_file(path: str | Path, what: str) -> Path:
     try:
         st = path.stat()
     except OSError as e:
-        raise DCGANError(f"{what} {path} not found or unreadable ({e.strerror or e})") from None
+        raise DCGANError(f"cannot read {what} {path}: {describe_os_error(e)}") from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
         raise DCGANError(f"{what} {path} is {kind}: give a regular file")
@@ -328,7 +342,7 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
              and str(p.resolve()) not in absolute]
     if not paths:
         raise DCGANError(f"every image in {root} is excluded by {exclude}")
-    if len(paths) * channels * image_size**2 > MAX_IN_MEMORY_BYTES:
+    if len(paths) * channels * image_size**2 > max_in_memory_bytes():
         return ImageData(str(root), stream=FolderStream(paths, image_size, channels, crop),
                          names=[str(p.relative_to(root)) for p in paths])
     key["files"] = hashlib.sha256("\n".join(
@@ -361,7 +375,7 @@ def labelled_splits(spec: str, image_size: int, channels: int,
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of epoch `epoch`: a function of (seed, epoch) alone, so resume is exact."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64))
 
 
 def _drop_unreadable(items: list) -> torch.Tensor:

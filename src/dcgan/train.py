@@ -25,7 +25,7 @@ from torch import nn
 from dcgan import checkpoint, distributed
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
 from dcgan.data import natural_shape, open_dataset, stream_batches, to_float
-from dcgan.errors import DCGANError
+from dcgan.errors import DCGANError, describe_os_error
 from dcgan.health import Diverged, Health, diversity, first_images
 from dcgan.models import Discriminator, Generator, build
 from dcgan.runlog import RunLog
@@ -68,12 +68,20 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
         config = resolve(overrides, data_shape=natural_shape(data))
         config.out = str(config.out or default_run_dir(config))
         return config
-    stored = from_dict(checkpoint.load(resume)["config"])
+    ckpt = checkpoint.load(resume)
+    checkpoint.check_resumable(ckpt, Path(resume))
+    try:
+        stored = from_dict(ckpt["config"])
+    except (TypeError, DCGANError) as e:
+        raise DCGANError(f"{resume}: the stored training config is invalid ({e})") from None
     merged = {**{k: v for k, v in stored.to_dict().items() if k != "model"},
               **stored.model.to_dict(), **overrides, "out": str(run_of(resume))}
     if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
         merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
-    config = resolve(merged)
+    try:
+        config = resolve(merged)
+    except DCGANError as e:
+        raise DCGANError(f"cannot resume {resume}: {e}") from None
     changed = differences(stored, config, ignore=RESUMABLE_CHANGES)
     if changed:
         raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
@@ -281,8 +289,8 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
             save_samples(G, fixed_z, run / "samples" / "final.png")
             plot_losses(run / "metrics.jsonl", run / "losses.png")
     except OSError as e:  # disk full, read-only folder, ...
-        raise DCGANError(f"writing to {run} failed ({e.strerror or e}); the last checkpoint {latest} "
-                         "is intact: free some space and resume") from None
+        raise DCGANError(f"writing {e.filename or run} failed: {describe_os_error(e)}; the last checkpoint "
+                         f"{latest} is intact: resume it with --resume {run}") from None
     finally:
         log.close()
         _restore_handlers(handlers)
