@@ -104,6 +104,9 @@ def load(path: str | Path) -> dict:
     if not path.is_file():
         raise DCGANError(f"checkpoint {path} is not a regular file (a FIFO or device): give a run "
                          "directory or a .pt file")
+    if _is_safetensors(path):
+        raise DCGANError(f"{path} is an exported generator (safetensors), not a training checkpoint: it "
+                         "holds G alone; give the run directory or its checkpoint.pt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -120,6 +123,17 @@ def load(path: str | Path) -> dict:
         raise DCGANError(f"{path} is not a dcgan checkpoint")
     check_contents(ckpt, path)
     return ckpt
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length and a JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{"
+                                            and int.from_bytes(head[:8], "little") < 100_000_000)
 
 
 def check_contents(ckpt: dict, path: Path) -> None:

@@ -89,6 +89,17 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
     return config
 
 
+def check_run_dir(run: Path) -> None:
+    """The run directory can be created and written: checked before any work."""
+    if run.exists() and not run.is_dir():
+        raise DCGANError(f"--out {run} is a file, not a folder: choose a folder for the run")
+    existing = next(p for p in [run, *run.parents] if p.exists())
+    if not existing.is_dir():
+        raise DCGANError(f"--out {run} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DCGANError(f"--out {run} cannot be created or written: {existing} is not writable")
+
+
 def run_of(resume: str | Path) -> Path:
     """The run directory of a --resume argument: a run directory, its checkpoint.pt (or best.pt),
     or one of its snapshots/step_N.pt."""
@@ -117,6 +128,7 @@ def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path
     if not resume and latest.exists():
         raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
                          "or choose another --out")
+    check_run_dir(run)
     world, device_name = distributed.setup(config.device)
     try:
         distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
@@ -166,9 +178,11 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                         exclude=config.exclude)
     B = config.batch_size  # per rank: the global batch is B * world.size
     if len(data) // world.size < B:
+        per_rank = len(data) // world.size
+        advice = (f"use --batch-size {per_rank} or fewer" if per_rank else
+                  "add images (or run fewer ranks)")
         raise DCGANError(f"batch size {B} is larger than the dataset ({len(data)} images in "
-                         f"{data.source}, {world.size} rank(s)): use --batch-size "
-                         f"{len(data) // world.size} or fewer")
+                         f"{data.source}, {world.size} rank(s)): {advice}")
     per_epoch = len(data) // world.size // B  # real batches per rank and epoch (last partial dropped)
     total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
 
