@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 from pathlib import Path
 
+from dcgan.config import check_count, check_seed
 from dcgan.errors import DCGANError
 from dcgan.metrics import INCEPTION_FILE
+from dcgan.outputs import IMAGE_SUFFIXES, check_output_file, prepare_out_dir, write_bytes, write_image
+
+MAX_SAMPLES = 4096  # images of one `dcgan sample`: one grid
 
 
 def _bool(text: str) -> bool:
@@ -91,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if dry_run:
         print(json.dumps(config.to_dict(), indent=2))
         return
-    run = train(config, resume=resume is not None)
+    run = train(config, resume=resume if resume is not None else False)
     print(f"done: {run} (samples in {run / 'samples'}, latest checkpoint {run / 'checkpoint.pt'})")
 
 
@@ -102,6 +108,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if args.n < 1 or args.start < 0:
         raise DCGANError(f"--n must be at least 1 and --start at least 0, got {args.n} and {args.start}")
+    check_count(args.n, "--n", MAX_SAMPLES)
+    check_seed(args.seed)
+    if args.nrow is not None and args.nrow < 1:
+        raise DCGANError(f"--nrow must be at least 1, got {args.nrow}")
+    out = None
+    if args.out or not args.individual:
+        out = check_output_file(args.out or "samples.png", inputs=[args.source], suffixes=IMAGE_SUFFIXES)
+    if args.individual:
+        prepare_out_dir(args.individual, inputs=[args.source], what="--individual")
     g = load_generator(args.source, pick_device(args.device))
     if args.latents:  # the rows of a latents file (`dcgan project`), not a seed's samples
         from dcgan.latent import load_latents
@@ -116,14 +131,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.individual:
         paths = save_individual(images, Path(args.individual), start=args.start)
         print(f"wrote {len(paths)} images to {args.individual}")
-    if args.out or not args.individual:
-        from torchvision.utils import save_image
-
-        out = Path(args.out or "samples.png")
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         if args.numbered:  # each image's number: G(latent(seed, number)) reproduces it
             images = annotate(images, [str(args.start + i) for i in range(len(images))])
-        save_image(grid(images, args.nrow), out)
+        write_image(grid(images, args.nrow), out)
         note = f" (numbers are sample indices of seed {args.seed})" if args.numbered else ""
         print(f"wrote {out}{note}")
 
@@ -225,15 +236,20 @@ def cmd_features(args: argparse.Namespace) -> None:
     import numpy as np
 
     from dcgan.data import labelled_splits
-    from dcgan.features import dcgan_features, load_discriminator
+    from dcgan.features import check_grid, dcgan_features, load_discriminator
 
     if args.split not in ("train", "test"):
         raise DCGANError(f"--split must be train or test, got {args.split!r}")
+    check_seed(args.seed)
+    out = check_output_file(args.out, inputs=[args.source, args.data, args.data_dir], suffixes=(".npz",))
     d = load_discriminator(args.source)
+    check_grid(args.grid, d)
     train, test = labelled_splits(args.data, d.config.image_size, d.config.channels, args.data_dir)
     ds = train if args.split == "train" else test
     x = dcgan_features(d, train.images, ds.images, seed=args.seed, grid=args.grid)
-    np.savez(args.out, features=x, labels=ds.labels.numpy())
+    buffer = io.BytesIO()
+    np.savez(buffer, features=x, labels=ds.labels.numpy())
+    write_bytes(out, buffer.getvalue())
     print(f"wrote {args.out}: {x.shape[0]} x {x.shape[1]} features of {args.data} {args.split}")
 
 
@@ -377,7 +393,7 @@ def cmd_project(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dcgan", description="Deep Convolutional GANs: train, "
+    p = _Parser(prog="dcgan", description="Deep Convolutional GANs: train, "
                                 "sample and export (Radford, Metz, Chintala 2015).")
     sub = p.add_subparsers(dest="command", required=True)
     _train_parser(sub)
@@ -531,6 +547,34 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "ded
             "directions": cmd_directions, "project": cmd_project, "cache": cmd_cache}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported like every other bad input: one `error:` line, exit code 1."""
+
+    def error(self, message: str):
+        self.exit(1, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _report_bug(exc: BaseException) -> None:
+    """A genuine bug: one line saying so and where the traceback went; DCGAN_DEBUG=1 prints it inline."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    if os.environ.get("DCGAN_DEBUG") == "1":
+        sys.stderr.write(text)
+        where = "above"
+    else:
+        try:
+            fd, where = tempfile.mkstemp(prefix="dcgan-bug-", suffix=".txt")
+            with os.fdopen(fd, "w") as f:
+                f.write(f"dcgan {' '.join(sys.argv[1:])}\n\n{text}")
+        except OSError:
+            where = "nowhere (the temp folder is not writable; rerun with DCGAN_DEBUG=1)"
+    first = " ".join(str(exc).split())[:200]
+    print(f"error: this is a bug in dcgan, not in your input ({type(exc).__name__}: {first}); the full "
+          f"traceback is in {where}; please report it (DCGAN_DEBUG=1 prints it inline)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -543,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback for a user
+        _report_bug(e)
+        return 1
     return 0
 
 

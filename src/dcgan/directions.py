@@ -27,9 +27,11 @@ from torch import nn
 from torchvision.utils import save_image
 
 from dcgan.checkpoint import load_generator
+from dcgan.config import MAX_SEED, check_count, check_number, check_seed
 from dcgan.errors import DCGANError
 from dcgan.latent import load_direction, load_latents, pick, save_direction
 from dcgan.models import Generator
+from dcgan.outputs import prepare_out_dir
 from dcgan.visualize import annotate, grid
 
 METHODS = ("sefa", "pca", "svm")
@@ -159,9 +161,18 @@ def directions_report(source: str | Path, *, out: str | Path, method: str = "sef
     overview OUT/directions.png (one row per direction, sample 0) and OUT/directions.json."""
     if method not in METHODS:
         raise DCGANError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
-    if not 1 <= k <= 512 or samples < 1 or columns < 2 or not 0 < span <= 100:
-        raise DCGANError(f"need 1 <= k <= 512, samples >= 1, columns >= 2 and 0 < span <= 100, got "
-                         f"k={k}, samples={samples}, columns={columns}, span={span}")
+    check_seed(seed, "seed", MAX_SEED)
+    check_count(k, "k", 512)
+    check_count(n, "n", 1_000_000)
+    check_count(samples, "samples", 64)
+    check_count(columns, "columns", 64, 2)
+    check_number(span, "span", positive=True)
+    for name, values in (("positive", positive), ("negative", negative)):
+        if values is not None:
+            check_count(len(values), f"the number of {name} samples", 10_000)
+            for v in values:
+                check_count(v, f"{name} sample number", 2**31 - 1, 0)
+    prepare_out_dir(out, inputs=[source, *[f for f in (condition, latents) if f]])
     g = load_generator(source)
     nz = g.config.nz
     tick = time.perf_counter()

@@ -16,6 +16,7 @@ exemplar a user picked from a sample sheet is the same vector in a walk or a sum
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
+from dcgan.config import MAX_SEED, check_count, check_number, check_seed
 from dcgan.data import to_uint8
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator
@@ -31,6 +33,9 @@ from dcgan.visualize import grid, pad_rows
 MODES = ("slerp", "linear")
 LATENTS_FORMAT = "dcgan-latents"
 DIRECTION_FORMAT = "dcgan-direction"
+MAX_FRAMES = 4096  # images in one walk figure: G runs on them in batches, the grid holds them all
+MAX_EXEMPLARS = 64  # sample numbers per concept
+MAX_INDEX = 2**31 - 1
 
 
 # ---- interpolation --------------------------------------------------------------------------
@@ -187,15 +192,26 @@ def pick(g: Generator, seed: int, indices, latents: torch.Tensor | None = None) 
 
 def parse_indices(text: str | None, name: str) -> list[int]:
     """'3,17,42' -> [3, 17, 42], the sample numbers of `dcgan sample --numbered`."""
-    try:
-        values = [int(v) for v in (text or "").split(",") if v.strip()]
-    except ValueError:
-        raise DCGANError(f"{name} must be comma-separated sample numbers such as 3,17,42, "
-                         f"got {text!r}") from None
-    if not values or min(values) < 0:
-        raise DCGANError(f"{name} needs at least one sample number (>= 0) from `dcgan sample --numbered`, "
-                         f"got {text!r}")
+    parts = [v.strip() for v in (text or "").split(",") if v.strip()]
+    if len(parts) > MAX_EXEMPLARS:
+        raise DCGANError(f"{name} lists {len(parts)} sample numbers; at most {MAX_EXEMPLARS} are allowed")
+    if not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
+        raise DCGANError(f"{name} must be comma-separated sample numbers such as 3,17,42 (integers from 0 "
+                         f"to {MAX_INDEX}), got {reprlib.repr(text)}")
+    values = [int(p) for p in parts]
+    if not values or max(values) > MAX_INDEX:
+        raise DCGANError(f"{name} needs sample numbers from 0 to {MAX_INDEX} (`dcgan sample --numbered`), "
+                         f"got {reprlib.repr(text)}")
     return values
+
+
+def _check_indices(values: list[int] | None, name: str) -> None:
+    if values is None:
+        return
+    if not 1 <= len(values) <= MAX_EXEMPLARS or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INDEX for v in values):
+        raise DCGANError(f"{name} must be 1 to {MAX_EXEMPLARS} sample numbers from 0 to {MAX_INDEX}, "
+                         f"got {reprlib.repr(values)}")
 
 
 # ---- walks ----------------------------------------------------------------------------------
@@ -232,10 +248,30 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
                 factor: float = 3.0, latents: str | Path | None = None) -> dict:
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
     `latents` (a latents file of `dcgan project`), the walk passes through its rows."""
+    from dcgan.outputs import prepare_out_dir
+
+    check_seed(seed, "seed", MAX_SEED)
+    _check_indices(through, "through")
+    check_count(walks, "walks", 64)
+    check_count(points, "points", 256, 2)
+    check_count(steps, "steps", 256)
+    check_number(factor, "factor", positive=True)
+    if mode not in MODES:
+        raise DCGANError(f"interpolation must be one of {', '.join(MODES)}, got {reprlib.repr(mode)}")
+    frames = (1 if through else walks) * ((len(through) if through else points) - 1) * steps + 1
+    if through is not None and len(through) < 2:
+        raise DCGANError(f"a walk through samples needs at least 2 sample numbers, got {through}")
+    if frames > MAX_FRAMES:
+        raise DCGANError(f"{frames} frames asked for (walks x (points - 1) x steps); at most {MAX_FRAMES} "
+                         "fit one figure: lower --walks, --points or --steps")
+    prepare_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g, d = load_models(source)
     z = load_latents(latents, g.config.nz) if latents else None
     if z is not None and not through:
         through = list(range(len(z)))
+        if len(z) < 2 or (len(z) - 1) * steps + 1 > MAX_FRAMES:
+            raise DCGANError(f"a walk through the {len(z)} latents of {latents} needs 2 to "
+                             f"{(MAX_FRAMES - 1) // steps + 1} of them at --steps {steps}")
     frames, path = walk(g, seed, walks, points, steps, mode, through, z)
     report = smoothness(frames, d_features(d) if d is not None else None, factor)
     out = Path(out)
@@ -281,7 +317,14 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
     neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
     from dcgan.checkpoint import load_generator
+    from dcgan.outputs import prepare_out_dir
 
+    check_seed(seed, "seed", MAX_SEED)
+    for name, values in (("a", a), ("b", b), ("c", c)):
+        _check_indices(values, name)
+    check_number(noise, "noise")
+    check_count(neighbours, "neighbours", 64)
+    prepare_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g = load_generator(source)
     z = load_latents(latents, g.config.nz) if latents else None
     r = arithmetic(g, seed, a, b, c, noise, neighbours, z)
@@ -310,7 +353,17 @@ def direction_report(source: str | Path, out: str | Path, start: list[int] | Non
     With `direction` (a file of `dcgan directions`), v is its unit vector times its sigma and the
     steps go from -scale to +scale sigma. With `latents`, the numbers index its rows."""
     from dcgan.checkpoint import load_generator
+    from dcgan.outputs import prepare_out_dir
 
+    check_seed(seed, "seed", MAX_SEED - 1)  # the default targets are samples of seed + 1
+    for name, values in (("from", start), ("to", end), ("targets", targets)):
+        _check_indices(values, name)
+    check_count(n, "n", 256)
+    check_count(steps, "steps", 64, 2)
+    check_number(scale, "scale", minimum=-1e6)
+    if scale > 1e6:
+        raise DCGANError(f"scale must be a finite number from -1e6 to 1e6, got {scale!r}")
+    prepare_out_dir(out, inputs=[source, *[f for f in (latents, direction) if f]])
     g = load_generator(source)
     z_file = load_latents(latents, g.config.nz) if latents else None
     if direction is not None:

@@ -25,11 +25,13 @@ import torch
 from torchvision.utils import save_image
 
 from dcgan.checkpoint import load_generator
-from dcgan.data import decode_image, to_float
+from dcgan.config import MAX_SEED, check_count, check_number, check_seed
+from dcgan.data import check_regular_file, decode_image, to_float
 from dcgan.errors import DCGANError
 from dcgan.features import load_discriminator
 from dcgan.latent import save_latents
 from dcgan.models import Discriminator, Generator, eval_mode
+from dcgan.outputs import prepare_out_dir
 from dcgan.visualize import annotate, grid
 
 MAX_IMAGES = 256  # per call: every image and restart is one row of the optimised batch
@@ -107,13 +109,18 @@ def project_report(source: str | Path, images: list[str | Path], *, out: str | P
         raise DCGANError("give at least one image to project")
     if len(images) > MAX_IMAGES:
         raise DCGANError(f"{len(images)} images: project at most {MAX_IMAGES} per call")
+    check_seed(seed, "seed", MAX_SEED)
+    check_count(steps, "steps", 100_000)
+    check_count(restarts, "restarts", 64)
+    check_number(lr, "lr", positive=True)
+    check_number(feature_weight, "feature-weight")
+    prepare_out_dir(out, inputs=[source, *images])
     g = load_generator(source)
     d = None if Path(source).suffix == ".safetensors" else load_discriminator(source)
     c = g.config
     targets = []
     for path in images:
-        if not Path(path).is_file():
-            raise DCGANError(f"image {path} not found")
+        check_regular_file(path, "image")
         try:  # converted exactly as training converts its images
             targets.append(to_float(decode_image(Path(path), c.image_size, c.channels)))
         except DCGANError:
