@@ -254,7 +254,7 @@ def test_project_cli_writes_latents_that_sample_walk_and_arithmetic_use(run, tmp
     (["directions", "{run}", "--method", "svm", "--positive", "1,2"], "--negative"),
     (["directions", "{run}", "--method", "sefa", "--k", "99"], "at most nz = 16"),
     (["directions", "{run}", "--method", "svm", "--positive", "1,x", "--negative", "3,4"], "--positive"),
-    (["project", "{run}", "{tmp}/missing.png"], "missing.png not found"),
+    (["project", "{run}", "{tmp}/missing.png"], "missing.png: no such file"),
     (["project", "{run}", "{tmp}/notimage.png"], "notimage.png"),
     (["project", "{run}", "{tmp}/x.png", "--steps", "0"], "steps must be at least 1"),
     (["arithmetic", "{run}", "--direction", "{tmp}/notimage.png"], "not a direction file"),
