@@ -254,19 +254,16 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from dcgan.probe import probe
+    from dcgan.probe import describe, describe_paired, probe
 
     baselines = tuple(b for b in (args.baselines or "").split(",") if b)
     rows = probe(args.source, args.data, args.protocol, baselines, args.data_dir, args.per_class, args.draws,
-                 args.kmeans_k, args.max_train, args.max_test, args.seed, args.out, args.grid)
+                 args.kmeans_k, args.max_train, args.max_test, args.seed, args.out, args.grid,
+                 args.random_inits, args.val_size)
     for r in rows:
-        value = (f"error {r['error']:.2%} +- {r['ci95']:.2%}" if args.protocol == "few"
-                 else f"accuracy {r['accuracy']:.2%}")
+        print(f"{r['method']:40s} {r['dim']:>7,d} dims  {describe(r)}")
         if "paired_vs_first" in r:
-            p = r["paired_vs_first"]
-            value += (f"  (minus {rows[0]['method']}'s, paired: {p['mean']:+.2%} +- {p['ci95']:.2%}; "
-                      f"{rows[0]['method']} lower in {p['first_better']}/{p['draws']} draws)")
-        print(f"{r['method']:40s} {r['dim']:>7,d} dims  {value}")
+            print(f"{'':58s}{describe_paired(r['paired_vs_first'], rows[0]['method'])}")
     print(f"table: {Path(args.out) / 'probe.md'}")
 
 
@@ -513,7 +510,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="probe", help="folder for probe.md and probe.json")
     r.add_argument("--grid", type=int, default=4, help="D features: each layer max-pooled to grid x grid "
-                   "(paper: 4; 2 did better on Fashion-MNIST with 1,000 labels)")
+                   "(paper: 4)")
+    r.add_argument("--random-inits", dest="random_inits", type=int, default=3,
+                   help="the random baseline: this many independently initialised D, averaged")
+    r.add_argument("--val-size", dest="val_size", type=int, default=10000,
+                   help="few: validation images that choose C (paper: 10,000; at most half the train split)")
     gb = sub.add_parser("guided-backprop", help="top images and guided-backprop maps of D's features, "
                         "trained vs random D (paper 6.2)")
     gb.add_argument("source", help="run directory or checkpoint .pt")
