@@ -76,7 +76,8 @@ def main() -> None:
                              drop=a.drop, seed=a.seed)
         control = random_control(run, r, a.seed)
         docs = Path(__file__).resolve().parent.parent / "docs"
-        sheet = Image.open(Path(tmp) / "forget" / "forget.png")  # pairs of rows: original, forgotten
+        # pairs of rows: original, forgotten
+        sheet = Image.open(Path(tmp) / "forget" / "forget.png", formats=["PNG"])
         sheet.crop((0, 0, sheet.width, 2 + 4 * (a.size + 2))).save(docs / "forget_windows.png")  # 2 pairs
     result = {**record.header(), "config": vars(a), "train_seconds": train_s, "forget": r,
               "random_maps_control": control}

@@ -59,14 +59,22 @@ def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 25
     """uint8 images (N, C, S, S) -> float32 (N, feature_dim): every conv layer max-pooled to 4x4
     (the paper; `grid` and `pool="avg"` for ablations), layer by layer in D's order.
     Batched: only one batch of full-resolution feature maps exists at a time."""
-    if not isinstance(grid, int) or grid < 1:
-        raise DCGANError(f"the pooling grid must be a positive integer (4 in the paper), got {grid!r}")
+    check_grid(grid, d)
     reduce = {"max": F.adaptive_max_pool2d, "avg": F.adaptive_avg_pool2d}[pool]
     out = []
     for chunk in images.split(batch_size):
         _, maps = d(to_float(chunk), return_features=True)
         out.append(torch.cat([reduce(m, grid).flatten(1) for m in maps], 1).numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def check_grid(grid, d: Discriminator) -> int:
+    """The pooling grid: 1 up to D's largest feature map (half the image side); more only repeats values."""
+    top = d.config.image_size // 2
+    if not isinstance(grid, int) or isinstance(grid, bool) or not 1 <= grid <= top:
+        raise DCGANError(f"the pooling grid must be an integer from 1 to {top} (half the image side; 4 in "
+                         f"the paper), got {grid!r}")
+    return grid
 
 
 def bn_averaged(d: Discriminator, train: torch.Tensor, bn_images: int = 10000,

@@ -205,15 +205,27 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     protocol on the same splits; a table in the shape of the paper's Tables 1-2. The random
     baseline is `random_inits` independently initialised copies of D's architecture, averaged."""
     from dcgan import features as feats
+    from dcgan.config import MAX_SEED, check_count, check_seed
+    from dcgan.outputs import prepare_out_dir
 
     if protocol not in ("full", "few"):
         raise DCGANError(f"protocol must be full or few, got {protocol!r}")
+    check_seed(seed, "seed", MAX_SEED)
+    check_count(per_class, "per_class", 100_000)
+    check_count(draws, "draws", 1000)
+    check_count(kmeans_k, "kmeans_k", 10_000)
+    for name, value in (("max_train", max_train), ("max_test", max_test)):
+        if value is not None:
+            check_count(value, name, 10**8)
     unknown = set(baselines) - {"pixels", "random", "kmeans"}
     if unknown:
         raise DCGANError(f"unknown baseline(s) {', '.join(sorted(unknown))}: use pixels, random, kmeans")
     if "random" in baselines and random_inits < 1:
         raise DCGANError(f"--random-inits must be at least 1, got {random_inits}")
+    if out is not None:
+        prepare_out_dir(out, inputs=[source, data, data_dir])
     d = feats.load_discriminator(source)
+    feats.check_grid(grid, d)
     c = d.config
     train, test = labelled_splits(data, c.image_size, c.channels, data_dir)
     gen = torch.Generator().manual_seed(seed)
