@@ -26,7 +26,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from dcgan import datasets
+from dcgan import datasets, seeds
 from dcgan.errors import DCGANError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -344,7 +344,7 @@ def labelled_splits(spec: str, image_size: int, channels: int,
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of epoch `epoch`: a function of (seed, epoch) alone, so resume is exact."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return torch.randperm(n, generator=seeds.generator(seed, "order", epoch))
 
 
 def _drop_unreadable(items: list) -> torch.Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcgan import checkpoint, distributed
+from dcgan import checkpoint, distributed, seeds
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
 from dcgan.data import natural_shape, open_dataset, stream_batches, to_float
 from dcgan.errors import DCGANError
@@ -147,7 +147,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
 
     G, D, G_run, D_run, opt_g, opt_d, rt = networks(config, device, world)
-    noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps, same on all ranks
+    noise = seeds.generator(config.seed, "noise")  # z for training steps, same on all ranks
     fixed_z = G.latent(config.seed, range(config.n_samples))  # the same z for every grid
     health = Health(config, diversity(to_float(first_images(data, config.n_samples))))
     evaluator = None
