@@ -1,15 +1,11 @@
 """Correctness and run safety: random streams, finite checkpoints, the global RNG, bounded dedup,
 the run-directory lock, guarded data on resume, atomic links, pure helpers."""
 
-import json
 import subprocess
 import sys
 
-import pytest
 import torch
 
-from dcgan import checkpoint
-from dcgan.errors import DCGANError
 from dcgan.models import Generator
 from dcgan.train import configure, train
 

@@ -203,7 +203,7 @@ def test_generate_without_zeroes_exactly_those_maps(run):
     assert torch.equal(generate_without(g, z, []), g.generate(z))
     seen = []
     handle = g.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(i[0]))
-    changed = generate_without(g, z, [0, 3])
+    changed = generate_without(g, z, [0, 3], layer=-2)
     handle.remove()
     assert seen[0][:, [0, 3]].abs().max() == 0 and seen[0][:, 1].abs().max() > 0
     assert not torch.equal(changed, g.generate(z))
@@ -214,7 +214,7 @@ def test_forget_cli_with_a_boxes_file_and_bad_files(run, tmp_path):
     boxes = tmp_path / "boxes.json"
     entries = [{"seed": 0, "index": i, "boxes": [[0, 0, 8, 8]]} for i in range(6)]
     boxes.write_text(json.dumps({"boxes": entries}))
-    dcgan("forget", run, "--boxes", boxes, "--n", 4, "--out", tmp_path / "f")
+    dcgan("forget", run, "--boxes", boxes, "--n", 4, "--layer", -2, "--out", tmp_path / "f")
     r = json.loads((tmp_path / "f" / "forget.json").read_text())
     assert r["boxed_samples"] == 6 and r["maps_in_layer"] == 8 and r["dropped"] == len(r["dropped_maps"])
     assert r["positives"] == 6 * 16 and 0 < r["detector_accuracy"] <= 1
@@ -247,7 +247,7 @@ def test_forgetting_removes_the_window_and_little_else(tmp_path):
     run = train({"data": str(data), "image_size": 16, "channels": 1, "ngf": 16, "ndf": 16, "nz": 32,
                  "batch_size": 64, "steps": 300, "seed": 0, "tensorboard": False, "log_every": 1000,
                  "sample_every": 10**6, "checkpoint_every": 10**6, "out": str(tmp_path / "run")})
-    r = forget_synthetic(run, tmp_path / "forget", samples=100, boxes_from=40)
+    r = forget_synthetic(run, tmp_path / "forget", samples=100, boxes_from=40, layer=-2)
     assert r["samples_with_window"] >= 50
     assert r["presence_before"] > 0.4 and r["presence_after"] < 0.25 * r["presence_before"]
     assert r["eval_change_ratio"] > 2

@@ -163,8 +163,9 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
 def cmd_forget(args: argparse.Namespace) -> None:
     from dcgan.forget import forget
 
-    r = forget(args.source, args.boxes, args.out, args.drop, args.n, args.seed)
-    print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps (detector accuracy "
+    r = forget(args.source, args.boxes, args.out, args.drop, args.n, args.seed, args.layer)
+    print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps of layer {r['layer']} "
+          f"({r['layer_size']}x{r['layer_size']}; detector accuracy "
           f"{r['detector_accuracy']:.2f} on {r['positives']} + {r['negatives']} locations); mean pixel "
           f"change {r['mean_abs_change_in_boxes']:.3f} inside the boxes, {r['mean_abs_change_outside']:.3f} "
           f"outside; {Path(args.out) / 'forget.png'}")
@@ -319,6 +320,9 @@ def parser() -> argparse.ArgumentParser:
     fg.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
     fg.add_argument("--boxes", required=True, help="boxes JSON file")
     fg.add_argument("--drop", default="positive", help="positive (paper) | threshold:T | top:K")
+    fg.add_argument("--layer", type=int, default=-3, help="G feature map to drop from, counted as "
+                    "G(z, return_features=True) lists them (-1 is the image): -3 (default) is the "
+                    "paper's second-highest conv layer, -2 the last hidden one")
     fg.add_argument("--n", type=int, default=8, help="extra samples of --seed shown with and without")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--out", default="forget")
