@@ -1,12 +1,18 @@
 """Correctness and run safety: random streams, finite checkpoints, the global RNG, bounded dedup,
 the run-directory lock, guarded data on resume, atomic links, pure helpers."""
 
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from dcgan.models import Generator
+from dcgan import checkpoint
+from dcgan.data import to_float
+from dcgan.errors import DCGANError
+from dcgan.models import Generator, build
+from dcgan.step import train_step
 from dcgan.train import configure, train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, tensorboard=False,
@@ -60,3 +66,108 @@ def test_sample_training_noise_and_data_order_streams_never_overlap(tmp_path, mo
     assert len(stream_seeds) == 4 and len(sample_seeds) == 4 * TINY["n_samples"]
     assert orders and not set(orders) & (sample_seeds | stream_seeds)
     assert not stream_seeds & sample_seeds
+
+
+# ---- 2. no checkpoint holds non-finite weights ------------------------------------------------
+
+def inf_gradient_at(monkeypatch, g_step: int) -> None:
+    """The G step number `g_step` gets +inf in one element of one G weight's gradient (the loss of
+    that step is finite): Adam turns the weight into NaN."""
+    train_module = sys.modules["dcgan.train"]
+    real_networks = train_module.networks
+    calls = {"n": 0}
+
+    def poison(grad):
+        calls["n"] += 1
+        if calls["n"] == g_step:
+            grad = grad.clone()
+            grad[(0,) * grad.ndim] = float("inf")
+        return grad
+
+    def networks(*args, **kw):
+        nets = real_networks(*args, **kw)
+        nets.G.blocks[0][0].weight.register_hook(poison)
+        return nets
+
+    monkeypatch.setattr(train_module, "networks", networks)
+
+
+def all_finite(ckpt: dict) -> bool:
+    tensors = [*ckpt["generator"].values(), *ckpt["discriminator"].values()]
+    return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
+def test_an_inf_gradient_never_reaches_a_checkpoint(tmp_path, monkeypatch):
+    inf_gradient_at(monkeypatch, 3)
+    with pytest.raises(DCGANError, match="diverged"):
+        train(tiny(tmp_path, steps=6, checkpoint_every=1, snapshot_every=1))
+    ckpt = checkpoint.load(tmp_path / "run")
+    assert ckpt["step"] == 2 and all_finite(ckpt)
+    for snap in (tmp_path / "run" / "snapshots").iterdir():
+        assert all_finite(checkpoint.load(snap)), snap
+
+
+def test_rollback_after_an_inf_gradient_restores_finite_weights(tmp_path, monkeypatch):
+    inf_gradient_at(monkeypatch, 3)
+    run = train(tiny(tmp_path, steps=6, checkpoint_every=1, on_divergence="rollback"))
+    ckpt = checkpoint.load(run)
+    assert ckpt["step"] == 6 and all_finite(ckpt)
+    assert ckpt["config"]["lr"] == pytest.approx(1e-4)  # one rollback
+
+
+def test_a_non_finite_checkpoint_is_not_resumed(tmp_path):
+    run = train(tiny(tmp_path, steps=2))
+    ckpt = checkpoint.load(run)
+    ckpt["generator"]["blocks.0.0.weight"][0, 0, 0, 0] = float("nan")
+    checkpoint.save(run / "checkpoint.pt", {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    proc = cli("train", "--resume", run, "--steps", 4)
+    assert proc.returncode == 1 and "non-finite" in proc.stderr and "snapshots" in proc.stderr
+
+
+# ---- 7. links are replaced atomically ---------------------------------------------------------
+
+def test_a_failed_link_keeps_the_old_target(tmp_path, monkeypatch):
+    new, target = tmp_path / "checkpoint.pt", tmp_path / "best.pt"
+    new.write_bytes(b"new")
+    target.write_bytes(b"old")
+
+    def crash(*args, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "link", crash)
+    with pytest.raises(OSError):
+        checkpoint.link(new, target)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.pt", "checkpoint.pt"]  # no temp file left
+    monkeypatch.undo()
+    checkpoint.link(new, target)
+    assert target.read_bytes() == b"new" and os.path.samefile(new, target)
+
+
+# ---- 8, 9. pure helpers, and D unfrozen after any G step ---------------------------------------
+
+def test_to_float_never_changes_its_input():
+    for x in (torch.tensor([0.0, 127.5, 255.0]), torch.tensor([0, 255], dtype=torch.uint8)):
+        before = x.clone()
+        y = to_float(x)
+        assert torch.equal(x, before) and y.dtype == torch.float32 and y.min() == -1 and y.max() == 1
+
+
+def test_d_trains_again_after_an_exception_in_the_g_step():
+    config = tiny_config()
+    G, D = build(config.model)
+    opt_g, opt_d = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+    reals = iter([torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)])
+
+    def fail_when_frozen(module, inputs):
+        if not next(module.parameters()).requires_grad:
+            raise RuntimeError("out of memory in the G step")
+
+    D.register_forward_pre_hook(fail_when_frozen)
+    with pytest.raises(RuntimeError, match="G step"):
+        train_step(G, D, opt_g, opt_d, reals, torch.Generator().manual_seed(0), config)
+    assert all(p.requires_grad for p in D.parameters())
+
+
+def tiny_config():
+    return configure({**TINY, "out": "unused"})

@@ -59,6 +59,42 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def link(source: Path, target: Path) -> None:
+    """`target` becomes a hard link to `source` (a file that is only ever replaced, never changed,
+    so the link is a copy): made under a temp name, then renamed over `target`, so a crash leaves
+    the old target or the new one, never none."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def nonfinite(*state_dicts: dict) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity (weights, BN buffers,
+    optimizer moments), searched through nested dicts and lists."""
+    bad = []
+
+    def visit(value, name: str) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                bad.append(name)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                visit(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                visit(v, f"{name}.{i}")
+
+    for d in state_dicts:
+        visit(d, "")
+    return bad
+
+
 def rng_state(noise: torch.Generator) -> dict:
     """Every random state a run draws from, as tensors and plain values (weights_only-safe)."""
     np_state = np.random.get_state()

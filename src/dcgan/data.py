@@ -391,8 +391,8 @@ def stream_batches(data: ImageData, batch_size: int, seed: int, device: torch.de
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (paper §4: G ends in tanh)."""
-    return x.float().div_(127.5).sub_(1.0)
+    """uint8 [0, 255] -> float [-1, 1] (paper §4: G ends in tanh). `x` itself is never changed."""
+    return x.to(torch.float32).div(127.5).sub_(1.0)  # div makes the copy: x.float() may be x
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ One step = d_steps updates of D, then one update of G:
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import time
@@ -159,21 +158,29 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     best = {"fid": float("inf"), "step": None}  # by FID, kept as best.pt
 
     def save(step: int) -> None:
+        state = dict(generator=G.state_dict(), discriminator=D.state_dict(),
+                     optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict())
+        bad = checkpoint.nonfinite(state)  # alike on every rank: DDP keeps the weights equal
+        if bad:  # a finite loss can still leave NaN weights (an inf gradient): never save them
+            raise Diverged(f"non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} "
+                           f"at step {step}")
         if not world.main:
             return
         checkpoint.save(latest, dict(
-            generator=G.state_dict(), discriminator=D.state_dict(), optimizer_g=opt_g.state_dict(),
-            optimizer_d=opt_d.state_dict(), step=step, epoch=step * config.d_steps // per_epoch,
+            **state, step=step, epoch=step * config.d_steps // per_epoch,
             config=config.to_dict(), rng=checkpoint.rng_state(noise), amp=rt.state_dict(), best=best))
         if step and (step % config.snapshot_every == 0 or step == total):
             snap = run / "snapshots" / f"step_{step:08d}.pt"
             snap.parent.mkdir(exist_ok=True)
-            snap.unlink(missing_ok=True)
-            os.link(latest, snap)  # the latest file is only ever replaced, so a link is a copy
+            checkpoint.link(latest, snap)
 
     def restore() -> int:
         distributed.barrier(world)  # rank 0 has finished writing
         ckpt = checkpoint.load(latest)
+        bad = checkpoint.nonfinite(ckpt["generator"], ckpt["discriminator"])
+        if bad:  # written before this check existed: never continue from it
+            raise DCGANError(f"{latest} holds non-finite weights ({bad[0]}): copy the last finite snapshot "
+                             f"from {run / 'snapshots'} over it, then resume")
         G.load_state_dict(ckpt["generator"])
         D.load_state_dict(ckpt["discriminator"])
         opt_g.load_state_dict(ckpt["optimizer_g"])
@@ -233,8 +240,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                 if quality and quality["fid"] < best["fid"]:
                     best.update(fid=quality["fid"], step=step)
                     save(step)
-                    (run / "best.pt").unlink(missing_ok=True)
-                    os.link(latest, run / "best.pt")  # the checkpoint of the best FID so far
+                    checkpoint.link(latest, run / "best.pt")  # the checkpoint of the best FID so far
                 if step % config.checkpoint_every == 0 or step == total or stopping:
                     _check_finite(distributed.all_mean(sums, world), counted, step)
                     save(step)
