@@ -1,9 +1,11 @@
 """Correctness and run safety: random streams, finite checkpoints, the global RNG, bounded dedup,
 the run-directory lock, guarded data on resume, atomic links, pure helpers."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -171,3 +173,47 @@ def test_d_trains_again_after_an_exception_in_the_g_step():
 
 def tiny_config():
     return configure({**TINY, "out": "unused"})
+
+
+# ---- 5. one training process per run directory -------------------------------------------------
+
+CLI_TINY = ["--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 16, "--tensorboard",
+            "false", "--log-every", 1, "--sample-every", 1000]
+
+
+def rows(run) -> list[int]:
+    steps = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except ValueError:
+            pass
+    return steps
+
+
+def test_a_second_process_cannot_write_a_running_run_and_a_killed_one_resumes_at_once(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", *CLI_TINY, "--steps", 10**6, "--checkpoint-every", 5, "--out", run]
+    first = subprocess.Popen([sys.executable, "-m", "dcgan", *map(str, args)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not ((run / "metrics.jsonl").is_file() and len(rows(run)) >= 6):
+            assert first.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+        for args, says in ((["--resume", run, "--steps", 20], f"in use by pid {first.pid} (started "),
+                           ([*CLI_TINY, "--steps", 20, "--out", run], "already holds a run")):
+            second = cli("train", *args)
+            last = second.stderr.strip().splitlines()[-1]
+            assert second.returncode == 1 and last.startswith("error: ") and says in last, last
+        assert first.poll() is None  # the first run goes on, its rows still in order
+        time.sleep(1)
+        logged = rows(run)
+        assert logged == list(range(1, len(logged) + 1))
+    finally:
+        first.kill()
+        first.wait()
+    done = checkpoint.load(run)["step"]
+    resumed = cli("train", "--resume", run, "--steps", done + 2)
+    assert resumed.returncode == 0, resumed.stderr
+    assert checkpoint.load(run)["step"] == done + 2

@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,39 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def lock_run(run: Path):
+    """An exclusive lock on RUN/.lock for the life of a training run: the open file it returns
+    holds it until closed. It is an OS advisory lock (flock), so the OS drops it when the process
+    ends in any way, SIGKILL included: a killed run can be resumed at once. A second process gets
+    a DCGANError naming the holder's pid and start time."""
+    path = Path(run) / ".lock"
+    f = open(path, "a+")  # never truncated before the lock is ours: it names the holder
+    try:
+        _lock(f)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DCGANError(f"run directory {run} is in use by {holder}: wait for it to finish or stop "
+                         "it (its checkpoint is then resumable), or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S %Z')})\n")
+    f.flush()
+    return f
+
+
+def _lock(f) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: a lock on the first byte, also dropped when the process ends
+        import msvcrt
+
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def link(source: Path, target: Path) -> None:

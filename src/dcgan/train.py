@@ -192,8 +192,14 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
         best.update(ckpt.get("best", {}))
         return ckpt["step"]
 
+    lock = None
     if world.main:
         run.mkdir(parents=True, exist_ok=True)
+        lock = checkpoint.lock_run(run)  # one training process per run directory, until it ends
+        if not resume and latest.exists():  # another process started this run first
+            lock.close()
+            raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
+                             "or choose another --out")
         for stale in run.glob(".*.tmp*"):  # temp files of a process killed while writing
             stale.unlink(missing_ok=True)
         checkpoint.atomic_write(run / "config.json",
@@ -273,6 +279,8 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     finally:
         log.close()
         _restore_handlers(handlers)
+        if lock:
+            lock.close()
     return run
 
 
