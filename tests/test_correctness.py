@@ -217,3 +217,39 @@ def test_a_second_process_cannot_write_a_running_run_and_a_killed_one_resumes_at
     resumed = cli("train", "--resume", run, "--steps", done + 2)
     assert resumed.returncode == 0, resumed.stderr
     assert checkpoint.load(run)["step"] == done + 2
+
+
+# ---- 6. resume never swaps the training data ---------------------------------------------------
+
+def write_mnist(root, n: int, seed: int) -> None:
+    """The two training IDX files of an MNIST-format dataset of n random images."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    for name, a in (("train-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
+                    ("train-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))):
+        (root / name).write_bytes(bytes([0, 0, 8, a.ndim]) + b"".join(d.to_bytes(4, "big") for d in a.shape)
+                                  + a.tobytes())
+
+
+def test_resume_refuses_other_data_and_accepts_a_moved_copy(tmp_path):
+    import shutil
+
+    write_mnist(tmp_path / "a", 48, seed=0)
+    write_mnist(tmp_path / "b", 48, seed=1)  # same names and sizes, other images
+    shutil.copytree(tmp_path / "a", tmp_path / "a-moved")  # copy2: same times
+    run = tmp_path / "run"
+    assert cli("train", "--data", "mnist", "--data-dir", tmp_path / "a", *CLI_TINY, "--steps", 2,
+               "--out", run).returncode == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    refused = cli("train", "--resume", run, "--data-dir", tmp_path / "b", "--steps", 4)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 1 and last.startswith("error: cannot resume") and "files:" in last, last
+    assert (run / "checkpoint.pt").read_bytes() == before
+    recorded = json.loads((run / "config.json").read_text())["data_fingerprint"]
+    assert recorded["images"] == 48 and recorded["image_size"] == 16 and recorded["files"]
+    assert json.loads((run / "config.json").read_text())["data_fingerprint"] == recorded
+    moved = cli("train", "--resume", run, "--data-dir", tmp_path / "a-moved", "--steps", 4)
+    assert moved.returncode == 0, moved.stderr
+    assert checkpoint.load(run)["step"] == 4

@@ -245,7 +245,7 @@ def test_forgetting_removes_the_window_and_little_else(tmp_path):
     for i, x in enumerate(images):
         save_image(x.float() / 255, data / f"{i:04d}.png")
     run = train({"data": str(data), "image_size": 16, "channels": 1, "ngf": 16, "ndf": 16, "nz": 32,
-                 "batch_size": 64, "steps": 300, "seed": 0, "tensorboard": False, "log_every": 1000,
+                 "batch_size": 64, "steps": 500, "seed": 0, "tensorboard": False, "log_every": 1000,
                  "sample_every": 10**6, "checkpoint_every": 10**6, "out": str(tmp_path / "run")})
     r = forget_synthetic(run, tmp_path / "forget", samples=100, boxes_from=40, layer=-2)
     assert r["samples_with_window"] >= 50

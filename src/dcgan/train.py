@@ -20,7 +20,7 @@ from torch import nn
 
 from dcgan import checkpoint, distributed, seeds
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
-from dcgan.data import natural_shape, open_dataset, stream_batches, to_float
+from dcgan.data import fingerprint_changes, natural_shape, open_dataset, stream_batches, to_float
 from dcgan.errors import DCGANError
 from dcgan.health import Diverged, Health, diversity, first_images
 from dcgan.models import Discriminator, Generator, build
@@ -137,6 +137,12 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     mc = config.model
     data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir,
                         exclude=config.exclude)
+    if resume:  # the same images as before: --data-dir may move them, never swap them
+        changed = fingerprint_changes(checkpoint.load(latest).get("data_fingerprint"), data.fingerprint)
+        if changed:
+            raise DCGANError(f"cannot resume {run} on other data than it was trained on: "
+                             f"{'; '.join(changed)} (files: their names, sizes and modification times). "
+                             "Give the original files, or start a new run with --out")
     B = config.batch_size  # per rank: the global batch is B * world.size
     if len(data) // world.size < B:
         raise DCGANError(f"batch size {B} is larger than the dataset ({len(data)} images in "
@@ -167,7 +173,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
         if not world.main:
             return
         checkpoint.save(latest, dict(
-            **state, step=step, epoch=step * config.d_steps // per_epoch,
+            **state, step=step, epoch=step * config.d_steps // per_epoch, data_fingerprint=data.fingerprint,
             config=config.to_dict(), rng=checkpoint.rng_state(noise), amp=rt.state_dict(), best=best))
         if step and (step % config.snapshot_every == 0 or step == total):
             snap = run / "snapshots" / f"step_{step:08d}.pt"
@@ -203,7 +209,9 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
         for stale in run.glob(".*.tmp*"):  # temp files of a process killed while writing
             stale.unlink(missing_ok=True)
         checkpoint.atomic_write(run / "config.json",
-                                lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
+                                lambda f: f.write(json.dumps({**config.to_dict(),
+                                                              "data_fingerprint": data.fingerprint},
+                                                             indent=2).encode()))
     if not resume:
         save(0)  # from the first moment on, there is a checkpoint to resume or roll back to
     start = restore() if resume else 0
