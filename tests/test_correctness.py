@@ -253,3 +253,96 @@ def test_resume_refuses_other_data_and_accepts_a_moved_copy(tmp_path):
     moved = cli("train", "--resume", run, "--data-dir", tmp_path / "a-moved", "--steps", 4)
     assert moved.returncode == 0, moved.stderr
     assert checkpoint.load(run)["step"] == 4
+
+
+# ---- 3, 10. library calls leave the global RNG alone; an unbiased FID reference ---------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run on digits and a digits classifier for the metrics."""
+    from dcgan.metrics import train_classifier
+
+    root = tmp_path_factory.mktemp("rng")
+    train_classifier("digits", root / "clf.safetensors", epochs=1)
+    run = train(configure({**TINY, "steps": 20, "out": str(root / "run")}))
+    return run, root / "clf.safetensors"
+
+
+def global_states():
+    import numpy as np
+
+    state = np.random.get_state()
+    return torch.get_rng_state(), (state[0], state[1].copy(), *state[2:])
+
+
+def unchanged(before, after) -> bool:
+    import numpy as np
+
+    same = [np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+            for a, b in zip(before[1], after[1], strict=True)]
+    return torch.equal(before[0], after[0]) and all(same)
+
+
+def test_library_calls_leave_the_global_random_state_alone(trained, tmp_path):
+    import numpy as np
+
+    from dcgan import dedup, features, metrics, probe, saliency
+
+    run, clf = trained
+    d = features.load_discriminator(run)
+    images = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
+    calls = {
+        "metrics.train_classifier": lambda: metrics.train_classifier("digits", tmp_path / "c.safetensors",
+                                                                     epochs=1),
+        "metrics.evaluate": lambda: metrics.evaluate(run, "digits", n=64, features=f"classifier:{clf}"),
+        "dedup.dedup": lambda: dedup.dedup("digits", tmp_path / "dedup",
+                                           config=dedup.DedupConfig(epochs=1, bits=16)),
+        "probe.probe": lambda: probe.probe(run, "digits", baselines=("random", "pixels"), per_class=5,
+                                           draws=2, max_test=100),
+        "saliency.guided_backprop_report": lambda: saliency.guided_backprop_report(
+            run, "digits", tmp_path / "gb", n_features=2, top=2, max_images=64),
+        "features.dcgan_features": lambda: features.dcgan_features(d, images, images),
+    }
+    for name, call in calls.items():
+        torch.manual_seed(1234)
+        np.random.seed(99)
+        before = global_states()
+        call()
+        assert unchanged(before, global_states()), name
+
+
+def test_evaluating_during_training_changes_nothing_that_is_trained(trained, tmp_path):
+    _, clf = trained
+    plain = checkpoint.load(train(tiny(tmp_path, "plain", steps=6)))
+    evaluated_run = train(tiny(tmp_path, "evaluated", steps=6, eval_every=2, eval_n=32,
+                               eval_features=f"classifier:{clf}"))
+    evaluated = checkpoint.load(evaluated_run)
+    for net in ("generator", "discriminator"):
+        for k, v in plain[net].items():
+            assert torch.equal(v, evaluated[net][k]), (net, k)
+    assert torch.equal(plain["rng"]["torch"], evaluated["rng"]["torch"])
+    assert all_finite(checkpoint.load(evaluated_run / "best.pt"))
+
+
+def test_the_fid_reference_is_a_random_subset_of_class_sorted_data(trained, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dcgan import metrics
+
+    _, clf = trained
+    folder = tmp_path / "sorted"
+    folder.mkdir()
+    for i in range(400):  # file order sorted by class: 200 black images, then 200 white ones
+        Image.new("L", (16, 16), 0 if i < 200 else 255).save(folder / f"{i:03d}.png")
+    seen = []
+
+    class Recording(metrics.Evaluator):
+        def __init__(self, features, real, *args, **kw):
+            seen.append(real.clone())
+            super().__init__(features, real, *args, **kw)
+
+    monkeypatch.setattr(metrics, "Evaluator", Recording)
+    train(configure({**TINY, "data": str(folder), "channels": 1, "steps": 2, "eval_every": 2, "eval_n": 16,
+                     "eval_features": f"classifier:{clf}", "out": str(tmp_path / "run")}))
+    white = (seen[0].flatten(1).float().mean(1) > 127).float().mean()
+    assert 0.15 < white < 0.85, float(white)

@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from dcgan import seeds
 from dcgan.errors import DCGANError
 from dcgan.models import Generator, ModelConfig
 
@@ -213,7 +214,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
         ckpt = load(path)
         config = ModelConfig.from_dict(ckpt["config"]["model"])
         weights = ckpt["generator"]
-    g = Generator(config)
+    with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+        g = Generator(config)
     try:
         g.load_state_dict(weights)
     except RuntimeError as e:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
+from dcgan import seeds
 from dcgan.data import ImageData, open_dataset, to_float
 from dcgan.errors import DCGANError
 
@@ -78,20 +79,20 @@ class DedupResult:
 def train_autoencoder(x: torch.Tensor, config: DedupConfig) -> tuple[HashingAutoencoder, float]:
     """Denoising training on flattened images in [-1, 1]; returns the model and its final MSE."""
     gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    model = HashingAutoencoder(x.shape[1], config.bits, config.dropout)
-    model.center.copy_(x.mean(0))
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    model.train()
-    loss = torch.tensor(0.0)
-    for _ in range(config.epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
-            clean = x[idx]
-            noisy = clean + config.noise * torch.randn(clean.shape, generator=gen)
-            loss = nn.functional.mse_loss(model(noisy), clean)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    with seeds.global_seed(config.seed):  # init and dropout draw from it
+        model = HashingAutoencoder(x.shape[1], config.bits, config.dropout)
+        model.center.copy_(x.mean(0))
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        model.train()
+        loss = torch.tensor(0.0)
+        for _ in range(config.epochs):
+            for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
+                clean = x[idx]
+                noisy = clean + config.noise * torch.randn(clean.shape, generator=gen)
+                loss = nn.functional.mse_loss(model(noisy), clean)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
     return model.eval(), float(loss.detach())
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcgan import seeds
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, ModelConfig
@@ -29,14 +30,16 @@ def load_discriminator(path: str | Path) -> Discriminator:
     if Path(path).suffix == ".safetensors":
         raise DCGANError(f"{path} holds the generator only: give the run directory or a checkpoint")
     ckpt = load(path)
-    d = Discriminator(ModelConfig.from_dict(ckpt["config"]["model"]))
+    with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+        d = Discriminator(ModelConfig.from_dict(ckpt["config"]["model"]))
     d.load_state_dict(ckpt["discriminator"])
     return d.eval()
 
 
 def feature_dim(config: ModelConfig) -> int:
     """Length of the pooled feature vector: 16 per channel of every conv layer."""
-    return 16 * sum(block[0].out_channels for block in Discriminator(config).blocks)
+    with seeds.global_seed(0):
+        return 16 * sum(block[0].out_channels for block in Discriminator(config).blocks)
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcgan import seeds
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 
@@ -56,8 +57,8 @@ def train_classifier(data: str, out: str | Path, data_dir: str | None = None, ep
     channels = natural_shape(data)[0]
     train, test = labelled_splits(data, 32, channels, data_dir)
     x, y, test_x, test_y = train.images, train.labels, test.images, test.labels
-    torch.manual_seed(seed)
-    model = Classifier(channels, int(y.max()) + 1)
+    with seeds.global_seed(seed):
+        model = Classifier(channels, int(y.max()) + 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -90,7 +91,8 @@ def load_classifier(path: str | Path) -> Classifier:
             from None
     if meta.get("format") != "dcgan-classifier":
         raise DCGANError(f"{path} is not a classifier written by dcgan train-classifier")
-    model = Classifier(int(meta["channels"]), int(meta["classes"]))
+    with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+        model = Classifier(int(meta["channels"]), int(meta["classes"]))
     model.load_state_dict(weights)
     return model.eval()
 
@@ -119,8 +121,9 @@ class Features(nn.Module):
         if spec == "inception":
             from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                                   feature_extractor_weights_path=inception_weights(inception))
+            with seeds.global_seed(0):  # its random init is overwritten by the weights file
+                self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                                       feature_extractor_weights_path=inception_weights(inception))
             self.channels, self.num_features = 3, 2048
         elif spec.startswith("classifier:"):
             self.net = load_classifier(spec.split(":", 1)[1])
@@ -190,8 +193,8 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100,
         kid = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets, subset_size=size)
     kid.update(real.double(), real=True)
     kid.update(fake.double(), real=False)
-    torch.manual_seed(0)  # the subsets are drawn at random: fixed, for reproducible numbers
-    mean, std = kid.compute()
+    with seeds.global_seed(0):  # the subsets are drawn at random: fixed, for reproducible numbers
+        mean, std = kid.compute()
     return float(mean), float(std)
 
 
@@ -220,8 +223,8 @@ def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, floa
 
     score = InceptionScore(feature=_Given(logits.shape[1]), splits=splits)
     score.update(logits)
-    torch.manual_seed(0)
-    mean, std = score.compute()
+    with seeds.global_seed(0):
+        mean, std = score.compute()
     return float(mean), float(std)
 
 
@@ -267,7 +270,7 @@ class Evaluator:
 
     def __init__(self, features: str, real: torch.Tensor, n: int, seed: int, inception: str | None = None):
         self.extractor = Features(features, inception)
-        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
+        pick = torch.randperm(len(real), generator=seeds.generator(seed, "reference"))[:n]
         self.real, _ = extract(real[pick].cpu(), self.extractor)
         self.n, self.seed = n, seed
 
@@ -276,7 +279,7 @@ class Evaluator:
         from dcgan.models import eval_mode
 
         with eval_mode(generator), torch.no_grad():
-            z = generator.latent(self.seed + 7, range(self.n))
+            z = generator.latent(self.seed, range(self.n), stream="eval")
             fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])  # uint8 per chunk
         fake_f, _ = extract(fake, self.extractor)
         precision, recall = precision_recall(self.real, fake_f)

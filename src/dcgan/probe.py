@@ -18,6 +18,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from dcgan import seeds
 from dcgan.data import labelled_splits
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator
@@ -141,8 +142,9 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     trained = feats.bn_averaged(d, train.images, seed=seed)  # once per D, for train and test images
     extractors = {"DCGAN discriminator": lambda x: feats.pooled_features(trained, x, grid=grid)}
     if "random" in baselines:
-        torch.manual_seed(seed)
-        untrained = feats.bn_averaged(Discriminator(c), train.images, seed=seed)  # same architecture
+        with seeds.global_seed(seed):
+            random_d = Discriminator(c)  # same architecture
+        untrained = feats.bn_averaged(random_d, train.images, seed=seed)
         extractors["same D, random init"] = lambda x: feats.pooled_features(untrained, x, grid=grid)
     if "pixels" in baselines:
         extractors["raw pixels"] = feats.pixel_features

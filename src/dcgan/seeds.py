@@ -9,6 +9,7 @@ seeds or indices share a generator (seed + 1 and index + 1 no longer collide).
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 
 import torch
 
@@ -26,3 +27,13 @@ def stream_seed(seed: int, stream: str, index: int = 0) -> int:
 def generator(seed: int, stream: str, index: int = 0) -> torch.Generator:
     """A fresh CPU generator for stream (seed, stream, index)."""
     return torch.Generator().manual_seed(stream_seed(seed, stream, index))
+
+
+@contextmanager
+def global_seed(seed: int):
+    """torch's global CPU generator seeded with `seed` inside the block and restored after it: for
+    code that draws from it and takes no generator (weight init, dropout, torchmetrics' KID
+    subsets), so that a library call never changes its caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

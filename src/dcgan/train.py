@@ -22,7 +22,7 @@ from dcgan import checkpoint, distributed, seeds
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
 from dcgan.data import fingerprint_changes, natural_shape, open_dataset, stream_batches, to_float
 from dcgan.errors import DCGANError
-from dcgan.health import Diverged, Health, diversity, first_images
+from dcgan.health import Diverged, Health, diversity, first_images, sample_images
 from dcgan.models import Discriminator, Generator, build
 from dcgan.runlog import RunLog
 from dcgan.step import Runtime, train_step
@@ -159,8 +159,9 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     if config.eval_every and world.main:
         from dcgan.metrics import Evaluator
 
-        evaluator = Evaluator(config.eval_features, first_images(data, 4 * config.eval_n), config.eval_n,
-                              config.seed, config.inception_weights)
+        reference = sample_images(data, config.eval_n, seeds.generator(config.seed, "reference"))
+        evaluator = Evaluator(config.eval_features, reference, config.eval_n, config.seed,
+                              config.inception_weights)
     best = {"fid": float("inf"), "step": None}  # by FID, kept as best.pt
 
     def save(step: int) -> None:
