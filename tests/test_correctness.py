@@ -346,3 +346,38 @@ def test_the_fid_reference_is_a_random_subset_of_class_sorted_data(trained, tmp_
                      "eval_features": f"classifier:{clf}", "out": str(tmp_path / "run")}))
     white = (seen[0].flatten(1).float().mean(1) > 127).float().mean()
     assert 0.15 < white < 0.85, float(white)
+
+
+# ---- 13. every setting reachable from the command line ----------------------------------------
+
+def test_model_and_optimiser_settings_and_workers_from_the_command_line(tmp_path):
+    proc = cli("train", "--dry-run", "--beta2", 0.99, "--latent", "uniform", "--projection", "linear",
+               "--alternate-strides", "true", "--kernel-size", 3, "--workers", 0, "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads(proc.stdout)
+    assert cfg["beta2"] == 0.99 and cfg["workers"] == 0
+    assert cfg["model"]["latent"] == "uniform" and cfg["model"]["projection"] == "linear"
+    assert cfg["model"]["alternate_strides"] is True and cfg["model"]["kernel_size"] == 3
+
+
+def test_workers_reach_the_loader_of_a_streamed_dataset(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from dcgan import data
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(40):
+        Image.new("L", (16, 16), i * 6).save(folder / f"{i:02d}.png")
+    monkeypatch.setattr(data, "MAX_IN_MEMORY_BYTES", 0)  # too large for memory: streamed
+    loaders = []
+    real_loader = torch.utils.data.DataLoader
+
+    def recording(*args, **kw):
+        loaders.append(kw["num_workers"])
+        return real_loader(*args, **kw)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", recording)
+    train(configure({**TINY, "data": str(folder), "channels": 1, "steps": 3, "workers": 0,
+                     "out": str(tmp_path / "run")}))
+    assert loaders and set(loaders) == {0}

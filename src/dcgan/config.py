@@ -54,6 +54,7 @@ class TrainConfig:
     d_steps: int = 1  # D updates per G update
     seed: int = 0
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
+    workers: int = 2  # DataLoader processes decoding a streamed dataset (LSUN, large folders)
     # speed (GPU levers; none changes what is learned beyond floating-point rounding)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast; fp16 with one loss scaler per network
     channels_last: bool = True  # NHWC layout: ~1.2x faster convolutions on CPU (oneDNN) and GPU
@@ -91,7 +92,7 @@ RESUMABLE_CHANGES = {
     "snapshot_every", "n_samples", "tensorboard", "data_dir", "lr", "on_divergence",
     "rollback_lr_factor", "max_rollbacks", "vanishing_loss", "vanishing_patience", "collapse_threshold",
     "collapse_after", "precision", "channels_last", "compile", "eval_every", "eval_features", "eval_n",
-    "inception_weights",
+    "inception_weights", "workers",
 }
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"model"}
@@ -174,6 +175,8 @@ def check(config: TrainConfig) -> None:
                  "snapshot_every", "n_samples", "vanishing_patience"):
         if getattr(config, name) < 1:
             raise DCGANError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.workers < 0:
+        raise DCGANError(f"workers must be >= 0, got {config.workers}")
     if config.eval_every < 0 or config.eval_n < 2:
         raise DCGANError(f"eval_every must be >= 0 and eval_n >= 2, got {config.eval_every}, {config.eval_n}")
     for name in ("steps", "epochs"):

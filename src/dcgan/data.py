@@ -419,11 +419,12 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
 
 
 def stream_batches(data: ImageData, batch_size: int, seed: int, device: torch.device | str = "cpu",
-                   start_batch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[torch.Tensor]:
+                   start_batch: int = 0, rank: int = 0, world_size: int = 1,
+                   workers: int = 2) -> Iterator[torch.Tensor]:
     """uint8 batches forever, epoch after epoch, from batch index `start_batch` on."""
     epoch, position = divmod(start_batch, len(data) // world_size // batch_size)
     while True:
-        yield from batches(data, batch_size, seed, epoch, position, device, rank=rank,
+        yield from batches(data, batch_size, seed, epoch, position, device, workers=workers, rank=rank,
                            world_size=world_size)
         epoch, position = epoch + 1, 0
 

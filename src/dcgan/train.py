@@ -223,7 +223,8 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
         log.rewind(start, start * images_per_step)
     stop = []  # the signal that asked us to stop, if any
     handlers = _install_stop_handlers(stop)
-    stream = stream_batches(data, B, config.seed, device, start * config.d_steps, world.rank, world.size)
+    stream = stream_batches(data, B, config.seed, device, start * config.d_steps, world.rank, world.size,
+                            config.workers)
     sums = torch.zeros(4, device=device)  # loss_D, loss_G, D(x), D(G(z)) since the last log
     counted, tick = 0, time.perf_counter()
     log.message(f"training {run}: {len(data)} images from {data.source}, steps {start}->{total}, "
@@ -269,7 +270,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                 step = restore()
                 log.rewind(step, step * images_per_step)
                 stream = stream_batches(data, B, config.seed, device, step * config.d_steps,
-                                        world.rank, world.size)
+                                        world.rank, world.size, config.workers)
                 sums.zero_()
                 counted, tick = 0, time.perf_counter()
                 log.message(f"warning: {e}; rolled back to step {step} with lr {config.lr:g} "
