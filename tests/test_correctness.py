@@ -381,3 +381,42 @@ def test_workers_reach_the_loader_of_a_streamed_dataset(tmp_path, monkeypatch):
     train(configure({**TINY, "data": str(folder), "channels": 1, "steps": 3, "workers": 0,
                      "out": str(tmp_path / "run")}))
     assert loaders and set(loaders) == {0}
+
+
+# ---- 4. dedup stays linear when many images share a code ---------------------------------------
+
+BUCKET_CHECK = """
+import resource, sys, time
+import torch
+from dcgan.dedup import code_groups
+torch.set_num_threads(1)
+codes = torch.zeros(20000, 128, dtype=torch.bool)  # one degenerate code shared by every image
+codes[:10, :5] = True  # and a few others
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+for radius in (0, 2):
+    groups, info = code_groups(codes, radius)
+    assert max(len(g) for g in groups) >= 19990 and info["largest_code"] == 19990, (radius, info)
+print(time.perf_counter() - t, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+def test_one_code_shared_by_20000_images_is_grouped_in_seconds_and_little_memory():
+    proc = subprocess.run([sys.executable, "-c", BUCKET_CHECK], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seconds, extra_mb = map(float, proc.stdout.split())
+    assert seconds < 20 and extra_mb < 200, (seconds, extra_mb)
+
+
+def test_a_band_shared_by_many_distinct_codes_is_bounded_and_reported():
+    from dcgan.dedup import code_groups
+
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.zeros(3000, 64, dtype=torch.bool)
+    codes[:, 32:] = torch.rand(3000, 32, generator=gen) > 0.5  # band 0 (bits 0-31) all zero
+    groups, info = code_groups(codes, 1, max_bucket=1000)
+    assert info["buckets_over_limit"] == 1
+    brute = [sorted(torch.nonzero((codes[i] ^ codes).sum(1) <= 1).flatten().tolist()) for i in range(50)]
+    for i, members in enumerate(brute):  # pairs still found through the other band
+        if len(members) > 1:
+            assert any(set(members) <= set(g) for g in groups), i
