@@ -420,3 +420,26 @@ def test_a_band_shared_by_many_distinct_codes_is_bounded_and_reported():
     for i, members in enumerate(brute):  # pairs still found through the other band
         if len(members) > 1:
             assert any(set(members) <= set(g) for g in groups), i
+
+
+# ---- 12. float32 features, extracted on a chosen device ----------------------------------------
+
+def test_features_and_probe_take_a_device_and_stay_float32(trained, tmp_path):
+    import numpy as np
+
+    from dcgan.probe import LinearSVM
+
+    run, _ = trained
+    out = tmp_path / "f.npz"
+    proc = cli("features", run, "--data", "digits", "--split", "test", "--out", out, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    x = np.load(out)["features"]
+    assert x.dtype == np.float32 and x.shape[0] == 360
+    proc = cli("probe", run, "--data", "digits", "--baselines", "", "--per-class", 5, "--draws", 2,
+               "--max-test", 100, "--device", "cpu", "--out", tmp_path / "probe")
+    assert proc.returncode == 0, proc.stderr
+    rng = np.random.default_rng(0)
+    feats, labels = rng.standard_normal((300, 20), dtype=np.float32), rng.integers(0, 3, 300)
+    svm = LinearSVM(1e-2).fit(feats, labels)  # more rows than features: the full-protocol path
+    assert svm.basis is None and svm._rows(feats).dtype == np.float32  # no float64 copy of ours
+    assert svm.score(feats, labels) > 0.4

@@ -221,20 +221,25 @@ def cmd_features(args: argparse.Namespace) -> None:
 
     if args.split not in ("train", "test"):
         raise DCGANError(f"--split must be train or test, got {args.split!r}")
+    from dcgan.train import pick_device
+
     d = load_discriminator(args.source)
     train, test = labelled_splits(args.data, d.config.image_size, d.config.channels, args.data_dir)
     ds = train if args.split == "train" else test
-    x = dcgan_features(d, train.images, ds.images, seed=args.seed, grid=args.grid)
+    x = dcgan_features(d, train.images, ds.images, seed=args.seed, grid=args.grid,
+                       device=pick_device(args.device))
     np.savez(args.out, features=x, labels=ds.labels.numpy())
     print(f"wrote {args.out}: {x.shape[0]} x {x.shape[1]} features of {args.data} {args.split}")
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
     from dcgan.probe import probe
+    from dcgan.train import pick_device
 
     baselines = tuple(b for b in (args.baselines or "").split(",") if b)
     rows = probe(args.source, args.data, args.protocol, baselines, args.data_dir, args.per_class, args.draws,
-                 args.kmeans_k, args.max_train, args.max_test, args.seed, args.out, args.grid)
+                 args.kmeans_k, args.max_train, args.max_test, args.seed, args.out, args.grid,
+                 pick_device(args.device))
     for r in rows:
         value = (f"error {r['error']:.2%} +- {r['ci95']:.2%}" if args.protocol == "few"
                  else f"accuracy {r['accuracy']:.2%}")
@@ -370,6 +375,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output .npz with features and labels")
     f.add_argument("--grid", type=int, default=4, help="each layer max-pooled to grid x grid (paper: 4)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "
+                   "auto (default: a GPU when there is one)")
     r = sub.add_parser("probe", help="linear L2-SVM on D's features vs baselines (paper 5.1-5.2)")
     r.add_argument("source", help="run directory or checkpoint .pt")
     r.add_argument("--data", required=True, help="a labelled dataset with train and test splits")
@@ -385,6 +392,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="probe", help="folder for probe.md and probe.json")
     r.add_argument("--grid", type=int, default=4, help="D features: each layer max-pooled to grid x grid "
                    "(paper: 4; 2 did better on Fashion-MNIST with 1,000 labels)")
+    r.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "
+                   "auto (default: a GPU when there is one); the SVMs run on the CPU")
     gb = sub.add_parser("guided-backprop", help="top images and guided-backprop maps of D's features, "
                         "trained vs random D (paper 6.2)")
     gb.add_argument("source", help="run directory or checkpoint .pt")

@@ -40,9 +40,9 @@ class LinearSVM:
         self.c, self.seed = c, seed
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
-        x = self.scaler.transform(x).astype(np.float64)
-        x = np.hstack([x, np.ones((len(x), 1))])  # liblinear's intercept: a bias feature of value 1
-        return x if self.basis is None else x @ self.basis
+        x = self.scaler.transform(x)  # float32 stays float32: no float64 copy of all features here
+        x = np.hstack([x, np.ones((len(x), 1), dtype=x.dtype)])  # liblinear's intercept: a bias feature 1
+        return x if self.basis is None else x.astype(np.float64) @ self.basis
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> LinearSVM:
         self.scaler = StandardScaler().fit(x)
@@ -120,9 +120,10 @@ def few_protocol(train_x, train_y, test_x, test_y, per_class: int = 100, draws: 
 def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple[str, ...] = (),
           data_dir: str | None = None, per_class: int = 100, draws: int = 10, kmeans_k: int = 400,
           max_train: int | None = None, max_test: int | None = None, seed: int = 0,
-          out: str | Path | None = None, grid: int = 4) -> list[dict]:
+          out: str | Path | None = None, grid: int = 4, device: str | torch.device = "cpu") -> list[dict]:
     """DCGAN features of a trained D, and any baselines (pixels, random, kmeans), through one
-    protocol on the same splits; a table in the shape of the paper's Tables 1-2."""
+    protocol on the same splits; a table in the shape of the paper's Tables 1-2. D's features are
+    computed on `device`."""
     from dcgan import features as feats
 
     if protocol not in ("full", "few"):
@@ -130,7 +131,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     unknown = set(baselines) - {"pixels", "random", "kmeans"}
     if unknown:
         raise DCGANError(f"unknown baseline(s) {', '.join(sorted(unknown))}: use pixels, random, kmeans")
-    d = feats.load_discriminator(source)
+    d = feats.load_discriminator(source).to(device)
     c = d.config
     train, test = labelled_splits(data, c.image_size, c.channels, data_dir)
     gen = torch.Generator().manual_seed(seed)
@@ -144,7 +145,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     if "random" in baselines:
         with seeds.global_seed(seed):
             random_d = Discriminator(c)  # same architecture
-        untrained = feats.bn_averaged(random_d, train.images, seed=seed)
+        untrained = feats.bn_averaged(random_d.to(device), train.images, seed=seed)
         extractors["same D, random init"] = lambda x: feats.pooled_features(untrained, x, grid=grid)
     if "pixels" in baselines:
         extractors["raw pixels"] = feats.pixel_features
