@@ -12,6 +12,7 @@ window:
   be told apart from "dropping maps breaks images".
 
     python benchmarks/forget.py      # 32x32, 5,000 images, 2,000 steps (a few min on 2 cores)
+    python benchmarks/forget.py --run RUN    # measure a run trained on the windows already
 
 The first 16 fitted samples with and without the dropped maps go to docs/forget_windows.png.
 """
@@ -30,7 +31,7 @@ from PIL import Image
 from torchvision.utils import save_image
 
 from dcgan import forget as fg
-from dcgan.checkpoint import load_generator
+from dcgan.checkpoint import load, load_generator
 from dcgan.train import train
 
 
@@ -62,19 +63,25 @@ def main() -> None:
     p.add_argument("--drop", default="positive")
     p.add_argument("--layers", default="-3,-2", help="G layers to drop maps from (first: the docs picture)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run", help="a run already trained on the synthetic windows: measure it, train nothing")
     a = p.parse_args()
     layers = [int(v) for v in a.layers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "windows"
         data.mkdir()
-        images, _ = fg.synthetic_windows(a.images, a.size, seed=a.seed)
-        for i, x in enumerate(images):
+        images, _ = fg.synthetic_windows(a.images, a.size, seed=a.seed) if not a.run else (None, None)
+        for i, x in enumerate(images if images is not None else []):
             save_image(x.float() / 255, data / f"{i:05d}.png")
         t = time.perf_counter()
-        run = train({"data": str(data), "image_size": a.size, "channels": 1, "ngf": a.width, "ndf": a.width,
-                     "nz": 32, "batch_size": 64, "steps": a.steps, "seed": a.seed, "tensorboard": False,
-                     "out": str(Path(tmp) / "run")})
+        run = Path(a.run) if a.run else train({
+            "data": str(data), "image_size": a.size, "channels": 1, "ngf": a.width, "ndf": a.width, "nz": 32,
+            "batch_size": 64, "steps": a.steps, "seed": a.seed, "tensorboard": False,
+            "out": str(Path(tmp) / "run")})
         train_s = time.perf_counter() - t
+        if a.run:  # the run's own settings, for the record
+            ckpt = load(run)
+            model = ckpt["config"]["model"]
+            a.steps, a.width, a.size = ckpt["step"], model["ngf"], model["image_size"]
         per_layer = {}
         for layer in layers:
             out = Path(tmp) / f"forget{layer}"
@@ -88,7 +95,8 @@ def main() -> None:
     first = per_layer[layers[0]]["forget"]
     result = {**record.header(), "config": vars(a), "train_seconds": train_s,
               "layers": {str(k): v for k, v in per_layer.items()}}
-    lines = [f"  {a.size}x{a.size} windows, {a.images} images, {a.steps} steps ({train_s / 60:.1f} min), "
+    took = f"run {a.run}, trained before" if a.run else f"{train_s / 60:.1f} min"
+    lines = [f"  {a.size}x{a.size} windows, {a.images} images, {a.steps} steps ({took}), "
              f"width {a.width}: G drew a window in {first['samples_with_window']} of "
              f"{first['samples_searched']} samples; detector fit on {first['fit_on']}, evaluated on "
              f"{first['evaluated_on']} others ({a.drop})."]
