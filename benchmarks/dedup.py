@@ -40,7 +40,7 @@ def transform(img: Image.Image, kind: str, rng: np.random.Generator) -> Image.Im
     if kind == "jpeg":
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=75)
-        return Image.open(io.BytesIO(buf.getvalue())).convert("L")
+        return Image.open(io.BytesIO(buf.getvalue()), formats=["JPEG"]).convert("L")
     if kind == "noise":
         a = np.asarray(img, dtype=np.float64) + rng.normal(0, 6, img.size[::-1])
         return Image.fromarray(a.clip(0, 255).round().astype(np.uint8))

@@ -90,7 +90,7 @@ def main() -> None:
             per_layer[layer] = {"forget": r, "random_maps_control": random_control(run, r, a.seed, layer)}
             if layer == layers[0]:
                 docs = Path(__file__).resolve().parent.parent / "docs"
-                sheet = Image.open(out / "forget.png")  # pairs of rows: original, forgotten
+                sheet = Image.open(out / "forget.png", formats=["PNG"])  # pairs of rows: original, forgotten
                 sheet.crop((0, 0, sheet.width, 2 + 4 * (a.size + 2))).save(docs / "forget_windows.png")
     first = per_layer[layers[0]]["forget"]
     result = {**record.header(), "config": vars(a), "train_seconds": train_s,

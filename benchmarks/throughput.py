@@ -84,7 +84,7 @@ class FileImages(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(Image.open(self.paths[i]).convert(self.mode))
+        return self.transform(Image.open(self.paths[i], formats=["JPEG"]).convert(self.mode))
 
 
 def run_baseline(a) -> float:

@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import random
+import reprlib
 import time
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from dcgan import seeds
-from dcgan.errors import DCGANError
-from dcgan.models import Generator, ModelConfig
+from dcgan.errors import DCGANError, describe_os_error
+from dcgan.models import Discriminator, Generator, ModelConfig
 
 FORMAT = "dcgan-checkpoint"
 VERSION = 1
@@ -45,6 +46,7 @@ def atomic_write(path: Path, write) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    existed = path.is_file()
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -54,8 +56,8 @@ def atomic_write(path: Path, write) -> None:
         _fsync_dir(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise DCGANError(f"could not write {path}: {e.strerror or e}; the previous file is "
-                         "intact. Free some disk space and resume.") from None
+        kept = "; the previous file is intact" if existed else ""
+        raise DCGANError(f"could not write {path}: {describe_os_error(e)}{kept}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -168,29 +170,122 @@ def load(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / LATEST
-    if not path.is_file():
+    if not path.exists():
         raise DCGANError(f"checkpoint {path} not found: give a run directory or a .pt file")
+    if not path.is_file():
+        raise DCGANError(f"checkpoint {path} is not a regular file (a FIFO or device): give a run "
+                         "directory or a .pt file")
+    if _is_safetensors(path):
+        raise DCGANError(f"{path} is an exported generator (safetensors), not a training checkpoint: it "
+                         "holds G alone; give the run directory or its checkpoint.pt")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
+        # torch's own message advises loading with weights_only=False: exactly what must not happen
         raise DCGANError(f"refusing to load {path}: it holds objects other than tensors and plain "
-                         f"values, which could run code ({str(e).splitlines()[0]})") from None
+                         "values, which could run code; it was not written by dcgan") from None
+    except OSError as e:
+        raise DCGANError(f"cannot read checkpoint {path}: {describe_os_error(e)}") from None
     except Exception as e:  # truncated zip, not a torch file, ...
-        raise DCGANError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); use an earlier snapshot "
-                         "from snapshots/") from None
+        snapshots = path.parent / "snapshots" if path.name == LATEST else path.parent
+        raise DCGANError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); use an earlier "
+                         f"snapshot from {snapshots} with --resume") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DCGANError(f"{path} is not a dcgan checkpoint")
+    check_contents(ckpt, path)
     return ckpt
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length and a JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{"
+                                            and int.from_bytes(head[:8], "little") < 100_000_000)
+
+
+def check_contents(ckpt: dict, path: Path) -> None:
+    """A checkpoint that loaded weights-only can still be malformed: every field G and D need is checked."""
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise DCGANError(f"{path}: the stored config is missing or not a mapping with a `model` entry")
+    try:
+        model = ModelConfig.from_dict(config["model"])
+    except (DCGANError, TypeError) as e:
+        raise DCGANError(f"{path}: the stored model config is invalid ({e})") from None
+    step = ckpt.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise DCGANError(f"{path}: the stored step must be an integer >= 0, got {reprlib.repr(step)}")
+    check_weights(ckpt.get("generator"), Generator, model, path, "generator")
+    check_weights(ckpt.get("discriminator"), Discriminator, model, path, "discriminator")
+
+
+def check_weights(state, net: type, config: ModelConfig, path: Path, name: str) -> None:
+    """Every tensor of `net(config)` present, of its shape and kind, finite; nothing else."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise DCGANError(f"{path}: the {name} weights are missing or not a mapping of names to tensors")
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = net(config).state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise DCGANError(f"{path}: {name} weights do not match the stored architecture ({len(missing)} "
+                         f"missing, {len(unexpected)} unexpected; first: {first})")
+    for k, want in expected.items():
+        got = state[k]
+        if got.shape != want.shape or got.is_floating_point() != want.is_floating_point():
+            raise DCGANError(f"{path}: {name} weights do not match the stored architecture: {k} is "
+                             f"{got.dtype} {tuple(got.shape)}, the config needs {want.dtype} "
+                             f"{tuple(want.shape)}")
+        if got.is_floating_point() and not torch.isfinite(got).all():
+            raise DCGANError(f"{path}: {name} weight {k} holds NaN or infinite values; "
+                             "use an earlier snapshot")
+
+
+def check_resumable(ckpt: dict, path: Path) -> None:
+    """What resuming needs beyond the weights: both optimizers' states and every RNG state."""
+    from dcgan.models import build
+
+    G, D = build(ModelConfig.from_dict(ckpt["config"]["model"]))
+    for name, net in (("optimizer_g", G), ("optimizer_d", D)):
+        state = ckpt.get(name)
+        try:
+            if not isinstance(state, dict):
+                raise ValueError("missing")
+            torch.optim.Adam(net.parameters()).load_state_dict(state)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:
+            raise DCGANError(f"{path}: the {name} state is malformed ({' '.join(str(e).split())[:120]}); "
+                             "use an earlier snapshot") from None
+    rng = ckpt.get("rng")
+    try:
+        n, py = rng["numpy"], rng["python"]
+        ok = (all(isinstance(rng[k], torch.Tensor) and rng[k].dtype == torch.uint8
+                  and rng[k].shape == torch.get_rng_state().shape for k in ("torch", "noise"))
+              and isinstance(n["keys"], torch.Tensor) and n["keys"].shape == (624,)
+              and isinstance(n["pos"], int) and 0 <= n["pos"] <= 624 and isinstance(n["has_gauss"], int)
+              and isinstance(n["gauss"], float) and isinstance(py["version"], int)
+              and isinstance(py["state"], list) and len(py["state"]) == 625
+              and all(isinstance(v, int) and 0 <= v < 2**32 for v in py["state"]))
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise DCGANError(f"{path}: the stored random-number states are malformed, so the run cannot resume "
+                         "exactly; use an earlier snapshot")
 
 
 def export(source: str | Path, out: str | Path) -> Path:
     """G's weights and ModelConfig from a run or checkpoint -> one safetensors file."""
+    from dcgan.outputs import check_output_file
+
+    out = check_output_file(out, inputs=[source], suffixes=(".safetensors",), what="export file")
     ckpt = load(source)
     model = ckpt["config"]["model"]
     tensors = {k: v.contiguous() for k, v in ckpt["generator"].items()}
     meta = {"format": "dcgan-generator", "model": json.dumps(model), "step": str(ckpt["step"])}
-    out = Path(out)
     atomic_write(out, lambda f: f.write(safetensors_bytes(tensors, metadata=meta)))
     return out
 
@@ -199,17 +294,26 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     """A trained G in eval mode, from a run directory, a checkpoint or an exported .safetensors."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        if not path.is_file():
+        if not path.exists():
             raise DCGANError(f"generator file {path} not found")
+        if not path.is_file():
+            raise DCGANError(f"generator file {path} is not a regular file (a FIFO or device)")
         try:
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
             weights = load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
-            raise DCGANError(f"{path} is not a readable safetensors file ({e})") from None
+            raise DCGANError(f"{path} is not a readable safetensors file "
+                             f"({' '.join(str(e).split())[:160]})") from None
         if meta.get("format") != "dcgan-generator":
-            raise DCGANError(f"{path} is not a generator exported by `dcgan export`")
-        config = ModelConfig.from_dict(json.loads(meta["model"]))
+            raise DCGANError(f"{path} is not a generator exported by `dcgan export` (its metadata has no "
+                             "format dcgan-generator)")
+        try:
+            config = ModelConfig.from_dict(json.loads(meta["model"]))
+        except (KeyError, ValueError, TypeError, RecursionError, DCGANError) as e:
+            raise DCGANError(f"{path}: the exported model config in its metadata is missing or invalid "
+                             f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+        check_weights(weights, Generator, config, path, "generator")
     else:
         ckpt = load(path)
         config = ModelConfig.from_dict(ckpt["config"]["model"])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import reprlib
 import types
 import typing
 from dataclasses import asdict, dataclass, fields
@@ -10,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from dcgan.errors import DCGANError
+from dcgan.augment import parse_policy
+from dcgan.data import check_regular_file
+from dcgan.errors import DCGANError, describe_os_error
 from dcgan.models import ModelConfig
 
 # Architecture presets (paper §3). Each is a set of ModelConfig fields plus training defaults.
@@ -29,6 +34,9 @@ PRESETS: dict[str, dict] = {
         alternate_strides=True, image_size=32, weight_decay=1e-5,
     ),
 }
+
+
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass
@@ -52,6 +60,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2, 1e-5 in the paper's code
     label_smoothing: float = 0.0  # one-sided: real target is 1 - label_smoothing
     d_steps: int = 1  # D updates per G update
+    augment: str | None = None  # DiffAugment for small datasets: e.g. translation,cutout (off: None)
     seed: int = 0
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
     workers: int = 2  # DataLoader processes decoding a streamed dataset (LSUN, large folders)
@@ -110,38 +119,53 @@ def _check_type(name: str, value, source: str):
            if t is not type(None)):
         return value
     names = " or ".join(t.__name__ for t in allowed)
-    raise DCGANError(f"{source}: {name} must be {names}, got {value!r}")
+    raise DCGANError(f"{source}: {name} must be {names}, got {reprlib.repr(value)}")
 
 
 def read_config_file(path: str | Path) -> dict:
     """A YAML or JSON file of TrainConfig fields; model fields may be flat or under `model:`."""
     path = Path(path)
+    check_regular_file(path, "config file")
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
-        raise DCGANError(f"cannot read config file {path}: {e.strerror}") from None
+        raise DCGANError(f"cannot read config file {path}: {describe_os_error(e)}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise DCGANError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: it cannot be a "
+                         "file of settings")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DCGANError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
     try:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise DCGANError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}: {e}") from None
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as e:
+        first = " ".join(str(e).split())[:200]
+        raise DCGANError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}: {first}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise DCGANError(f"config file {path} must hold a mapping of settings, not {type(raw).__name__}")
+    if not all(isinstance(k, str) for k in raw):
+        raise DCGANError(f"config file {path}: every setting name must be text, got "
+                         f"{reprlib.repr([k for k in raw if not isinstance(k, str)][0])}")
     flat = dict(raw)
     nested = flat.pop("model", None) or {}
     if not isinstance(nested, dict):
         raise DCGANError(f"config file {path}: `model` must be a mapping of model settings")
+    if not all(isinstance(k, str) for k in nested):
+        raise DCGANError(f"config file {path}: every model setting name must be text")
     flat.update(nested)
     return validate_overrides(flat, source=str(path))
 
 
 def validate_overrides(overrides: dict, source: str) -> dict:
     """Reject unknown keys and wrong types, naming the key and the source."""
-    unknown = sorted(set(overrides) - MODEL_FIELDS - TRAIN_FIELDS)
+    unknown = sorted(map(str, set(overrides) - MODEL_FIELDS - TRAIN_FIELDS))
     if unknown:
         raise DCGANError(
-            f"{source}: unknown setting(s) {', '.join(unknown)}; known settings are "
+            f"{source}: unknown setting(s) {reprlib.repr(', '.join(unknown))}; known settings are "
             f"{', '.join(sorted(MODEL_FIELDS | TRAIN_FIELDS))}"
         )
     return {k: _check_type(k, v, source) for k, v in overrides.items()}
@@ -170,23 +194,41 @@ def resolve(overrides: dict, data_shape: tuple[int, int] | None = None) -> Train
     return config
 
 
+MIN_EVAL_N = 10  # Inception Score's 10 splits; precision/recall need k + 1 = 4 points
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
+
+
 def check(config: TrainConfig) -> None:
-    for name in ("batch_size", "d_steps", "log_every", "sample_every", "checkpoint_every",
-                 "snapshot_every", "n_samples", "vanishing_patience"):
-        if getattr(config, name) < 1:
-            raise DCGANError(f"{name} must be at least 1, got {getattr(config, name)}")
-    if config.workers < 0:
-        raise DCGANError(f"workers must be >= 0, got {config.workers}")
-    if config.eval_every < 0 or config.eval_n < 2:
-        raise DCGANError(f"eval_every must be >= 0 and eval_n >= 2, got {config.eval_every}, {config.eval_n}")
+    """Every setting in its range, before any work: one error naming the setting and the value."""
+    big = 10**9
+    for name, maximum in (("batch_size", 2**16), ("d_steps", 100), ("log_every", big), ("sample_every", big),
+                          ("checkpoint_every", big), ("snapshot_every", big), ("n_samples", 1024),
+                          ("vanishing_patience", big)):
+        check_count(getattr(config, name), name, maximum)
+    for name, minimum in (("eval_every", 0), ("max_rollbacks", 0), ("collapse_after", 0)):
+        check_count(getattr(config, name), name, big, minimum)
+    check_count(config.eval_n, "eval_n", 10**6, MIN_EVAL_N)
+    check_seed(config.seed, "seed", MAX_TRAIN_SEED)
+    check_count(config.workers, "workers", 1024, 0)
     for name in ("steps", "epochs"):
         value = getattr(config, name)
-        if value is not None and value < 1:
-            raise DCGANError(f"{name} must be at least 1, got {value}")
+        if value is not None:
+            check_count(value, name, big)
     if config.steps is not None and config.epochs is not None:
         raise DCGANError("give either steps or epochs, not both")
-    if config.lr <= 0:
-        raise DCGANError(f"lr must be positive, got {config.lr}")
+    check_number(config.lr, "lr", positive=True)
+    check_number(config.weight_decay, "weight_decay")
+    check_number(config.vanishing_loss, "vanishing_loss")
+    check_number(config.collapse_threshold, "collapse_threshold")
+    if not isinstance(config.device, str) or not DEVICE.fullmatch(config.device):
+        raise DCGANError(f"device must be cpu, cuda, cuda:N, mps or auto, got {config.device!r}")
+    for name in ("data", "out", "exclude", "data_dir", "inception_weights"):
+        value = getattr(config, name)
+        if isinstance(value, str) and (not value or "\0" in value):
+            raise DCGANError(f"{name} must be a non-empty path without NUL characters, got {value!r}")
+    if not (config.eval_features == "inception" or config.eval_features.startswith("classifier:")
+            and len(config.eval_features) > len("classifier:")):
+        raise DCGANError(f"eval_features must be inception or classifier:PATH, got {config.eval_features!r}")
     if not (0 <= config.beta1 < 1 and 0 <= config.beta2 < 1):
         raise DCGANError(f"beta1 and beta2 must lie in [0, 1), got {config.beta1}, {config.beta2}")
     if config.precision not in ("fp32", "bf16", "fp16"):
@@ -195,8 +237,36 @@ def check(config: TrainConfig) -> None:
         raise DCGANError(f"on_divergence must be stop or rollback, got {config.on_divergence!r}")
     if not 0 < config.rollback_lr_factor < 1:
         raise DCGANError(f"rollback_lr_factor must lie in (0, 1), got {config.rollback_lr_factor}")
+    parse_policy(config.augment)
     if not 0 <= config.label_smoothing < 1:
         raise DCGANError(f"label_smoothing must lie in [0, 1), got {config.label_smoothing}")
+
+
+MAX_SEED = 2**63 - 1
+MAX_TRAIN_SEED = 2**32 - 1  # training also seeds numpy's global generator, whose seeds are 32-bit
+
+
+def check_seed(seed, name: str = "--seed", maximum: int = MAX_SEED) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= maximum:
+        raise DCGANError(f"{name} must be an integer from 0 to {maximum}, got {reprlib.repr(seed)}")
+    return seed
+
+
+def check_count(value, name: str, maximum: int, minimum: int = 1) -> int:
+    """An integer setting within [minimum, maximum], the limit named when it is not."""
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        raise DCGANError(f"{name} must be at least {minimum} and at most {maximum:,} (an integer), "
+                         f"got {reprlib.repr(value)}")
+    return value
+
+
+def check_number(value, name: str, minimum: float = 0.0, positive: bool = False) -> float:
+    """A finite float >= minimum (> minimum with positive=True)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or value < minimum or (positive and value == minimum):
+        bound = "positive" if positive and minimum == 0 else f"at least {minimum:g}"
+        raise DCGANError(f"{name} must be {bound} and finite, got {reprlib.repr(value)}")
+    return float(value)
 
 
 def from_dict(d: dict) -> TrainConfig:

@@ -8,10 +8,13 @@ training device (`to_float`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
+import stat
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +30,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from dcgan import datasets, seeds
-from dcgan.errors import DCGANError
+from dcgan.errors import DCGANError, describe_os_error
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+# The only decoders PIL may use, whatever a file's name or first bytes say: never EPS (Ghostscript)
+# or any of PIL's other plugins for untrusted files.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 NAMED = {"digits", "mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "lsun"}
 # (channels, natural size) of each named dataset; folders default to RGB at 64x64
 NATURAL_SHAPE = {
@@ -37,7 +43,21 @@ NATURAL_SHAPE = {
     "svhn": (3, 32), "celeba": (3, 64), "lsun": (3, 64),
 }
 CELEBA_FACE_CROP = 108  # centre 108x108 of the 178x218 aligned CelebA images
-MAX_IN_MEMORY_BYTES = int(float(os.environ.get("DCGAN_MAX_MEMORY_GB", "8")) * 2**30)
+MAX_IN_MEMORY_BYTES: int | None = None  # None: $DCGAN_MAX_MEMORY_GB (default 8) GiB
+
+
+def max_in_memory_bytes() -> int:
+    """Decoded datasets up to this size are held in memory; larger ones stream."""
+    if MAX_IN_MEMORY_BYTES is not None:
+        return MAX_IN_MEMORY_BYTES
+    text = os.environ.get("DCGAN_MAX_MEMORY_GB", "8")
+    try:
+        gb = float(text)
+    except ValueError:
+        gb = float("nan")
+    if not 0 <= gb <= 2**20:  # NaN fails too
+        raise DCGANError(f"DCGAN_MAX_MEMORY_GB must be a number of GiB from 0 to {2**20}, got {text!r}")
+    return int(gb * 2**30)
 
 
 def cache_dir() -> Path:
@@ -66,12 +86,27 @@ def natural_shape(spec: str) -> tuple[int, int]:
     return NATURAL_SHAPE.get(spec, (3, 64))
 
 
+def check_regular_file(path: str | Path, what: str) -> Path:
+    """`path` as a Path if it is a regular file; a FIFO or a device would block or never end."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise DCGANError(f"cannot read {what} {path}: {describe_os_error(e)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise DCGANError(f"{what} {path} is {kind}: give a regular file")
+    return path
+
+
 # ---- decoding -----------------------------------------------------------------------------
 
 def _to_mode(img: Image.Image, mode: str) -> Image.Image:
     """Any PIL mode -> 'RGB' or 'L'; 16/32-bit and float images are rescaled to 8 bits."""
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError("NaN or infinite pixel values")  # refused, never cast to garbage
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
         img = Image.fromarray(a.round().astype(np.uint8), "L")
@@ -85,7 +120,7 @@ def decode_image(path: Path, size: int, channels: int, crop: int | None = None) 
     """One image file -> uint8 (C, size, size): centre crop to a square (or to `crop` pixels of the
     full-size image), then resize."""
     mode = "RGB" if channels == 3 else "L"
-    with Image.open(path) as img:
+    with Image.open(path, formats=IMAGE_FORMATS) as img:
         w, h = img.size
         if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
             raise Image.DecompressionBombError(f"{w}x{h} pixels exceeds PIL's limit")
@@ -220,10 +255,13 @@ class LMDBStream(torch.utils.data.Dataset):
 def _read_exclude(path: str | None) -> set[str]:
     if path is None:
         return set()
+    check_regular_file(path, "exclude list")
     try:
-        return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+        data = Path(path).read_bytes()
     except OSError as e:
-        raise DCGANError(f"cannot read exclude list {path}: {e.strerror}") from None
+        raise DCGANError(f"cannot read exclude list {path}: {describe_os_error(e)}") from None
+    # file names are bytes on POSIX: undecodable ones round-trip as the names os.listdir gives
+    return {line.strip() for line in os.fsdecode(data).splitlines() if line.strip()}
 
 
 def _tree_signature(data_dir: str | None, depth: int = 3) -> str | None:
@@ -239,7 +277,7 @@ def _tree_signature(data_dir: str | None, depth: int = 3) -> str | None:
         for name in sorted(filenames):
             st = (Path(dirpath) / name).stat()
             entries.append(f"{Path(dirpath) / name}:{st.st_size}:{st.st_mtime_ns}")
-    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
+    return hashlib.sha256(b"\n".join(os.fsencode(e) for e in sorted(entries))).hexdigest()
 
 
 def _files_signature(root: Path, paths: list[Path] | None = None, depth: int = 3) -> str:
@@ -276,32 +314,87 @@ def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None, list[s
     """Decode once: build() -> (images, labels, names) is kept in the cache folder under a hash
     of `key`."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir() / f"{digest}.safetensors"
-    if path.is_file():
-        try:
+    try:
+        path = cache_dir() / f"{digest}.safetensors"
+    except RuntimeError:  # no home folder to put the cache in
+        return build()
+    try:
+        if path.is_file():
             t = load_file(path)
             with safe_open(path, "pt") as f:
                 names = json.loads((f.metadata() or {}).get("names", "null"))
-            return t["images"], t.get("labels"), names
-        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            images, labels = t["images"], t.get("labels")
+            n, c, s = len(images), key["channels"], key["size"]
+            if images.dtype != torch.uint8 or tuple(images.shape) != (n, c, s, s) or (
+                    labels is not None and (labels.dtype != torch.int64 or labels.shape != (n,))) or (
+                    names is not None and (not isinstance(names, list) or len(names) != n)):
+                raise ValueError("cache entry of the wrong shape")
+            return images, labels, names
+    except Exception:  # a damaged cache entry is rebuilt, never trusted
+        with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
     images, labels, names = build()
     tensors = {"images": images.contiguous()}
     if labels is not None:
         tensors["labels"] = labels
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file(tensors, tmp, metadata={"names": json.dumps(names)})
+        save_file(tensors, tmp, metadata={"names": json.dumps(names), "key": json.dumps(key, sort_keys=True)})
         os.replace(tmp, path)
-    except OSError as e:  # caching is an optimisation: warn and go on
-        print(f"warning: could not write dataset cache {path}: {e}", file=sys.stderr)
+    except Exception as e:  # read-only, full, a file in the way: the cache is an optimisation
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = describe_os_error(e) if isinstance(e, OSError) else " ".join(str(e).split())[:160]
+        print(f"warning: could not write dataset cache {path} ({reason}); training without it "
+              "(set DCGAN_CACHE_DIR to a writable folder to keep the decoded images)", file=sys.stderr)
     return images, labels, names
+
+
+CACHE_FILE = re.compile(r"[0-9a-f]{24}(\.safetensors|\.tmp\d+)")  # the only names the cache writes
+
+
+def cache_entries() -> list[dict]:
+    """The decoded datasets in the cache folder: file, bytes, modification time, and what each
+    holds (source, split, image size, channels, image count) where the entry records it."""
+    folder = cache_dir()
+    entries = []
+    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+        if not CACHE_FILE.fullmatch(path.name) or not path.is_file():
+            continue
+        st = path.stat()
+        entry = {"file": str(path), "bytes": st.st_size, "modified": st.st_mtime, "source": None}
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), "pt") as f:
+                    meta = f.metadata() or {}
+                    shape = f.get_slice("images").get_shape()
+                key = json.loads(meta.get("key", "{}"))
+                entry.update(source=key.get("spec"), data_dir=key.get("data_dir"), split=key.get("split"),
+                             size=key.get("size"), channels=key.get("channels"), images=shape[0])
+            except Exception:  # unreadable: listed as such, and rebuilt when next used
+                entry["source"] = "unreadable"
+        else:
+            entry["source"] = "unfinished (a write that was interrupted)"
+        entries.append(entry)
+    return entries
+
+
+def clear_cache() -> tuple[int, int]:
+    """Delete every cache entry (only files named as the cache names them); (files, bytes) freed."""
+    freed = [(Path(e["file"]), e["bytes"]) for e in cache_entries()]
+    for path, _ in freed:
+        path.unlink(missing_ok=True)
+    return len(freed), sum(b for _, b in freed)
 
 
 def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None = None,
                  split: str = "train", exclude: str | None = None) -> ImageData:
     """`spec` is a named dataset or a folder of images; see README for the accepted layouts."""
+    if split not in ("train", "test"):
+        raise DCGANError(f"split must be train or test, got {split!r}")
+    if not isinstance(spec, str) or not spec or "\0" in spec:
+        raise DCGANError(f"data must be a folder or one of {', '.join(sorted(NAMED))}, got {spec!r}")
     excluded = _read_exclude(exclude)
     key = dict(spec=spec, data_dir=data_dir, split=split, size=image_size, channels=channels,
                exclude=sorted(excluded), version=2)
@@ -347,12 +440,12 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
     if not paths:
         raise DCGANError(f"every image in {root} is excluded by {exclude}")
     files = _files_signature(root, paths)
-    if len(paths) * channels * image_size**2 > MAX_IN_MEMORY_BYTES:
+    if len(paths) * channels * image_size**2 > max_in_memory_bytes():
         return _fingerprint(ImageData(str(root), stream=FolderStream(paths, image_size, channels, crop),
                                       names=[str(p.relative_to(root)) for p in paths]),
                             image_size, channels, files, excluded)
-    key["files"] = hashlib.sha256("\n".join(
-        f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths).encode()).hexdigest()
+    key["files"] = hashlib.sha256(b"\n".join(
+        os.fsencode(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}") for p in paths)).hexdigest()
 
     def build():
         images, kept = decode_folder(paths, root, image_size, channels, crop)

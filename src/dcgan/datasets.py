@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import zlib
 from pathlib import Path
@@ -18,34 +19,49 @@ import numpy as np
 from dcgan.errors import DCGANError
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
+MAX_IDX_BYTES = 1 << 34  # 16 GiB: far above any IDX dataset, far below a decompression bomb's claim
+CLASSES = 10  # mnist, fashion-mnist, cifar10 and svhn
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format), raw or gzip-compressed."""
+    """An IDX file (the MNIST format), raw or gzip-compressed. The header's dimensions fix the size:
+    a file (or a gzip stream) holding more than they say is refused before it is all read."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_DTYPES:
+                raise DCGANError(f"{path} is not an IDX file (bad magic number {head.hex()})")
+            ndim = head[3]
+            dims_raw = f.read(4 * ndim)
+            if len(dims_raw) < 4 * ndim:
+                raise DCGANError(f"IDX file {path} is truncated: its header needs {4 + 4 * ndim} bytes, "
+                                 f"found {4 + len(dims_raw)}")
+            dims = tuple(int(d) for d in np.frombuffer(dims_raw, dtype=">u4"))
+            dtype = np.dtype(IDX_DTYPES[head[2]])
+            if not 1 <= ndim <= 4 or 0 in dims:
+                raise DCGANError(f"IDX file {path}: header says {ndim} dimension(s) {dims}; an image or "
+                                 "label file has 1 to 4 dimensions, none of them zero")
+            size = math.prod(dims) * dtype.itemsize  # exact: Python integers do not overflow
+            if size > MAX_IDX_BYTES:
+                raise DCGANError(f"IDX file {path}: header says {dims}, {size:,} bytes of data, more than "
+                                 f"the {MAX_IDX_BYTES:,} any dataset here needs")
+            body = f.read(size + 1)  # one byte more than stated reveals extra data
     except OSError as e:  # includes gzip.BadGzipFile
         raise DCGANError(f"cannot read IDX file {path}: {e}") from None
     except (EOFError, zlib.error) as e:
         raise DCGANError(f"IDX file {path} is a truncated or corrupt gzip file ({e})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise DCGANError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
-    ndim = raw[3]
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DCGANError(f"IDX file {path} is truncated: its header needs {header} bytes, found {len(raw)}")
-    dims = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(dims) != ndim or len(raw) != expected:
+    expected = header + size
+    if len(body) != size:
+        found = header + len(body) if len(body) <= size else f"more than {expected}"
         raise DCGANError(
             f"IDX file {path} is truncated or malformed: header says {dims}, "
-            f"expected {expected} bytes, found {len(raw)}"
+            f"expected {expected} bytes, found {found}"
         )
-    return np.frombuffer(raw[header:], dtype=dtype).reshape(dims)
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
 def _find(data_dir: Path, names: list[str], dataset: str, hint: str) -> Path:
@@ -81,7 +97,22 @@ def read_mnist(name: str, data_dir: str | None, split: str) -> tuple[np.ndarray,
                          f"{images.dtype} {images.shape}")
     if labels.shape != (len(images),):
         raise DCGANError(f"{name} in {root}: {len(images)} images but labels of shape {labels.shape}")
-    return images, labels.astype(np.int64)
+    return images, _labels(labels, f"{name} labels in {root}")
+
+
+def _labels(values, where: str) -> np.ndarray:
+    """Class labels as int64 in 0..CLASSES-1; anything else (NaN, text, 11) is an error naming `where`."""
+    try:
+        a = np.asarray(values)
+        if a.dtype.kind not in "iuf":
+            raise TypeError(a.dtype)
+        ok = a.ndim == 1 and np.isfinite(a).all() and (a == np.round(a)).all() \
+            and (len(a) == 0 or (a.min() >= 0 and a.max() < CLASSES))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DCGANError(f"{where} must be whole numbers from 0 to {CLASSES - 1}")
+    return a.astype(np.int64)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -126,11 +157,13 @@ def read_cifar10(data_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarr
         batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
         data, lab = batch.get("data"), batch.get("labels")
         if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 \
-                or lab is None or len(lab) != len(data):
+                or not isinstance(lab, (list, tuple, np.ndarray)) or len(lab) != len(data):
             raise DCGANError(f"{path} is not a CIFAR-10 python batch: expected `data` of shape "
                              "(N, 3072) and N `labels`")
-        images.append(data.astype(np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(lab, dtype=np.int64))
+        if data.dtype != np.uint8:
+            raise DCGANError(f"{path}: `data` must hold uint8 pixels, got {data.dtype}")
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(_labels(lab, f"{path}: `labels`"))
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -149,10 +182,16 @@ def read_svhn(data_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarray]
         x, y = mat["X"], mat["y"]
     except Exception as e:
         raise DCGANError(f"{path} is not an SVHN .mat file ({type(e).__name__}: {e})") from None
-    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray) or x.ndim != 4 \
+            or x.shape[:3] != (32, 32, 3) or y.size != x.shape[3]:
         raise DCGANError(f"{path}: expected X of shape (32, 32, 3, N) and N labels y")
-    labels = y.reshape(-1).astype(np.int64) % 10  # SVHN stores digit 0 as label 10
-    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)).astype(np.uint8), labels
+    if x.dtype != np.uint8:
+        raise DCGANError(f"{path}: X must hold uint8 pixels, got {x.dtype}")
+    y = y.reshape(-1)
+    if y.dtype.kind not in "iuf" or not np.isfinite(y).all() or not ((y >= 1) & (y <= 10)).all():
+        raise DCGANError(f"{path}: labels y must be whole numbers from 1 to 10 (10 for digit 0)")
+    labels = _labels(y % 10, f"{path}: labels y")  # SVHN stores digit 0 as label 10
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2)), labels
 
 
 def read_digits() -> tuple[np.ndarray, np.ndarray]:

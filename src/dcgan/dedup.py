@@ -66,6 +66,10 @@ class DedupConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.bits, int) or not 8 <= self.bits <= 4096:
+            raise DCGANError(f"bits must be an integer from 8 to 4096 (128 in the paper), got {self.bits!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise DCGANError(f"seed must be an integer from 0 to {2**63 - 1}, got {self.seed!r}")
         if not 0 <= self.hamming < self.bits // 4:
             raise DCGANError(f"hamming radius must lie in [0, {self.bits // 4}) for {self.bits}-bit codes, "
                              f"got {self.hamming}")
@@ -206,8 +210,17 @@ def dedup(data: str, out: str | Path, data_dir: str | None = None, channels: int
           config: DedupConfig | None = None, copy_to: str | Path | None = None) -> DedupResult:
     """Find the near-duplicates of a dataset and write REPORT_DIR/{duplicates.json, duplicates.txt,
     keep.txt, groups.png}; optionally copy the kept files of a folder to `copy_to`."""
+    from dcgan.config import check_count
     from dcgan.data import natural_shape
+    from dcgan.outputs import prepare_out_dir
 
+    if channels is not None and channels not in (1, 3):
+        raise DCGANError(f"--channels must be 1 or 3, got {channels}")
+    config = config or DedupConfig()
+    check_count(config.epochs, "epochs", 10_000)
+    prepare_out_dir(out, inputs=[data, data_dir])
+    if copy_to is not None:
+        prepare_out_dir(copy_to, inputs=[data, data_dir, out], what="--copy-to")
     channels = channels or natural_shape(data)[0]
     ds: ImageData = open_dataset(data, SIZE, channels, data_dir)
     if ds.images is None:

@@ -34,10 +34,11 @@ class World:
 def setup(device_name: str) -> tuple[World, str]:
     """Join the process group torchrun describes in the environment (or none). Returns the world
     and the device this rank uses: cuda:LOCAL_RANK under torchrun with GPUs."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = _env_int("WORLD_SIZE", "1", 1)
     if size == 1:
         return World(), device_name
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    rank = _env_int("RANK", None, 0, size - 1)
+    world = World(rank, size, _env_int("LOCAL_RANK", "0", 0, size - 1))
     use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:
         if world.local_rank >= torch.cuda.device_count():
@@ -50,6 +51,19 @@ def setup(device_name: str) -> tuple[World, str]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return world, device_name
+
+
+def _env_int(name: str, default: str | None, low: int, high: int = 2**16) -> int:
+    """An integer from torchrun's environment, in [low, high]."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not low <= value <= high:
+        raise DCGANError(f"environment variable {name} must be an integer from {low} to {high}, got {text!r} "
+                         "(it is set by torchrun; unset it for a single process)")
+    return value
 
 
 def teardown(world: World) -> None:

@@ -65,8 +65,7 @@ def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 25
     (the paper; `grid` and `pool="avg"` for ablations), layer by layer in D's order.
     Batched on D's device: only one batch of full-resolution feature maps exists at a time, and
     the result is filled in place (float32, one copy)."""
-    if not isinstance(grid, int) or grid < 1:
-        raise DCGANError(f"the pooling grid must be a positive integer (4 in the paper), got {grid!r}")
+    check_grid(grid, d)
     reduce = {"max": F.adaptive_max_pool2d, "avg": F.adaptive_avg_pool2d}[pool]
     device = next(d.parameters()).device
     out = None
@@ -77,6 +76,15 @@ def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 25
             out = np.empty((len(images), x.shape[1]), dtype=np.float32)
         out[start:start + len(x)] = x
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
+def check_grid(grid, d: Discriminator) -> int:
+    """The pooling grid: 1 up to D's largest feature map (half the image side); more only repeats values."""
+    top = d.config.image_size // 2
+    if not isinstance(grid, int) or isinstance(grid, bool) or not 1 <= grid <= top:
+        raise DCGANError(f"the pooling grid must be an integer from 1 to {top} (half the image side; 4 in "
+                         f"the paper), got {grid!r}")
+    return grid
 
 
 def bn_averaged(d: Discriminator, train: torch.Tensor, bn_images: int = 10000,

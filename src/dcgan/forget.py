@@ -25,6 +25,7 @@ it was (benchmarks/forget.py, tests/test_inspect.py).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +33,15 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
+from dcgan.config import MAX_SEED, check_count, check_seed
+from dcgan.data import check_regular_file
 from dcgan.errors import DCGANError
 from dcgan.models import Generator, eval_mode
 from dcgan.visualize import grid, pad_rows
 
+MAX_BOXED = 1024  # boxed samples: G runs on them in one batch, the detector on all their locations
+MAX_BOXES = 64  # boxes per sample
+MAX_BOXES_BYTES = 16 << 20
 PAPER_LAYER = -3  # the second-highest conv layer below G's output layer (16x16x256 in the paper)
 
 
@@ -48,22 +54,34 @@ class Boxed:
 
 def read_boxes(path: str | Path, image_size: int) -> list[Boxed]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DCGANError(f"boxes file {path} not found (format: see `dcgan forget --help`)")
+    check_regular_file(path, "boxes file")
+    if path.stat().st_size > MAX_BOXES_BYTES:
+        raise DCGANError(f"boxes file {path} is larger than {MAX_BOXES_BYTES >> 20} MiB")
     try:
-        entries = json.loads(path.read_text())["boxes"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise DCGANError(f"{path} is not a boxes file: expected JSON "
+        entries = json.loads(path.read_bytes().decode("utf-8"))["boxes"]
+        if not isinstance(entries, list):
+            raise TypeError(f"boxes is a {type(entries).__name__}, not a list")
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
+        raise DCGANError(f"{path} is not a boxes file: expected UTF-8 JSON "
                          '{"boxes": [{"seed": S, "index": I, "boxes": [[x0, y0, x1, y1]]}]} '
-                         f"({type(e).__name__}: {e})") from None
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+    if len(entries) > MAX_BOXED:
+        raise DCGANError(f"{path} boxes {len(entries)} samples; at most {MAX_BOXED} are allowed")
     out = []
     for n, e in enumerate(entries):
         where = f"{path}, entry {n}"
         try:
-            seed, index, boxes = int(e["seed"]), int(e["index"]), [tuple(map(int, b)) for b in e["boxes"]]
-        except (KeyError, TypeError, ValueError):
-            raise DCGANError(f"{where}: needs an integer seed and index and a list of [x0, y0, x1, y1] "
-                             "boxes") from None
+            if not isinstance(e["boxes"], list) or len(e["boxes"]) > MAX_BOXES:
+                raise ValueError
+            seed, index = _integer(e["seed"]), _integer(e["index"])
+            boxes = [tuple(_integer(v) for v in b) for b in e["boxes"]]
+            check_seed(seed, "seed", MAX_SEED)
+            check_count(index, "index", 2**31 - 1, 0)
+        except (KeyError, TypeError, ValueError, DCGANError):
+            raise DCGANError(f"{where}: needs an integer seed (0..{MAX_SEED}) and index (0..{2**31 - 1}) and "
+                             f"a list of at most {MAX_BOXES} [x0, y0, x1, y1] boxes") from None
         for b in boxes:
             if len(b) != 4 or not (0 <= b[0] < b[2] <= image_size and 0 <= b[1] < b[3] <= image_size):
                 raise DCGANError(f"{where}: box {list(b)} must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= "
@@ -72,6 +90,13 @@ def read_boxes(path: str | Path, image_size: int) -> list[Boxed]:
     if not out:
         raise DCGANError(f"{path} holds no boxes")
     return out
+
+
+def _integer(v) -> int:
+    """A JSON integer (an integral float such as 3.0 too); anything else is a ValueError."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:
+        raise ValueError(v)
+    return int(v)
 
 
 def write_boxes(path: str | Path, boxed: list[Boxed]) -> Path:
@@ -151,7 +176,10 @@ def choose_maps(weights: np.ndarray, rule: str = "positive") -> list[int]:
         if kind == "positive" and not value:
             return [int(i) for i in np.flatnonzero(weights > 0)]
         if kind == "threshold":
-            return [int(i) for i in np.flatnonzero(weights > float(value))]
+            t = float(value)
+            if t != t or t in (float("inf"), float("-inf")):
+                raise ValueError
+            return [int(i) for i in np.flatnonzero(weights > t)]
         if kind == "top":
             k = int(value)
             if k < 1:
@@ -159,7 +187,7 @@ def choose_maps(weights: np.ndarray, rule: str = "positive") -> list[int]:
             return [int(i) for i in np.argsort(-weights)[:k]]
     except ValueError:
         pass
-    raise DCGANError(f"--drop must be positive, threshold:T or top:K (K >= 1), got {rule!r}")
+    raise DCGANError(f"--drop must be positive, threshold:T (T finite) or top:K (K >= 1), got {rule[:80]!r}")
 
 
 def generate_without(g: Generator, z: torch.Tensor, maps: list[int],
@@ -197,7 +225,12 @@ def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "
     of rows: original, then forgotten; the boxed samples first, then n samples of `seed`) and
     forget.json."""
     from dcgan.checkpoint import load_generator
+    from dcgan.outputs import prepare_out_dir
 
+    check_seed(seed, "seed", MAX_SEED)
+    check_count(n, "n", 256, 0)
+    choose_maps(np.zeros(1), drop)  # the rule is checked before any work
+    prepare_out_dir(out, inputs=[source, boxes])
     g = load_generator(source)
     report = forget_maps(g, read_boxes(boxes, g.config.image_size), out, drop, n, seed, layer)
     (Path(out) / "forget.json").write_text(json.dumps(report, indent=2))

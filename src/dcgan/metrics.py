@@ -9,6 +9,7 @@ which makes quality measurable on small grey data on a CPU.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -19,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan import seeds
-from dcgan.data import to_float
+from dcgan.data import check_regular_file, to_float
 from dcgan.errors import DCGANError
+from dcgan.outputs import check_output_file, write_bytes
 
 INCEPTION_ENV = "DCGAN_INCEPTION_WEIGHTS"
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -50,10 +52,15 @@ class Classifier(nn.Module):
 def train_classifier(data: str, out: str | Path, data_dir: str | None = None, epochs: int = 3,
                      batch_size: int = 128, seed: int = 0) -> dict:
     """Train on the train split, report accuracy on the test split, save weights + metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
+    from dcgan.config import MAX_SEED, check_count, check_seed
     from dcgan.data import labelled_splits, natural_shape
 
+    out = check_output_file(out, inputs=[data, data_dir], suffixes=(".safetensors",))
+    check_count(epochs, "epochs", 1000)
+    check_count(batch_size, "batch_size", 2**16)
+    check_seed(seed, "seed", MAX_SEED)
     channels = natural_shape(data)[0]
     train, test = labelled_splits(data, 32, channels, data_dir)
     x, y, test_x, test_y = train.images, train.labels, test.images, test.labels
@@ -74,7 +81,7 @@ def train_classifier(data: str, out: str | Path, data_dir: str | None = None, ep
     accuracy = float((pred == test_y).float().mean())
     meta = {"format": "dcgan-classifier", "channels": str(channels), "classes": str(model.head.out_features),
             "data": data, "test_accuracy": f"{accuracy:.4f}"}
-    save_file(model.state_dict(), str(out), metadata=meta)
+    write_bytes(out, safetensors_bytes(model.state_dict(), metadata=meta))
     return {"test_accuracy": accuracy, "train_images": len(x), "test_images": len(test_x)}
 
 
@@ -82,6 +89,7 @@ def load_classifier(path: str | Path) -> Classifier:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    path = check_regular_file(path, "classifier")
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -91,25 +99,69 @@ def load_classifier(path: str | Path) -> Classifier:
             from None
     if meta.get("format") != "dcgan-classifier":
         raise DCGANError(f"{path} is not a classifier written by dcgan train-classifier")
+    channels, classes = meta.get("channels", ""), meta.get("classes", "")
+    if channels not in ("1", "3") or not classes.isdigit() or not 2 <= int(classes) <= 10_000:
+        raise DCGANError(f"{path}: classifier metadata out of range (channels {channels[:20]!r} must be "
+                         f"1 or 3, classes {classes[:20]!r} from 2 to 10000)")
     with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
-        model = Classifier(int(meta["channels"]), int(meta["classes"]))
-    model.load_state_dict(weights)
+        model = Classifier(int(channels), int(classes))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), "")
+        raise DCGANError(f"{path}: the classifier weights do not match its metadata "
+                         f"({first[:160]})") from None
+    for k, v in model.state_dict().items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise DCGANError(f"{path}: classifier weight {k} holds NaN or infinite values")
     return model.eval()
 
 
-def inception_weights(path: str | None) -> str:
-    """The local Inception-v3 weights file: --inception-weights, or $DCGAN_INCEPTION_WEIGHTS."""
+def inception_weights(path: str | None) -> dict[str, torch.Tensor]:
+    """The Inception-v3 state dict of a local weights file (--inception-weights, or
+    $DCGAN_INCEPTION_WEIGHTS), read once and weights-only: no library ever opens the path again, so a
+    file swapped after this read is never unpickled."""
     path = path or os.environ.get(INCEPTION_ENV)
-    if not path or not Path(path).is_file():
+    if not path or not Path(path).exists():
         raise DCGANError(
             f"Inception weights not found{f' at {path}' if path else ''}: get {INCEPTION_FILE} (the file "
             "pytorch-fid and torch-fidelity use) on a machine with internet access, and pass it with "
             f"--inception-weights or set {INCEPTION_ENV}. Nothing is downloaded at run time.")
-    try:  # torch-fidelity unpickles it freely: make sure it holds nothing but tensors first
-        torch.load(path, map_location="cpu", weights_only=True)
+    check_regular_file(path, "Inception weights")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DCGANError(f"cannot read Inception weights {path}: {e.strerror or e}") from None
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DCGANError(f"{path} is not a plain Inception weights file ({type(e).__name__})") from None
-    return str(path)
+        raise DCGANError(f"{path} is not a plain Inception weights file ({type(e).__name__}): it must hold "
+                         f"only tensors; get {INCEPTION_FILE}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise DCGANError(f"{path} is not an Inception weights file: expected a state dict of tensors; "
+                         f"get {INCEPTION_FILE}")
+    return state
+
+
+def inception_network(path: str | None) -> nn.Module:
+    """torch-fidelity's Inception-v3 with the weights of `path`. torch-fidelity loads its weights with
+    torch.load(weights_only=False): it is handed an in-memory copy of the state dict read above, never
+    the user's path."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    state = inception_weights(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # tensors only: what torch-fidelity unpickles is ours
+    buffer.seek(0)
+    try:
+        with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+            return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                               feature_extractor_weights_path=buffer)
+    except RuntimeError as e:
+        first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise DCGANError(f"{path or os.environ.get(INCEPTION_ENV)} does not hold Inception-v3 weights "
+                         f"({first[:200]}); get {INCEPTION_FILE}") from None
 
 
 class Features(nn.Module):
@@ -119,11 +171,7 @@ class Features(nn.Module):
         super().__init__()
         self.spec = spec
         if spec == "inception":
-            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-            with seeds.global_seed(0):  # its random init is overwritten by the weights file
-                self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                                       feature_extractor_weights_path=inception_weights(inception))
+            self.net = inception_network(inception)
             self.channels, self.num_features = 3, 2048
         elif spec.startswith("classifier:"):
             self.net = load_classifier(spec.split(":", 1)[1])
@@ -244,8 +292,17 @@ def evaluate(source: str | Path, data: str, n: int = 10000, features: str = "inc
              seed: int = 0, out: str | Path | None = None) -> dict:
     """Generated vs real images of a trained run, every metric; optionally written as JSON."""
     from dcgan.checkpoint import load_generator
+    from dcgan.config import MAX_SEED, MIN_EVAL_N, check_count, check_seed
     from dcgan.data import open_dataset, to_uint8
 
+    check_count(n, "n", 10**6, MIN_EVAL_N)
+    check_seed(seed, "seed", MAX_SEED)
+    if split not in ("train", "test"):
+        raise DCGANError(f"split must be train or test, got {split!r}")
+    if out:
+        classifier = features.split(":", 1)[1] if features.startswith("classifier:") else None
+        out = check_output_file(out, inputs=[source, data, data_dir, classifier, inception],
+                                suffixes=(".json",))
     extractor = Features(features, inception)
     g = load_generator(source)
     c = g.config
@@ -261,7 +318,7 @@ def evaluate(source: str | Path, data: str, n: int = 10000, features: str = "inc
     result = {**compare(real_f, fake_f, fake_logits), "features": features, "data": data, "split": split,
               "source": str(source)}
     if out:
-        Path(out).write_text(json.dumps(result, indent=2))
+        write_bytes(out, json.dumps(result, indent=2).encode())
     return result
 
 

@@ -11,6 +11,7 @@ The architecture guidelines hold for every configuration:
 from __future__ import annotations
 
 import math
+import reprlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
@@ -43,17 +44,19 @@ class ModelConfig:
 
     def validate(self) -> None:
         s = self.image_size
-        if not isinstance(s, int) or s < 16 or s > 256 or s & (s - 1):
+        if not isinstance(s, int) or isinstance(s, bool) or s < 16 or s > 256 or s & (s - 1):
             raise DCGANError(
-                f"unsupported image size {s!r}: use a power of two from 16 to 256 "
+                f"unsupported image size {reprlib.repr(s)}: use a power of two from 16 to 256 "
                 "(28x28 data such as MNIST is resized to 32)"
             )
-        if self.channels not in (1, 3):
-            raise DCGANError(f"unsupported channel count {self.channels!r}: use 1 (grey) or 3 (RGB)")
-        for name in ("nz", "ngf", "ndf", "kernel_size"):
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise DCGANError(f"unsupported channel count {reprlib.repr(self.channels)}: use 1 (grey) or "
+                             "3 (RGB)")
+        for name, maximum in (("nz", 4096), ("ngf", 4096), ("ndf", 4096), ("kernel_size", 15)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise DCGANError(f"{name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+                raise DCGANError(f"{name} must be a positive integer, at most {maximum}, got "
+                                 f"{reprlib.repr(value)}")
         if self.kernel_size < 2:
             raise DCGANError(f"kernel_size must be at least 2, got {self.kernel_size}")
         if self.alternate_strides and self.kernel_size % 2 == 0:
@@ -61,10 +64,13 @@ class ModelConfig:
                 f"alternate_strides needs an odd kernel_size (stride-1 layers keep the size only "
                 f"with symmetric padding), got {self.kernel_size}"
             )
-        if self.projection not in PROJECTIONS:
-            raise DCGANError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
-        if self.latent not in LATENT_PRIORS:
-            raise DCGANError(f"latent must be one of {LATENT_PRIORS}, got {self.latent!r}")
+        if not isinstance(self.alternate_strides, bool):
+            raise DCGANError(f"alternate_strides must be true or false, got "
+                             f"{reprlib.repr(self.alternate_strides)}")
+        if not isinstance(self.projection, str) or self.projection not in PROJECTIONS:
+            raise DCGANError(f"projection must be one of {PROJECTIONS}, got {reprlib.repr(self.projection)}")
+        if not isinstance(self.latent, str) or self.latent not in LATENT_PRIORS:
+            raise DCGANError(f"latent must be one of {LATENT_PRIORS}, got {reprlib.repr(self.latent)}")
 
     @property
     def levels(self) -> int:
@@ -76,6 +82,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise DCGANError(f"a model configuration must be a mapping, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
+from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator, eval_mode
+from dcgan.outputs import prepare_out_dir
 
 NETWORKS = ("trained", "random")
 STRUCTURE_METRIC = ("structure: mean over the shown maps of the share of a map's squared-gradient energy "
@@ -238,8 +240,10 @@ def guided_backprop_report(source: str | Path, data: str, out: str | Path, n_fea
 
     if n_features < 1:
         raise DCGANError(f"n_features must be at least 1, got {n_features}: ask for one feature or more")
-    if top < 1 or max_images < 1:
-        raise DCGANError(f"top and max_images must be at least 1, got top={top}, max_images={max_images}")
+    check_count(top, "top", 64)
+    check_count(max_images, "max_images", 10**6)
+    check_seed(seed, "seed", MAX_SEED)
+    prepare_out_dir(out, inputs=[source, data, data_dir])
     d = load_discriminator(source)
     idx = _layer_index(d, layer)
     c = _channels(d, idx)
@@ -351,14 +355,17 @@ def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed
     feature_maps_d.json. D uses the BN statistics stored by training. Returns the JSON's content:
     per layer (first input) name, shape, mean, inactive_fraction (units <= 0) and inactive_channels."""
     from dcgan.checkpoint import load_generator
-    from dcgan.data import decode_image
+    from dcgan.data import check_regular_file, decode_image
     from dcgan.features import load_discriminator
 
     if net not in ("g", "d"):
         raise DCGANError(f"net must be g (generator) or d (discriminator), got {net!r}")
     if image is not None and net == "g":
         raise DCGANError("an input image is for net=d only: G's input is z, chosen by seed and index")
-    out = Path(out)
+    check_seed(seed, "seed", MAX_SEED)
+    check_count(index, "index", 2**31 - 1, 0)
+    check_count(max_channels, "max_channels", 1024)
+    out = prepare_out_dir(out, inputs=[source, image])
     report: dict = {"net": net, "source": str(source)}
     if net == "g":
         g = load_generator(source)
@@ -370,8 +377,9 @@ def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed
         d = load_discriminator(source)
         c = d.config
         if image is not None:
-            if not Path(image).is_file():
+            if not Path(image).exists():
                 raise DCGANError(f"image {image} not found: give the path of an image file (png, jpg, ...)")
+            check_regular_file(image, "image")
             try:
                 x = to_float(decode_image(Path(image), c.image_size, c.channels))[None]
             except Exception as e:  # unreadable or not an image

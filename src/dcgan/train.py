@@ -8,8 +8,12 @@ One step = d_steps updates of D, then one update of G:
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +25,7 @@ from torch import nn
 from dcgan import checkpoint, distributed, seeds
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
 from dcgan.data import fingerprint_changes, natural_shape, open_dataset, stream_batches, to_float
-from dcgan.errors import DCGANError
+from dcgan.errors import DCGANError, describe_os_error
 from dcgan.health import Diverged, Health, diversity, first_images, sample_images
 from dcgan.models import Discriminator, Generator, build
 from dcgan.runlog import RunLog
@@ -64,12 +68,20 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
         config = resolve(overrides, data_shape=natural_shape(data))
         config.out = str(config.out or default_run_dir(config))
         return config
-    stored = from_dict(checkpoint.load(resume)["config"])
+    ckpt = checkpoint.load(resume)
+    checkpoint.check_resumable(ckpt, Path(resume))
+    try:
+        stored = from_dict(ckpt["config"])
+    except (TypeError, DCGANError) as e:
+        raise DCGANError(f"{resume}: the stored training config is invalid ({e})") from None
     merged = {**{k: v for k, v in stored.to_dict().items() if k != "model"},
-              **stored.model.to_dict(), **overrides, "out": str(resume)}
+              **stored.model.to_dict(), **overrides, "out": str(run_of(resume))}
     if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
         merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
-    config = resolve(merged)
+    try:
+        config = resolve(merged)
+    except DCGANError as e:
+        raise DCGANError(f"cannot resume {resume}: {e}") from None
     changed = differences(stored, config, ignore=RESUMABLE_CHANGES)
     if changed:
         raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
@@ -77,23 +89,50 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
     return config
 
 
-def train(config: TrainConfig | dict, resume: bool = False) -> Path:
+def check_run_dir(run: Path) -> None:
+    """The run directory can be created and written: checked before any work."""
+    if run.exists() and not run.is_dir():
+        raise DCGANError(f"--out {run} is a file, not a folder: choose a folder for the run")
+    existing = next(p for p in [run, *run.parents] if p.exists())
+    if not existing.is_dir():
+        raise DCGANError(f"--out {run} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DCGANError(f"--out {run} cannot be created or written: {existing} is not writable")
+
+
+def run_of(resume: str | Path) -> Path:
+    """The run directory of a --resume argument: a run directory, its checkpoint.pt (or best.pt),
+    or one of its snapshots/step_N.pt."""
+    path = Path(resume)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "snapshots" else path.parent
+
+
+def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path:
     """Train a DCGAN; returns the run directory. `config` may be a dict of settings.
 
-    With resume=True, continues the run in config.out from its checkpoint.pt. Under torchrun,
-    each process trains one shard with DistributedDataParallel and rank 0 writes the run.
+    With resume=True (or the run directory), continues the run in config.out from its checkpoint.pt.
+    With resume=a checkpoint file of the run (a snapshot, best.pt), the run continues from that file's
+    step: it becomes checkpoint.pt, and the checkpoint it replaces is kept in superseded/. Under
+    torchrun, each process trains one shard with DistributedDataParallel and rank 0 writes the run.
     """
     if isinstance(config, dict):
         config = configure(config)
     run = Path(config.out or default_run_dir(config))
     latest = run / checkpoint.LATEST
+    rewind = None  # a snapshot to continue from, when it is not the latest checkpoint itself
+    if not isinstance(resume, bool) and Path(resume).is_file():
+        if not (latest.exists() and Path(resume).samefile(latest)):
+            rewind = Path(resume)
     if not resume and latest.exists():
         raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
                          "or choose another --out")
+    check_run_dir(run)
     world, device_name = distributed.setup(config.device)
     try:
         distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
-        return _train(config, resume, run, latest, world, pick_device(device_name))
+        return _train(config, bool(resume), run, latest, world, pick_device(device_name), rewind)
     finally:
         distributed.teardown(world)
 
@@ -129,7 +168,7 @@ def networks(config: TrainConfig, device: torch.device,
 
 
 def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: distributed.World,
-           device: torch.device) -> Path:
+           device: torch.device, rewind: Path | None = None) -> Path:
     torch.manual_seed(config.seed)  # the same on every rank: identical initial weights
     np.random.seed(config.seed)
     random.seed(config.seed)
@@ -145,9 +184,11 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                              "Give the original files, or start a new run with --out")
     B = config.batch_size  # per rank: the global batch is B * world.size
     if len(data) // world.size < B:
+        per_rank = len(data) // world.size
+        advice = (f"use --batch-size {per_rank} or fewer" if per_rank else
+                  "add images (or run fewer ranks)")
         raise DCGANError(f"batch size {B} is larger than the dataset ({len(data)} images in "
-                         f"{data.source}, {world.size} rank(s)): use --batch-size "
-                         f"{len(data) // world.size} or fewer")
+                         f"{data.source}, {world.size} rank(s)): {advice}")
     per_epoch = len(data) // world.size // B  # real batches per rank and epoch (last partial dropped)
     total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
 
@@ -207,8 +248,9 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
             lock.close()
             raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
                              "or choose another --out")
-        for stale in run.glob(".*.tmp*"):  # temp files of a process killed while writing
-            stale.unlink(missing_ok=True)
+        remove_stale_temps(run)
+        if rewind is not None:
+            _rewind(run, latest, rewind)
         checkpoint.atomic_write(run / "config.json",
                                 lambda f: f.write(json.dumps({**config.to_dict(),
                                                               "data_fingerprint": data.fingerprint},
@@ -284,14 +326,59 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
             save_samples(G, fixed_z, run / "samples" / "final.png")
             plot_losses(run / "metrics.jsonl", run / "losses.png")
     except OSError as e:  # disk full, read-only folder, ...
-        raise DCGANError(f"writing to {run} failed ({e.strerror or e}); the last checkpoint {latest} "
-                         "is intact: free some space and resume") from None
+        raise DCGANError(f"writing {e.filename or run} failed: {describe_os_error(e)}; the last checkpoint "
+                         f"{latest} is intact: resume it with --resume {run}") from None
     finally:
         log.close()
         _restore_handlers(handlers)
         if lock:
             lock.close()
     return run
+
+
+def _rewind(run: Path, latest: Path, source: Path) -> None:
+    """Make `source` (a snapshot of this run) the latest checkpoint; the one it replaces and the metrics
+    logged after it are kept in superseded/, so going back loses nothing."""
+    step = checkpoint.load(source)["step"]
+    note = ""
+    if latest.exists():
+        old = checkpoint.load(latest)["step"]
+        kept = run / "superseded" / f"step_{old:08d}"
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in (checkpoint.LATEST, "metrics.jsonl"):
+            if (run / name).is_file():
+                (kept / name).unlink(missing_ok=True)
+                shutil.copy2(run / name, kept / name)
+        note = f"; the checkpoint it replaces (step {old}) and its metrics are kept in {kept}"
+    data = source.read_bytes()
+    checkpoint.atomic_write(latest, lambda f: f.write(data))
+    print(f"resuming {run} from step {step} of {source}{note}", file=sys.stderr)
+
+
+def remove_stale_temps(run: Path) -> list[Path]:
+    """Delete the temp files of writes killed midway: only names checkpoint.atomic_write makes
+    (.NAME.tmpPID), only regular files, and only when process PID is gone (a live process may still
+    be writing its own)."""
+    removed = []
+    for path in run.glob(".*.tmp*"):
+        m = re.fullmatch(r"\..+\.tmp(\d+)", path.name)
+        if not m or not path.is_file() or path.is_symlink() or _alive(int(m.group(1))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own temp of an earlier attempt in this process is stale too
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or a number no process has: leave it be
+    return True
 
 
 def _log_row(means: torch.Tensor, step: int, epoch: float, images_per_step: int, steps: int,

@@ -1,0 +1,126 @@
+"""Where a command's outputs go: never over one of its inputs or a file of a run, always atomically.
+
+A run directory is a folder holding checkpoint.pt; its own files (checkpoint.pt, best.pt, config.json,
+metrics.jsonl, losses.png and everything under snapshots/, samples/, tensorboard/, superseded/) are
+written by `dcgan train` alone. Every other command refuses an output path that resolves to one of
+them, or to any of its own inputs, before it does any work.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from dcgan.checkpoint import LATEST, atomic_write
+from dcgan.errors import DCGANError, describe_os_error
+
+RUN_FILES = {LATEST, "best.pt", "config.json", "metrics.jsonl", "losses.png", ".lock"}
+RUN_FOLDERS = {"snapshots", "samples", "tensorboard", "superseded"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what PIL writes for us, by name
+
+
+def run_dir_of(path: Path) -> Path | None:
+    """The run directory `path` lies in (up to two levels below it), if any."""
+    for parent in [path.parent, *path.parent.parents][:3]:
+        if (parent / LATEST).is_file():
+            return parent
+    return None
+
+
+def _input_files(inputs: Iterable) -> list[Path]:
+    files = []
+    for i in inputs:
+        if i is None:
+            continue
+        p = Path(i)
+        files.append(p)
+        if p.is_dir() and (p / LATEST).is_file():  # a run given as a source: its checkpoint is read
+            files.append(p / LATEST)
+    return files
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def check_output_file(out: str | Path, inputs: Iterable = (), suffixes: Iterable[str] | None = None,
+                      what: str = "--out") -> Path:
+    """`out` as a Path, if a command may write the file there; its folder is created."""
+    out = Path(out)
+    if suffixes is not None and out.suffix.lower() not in tuple(suffixes):
+        raise DCGANError(f"{what} {out}: unsupported file type {out.suffix or '(none)'!r}; use one of "
+                         f"{', '.join(suffixes)}")
+    if out.is_dir():
+        raise DCGANError(f"{what} {out} is a folder: give a file name")
+    if out.exists() and not out.is_file():
+        raise DCGANError(f"{what} {out} exists and is not a regular file (a FIFO or device): "
+                         "give a file name")
+    for i in _input_files(inputs):
+        if _same(out, i) or (i.is_dir() and out.exists() and _within(out, i)):
+            raise DCGANError(f"{what} {out} is one of this command's inputs ({i}): "
+                             "write the output elsewhere")
+    run = run_dir_of(out.resolve())
+    if run is not None and out.exists():
+        rel = out.resolve().relative_to(run.resolve())
+        if rel.parts[0] in RUN_FOLDERS or rel.name in RUN_FILES:
+            raise DCGANError(f"{what} {out} is a file of the run {run}, which only `dcgan train` writes: "
+                             "write the output elsewhere")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DCGANError(f"cannot create the folder of {what} {out}: {describe_os_error(e)}") from None
+    return out
+
+
+def prepare_out_dir(out: str | Path, inputs: Iterable = (), what: str = "--out") -> Path:
+    """A report folder: created if needed; never a file, a run's own subfolder or inside an input folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DCGANError(f"{what} {out} is a file, not a folder: give a folder for the report")
+    for i in _input_files(inputs):
+        if i.is_dir() and (i / LATEST).is_file():
+            continue  # a run directory given as a source: reports beside its files are fine
+        if _same(out, i) or (i.is_dir() and _within(out, i)):
+            raise DCGANError(f"{what} {out} lies inside the input {i}: its pictures would join the data; "
+                             "write the report elsewhere")
+    run = run_dir_of(out.resolve() / "x")
+    if run is not None and out.resolve() != run.resolve():
+        rel = out.resolve().relative_to(run.resolve())
+        if rel.parts and rel.parts[0] in RUN_FOLDERS:
+            raise DCGANError(f"{what} {out} is a folder of the run {run}, which only `dcgan train` writes")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DCGANError(f"cannot create the report folder {out}: {describe_os_error(e)}") from None
+    if not os.access(out, os.W_OK):
+        raise DCGANError(f"cannot write to the report folder {out}: permission denied")
+    return out
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """The whole file at once: a temp file beside it, fsynced, renamed over it."""
+    atomic_write(Path(path), lambda f: f.write(data))
+    return Path(path)
+
+
+def write_image(tensor, path: str | Path, **kw) -> Path:
+    """torchvision's save_image, atomically; the format follows the file's suffix."""
+    from PIL import Image
+    from torchvision.utils import save_image
+
+    buffer = io.BytesIO()
+    save_image(tensor, buffer, format=Image.registered_extensions()[Path(path).suffix.lower()], **kw)
+    return write_bytes(path, buffer.getvalue())
