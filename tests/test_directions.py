@@ -140,7 +140,7 @@ def test_direction_file_round_trip_and_sigma_of_each_prior(tmp_path):
         load_direction(path, nz=16)
     zero = {"format": "dcgan-direction", "vector": [0, 0], "sigma": 1}
     (tmp_path / "bad.json").write_text(json.dumps(zero))
-    with pytest.raises(DCGANError, match="finite and non-zero"):
+    with pytest.raises(DCGANError, match="sigma a finite number"):
         load_direction(tmp_path / "bad.json")
 
 

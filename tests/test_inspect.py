@@ -240,7 +240,7 @@ def test_generate_without_zeroes_exactly_those_maps(run):
     assert torch.equal(generate_without(g, z, []), g.generate(z))
     seen = []
     handle = g.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(i[0]))
-    changed = generate_without(g, z, [0, 3])
+    changed = generate_without(g, z, [0, 3], layer=-2)
     handle.remove()
     assert seen[0][:, [0, 3]].abs().max() == 0 and seen[0][:, 1].abs().max() > 0
     assert not torch.equal(changed, g.generate(z))
@@ -251,7 +251,7 @@ def test_forget_cli_with_a_boxes_file_and_bad_files(run, tmp_path):
     boxes = tmp_path / "boxes.json"
     entries = [{"seed": 0, "index": i, "boxes": [[0, 0, 8, 8]]} for i in range(6)]
     boxes.write_text(json.dumps({"boxes": entries}))
-    dcgan("forget", run, "--boxes", boxes, "--n", 4, "--out", tmp_path / "f")
+    dcgan("forget", run, "--boxes", boxes, "--n", 4, "--layer", -2, "--out", tmp_path / "f")
     r = json.loads((tmp_path / "f" / "forget.json").read_text())
     assert r["boxed_samples"] == 6 and r["maps_in_layer"] == 8 and r["dropped"] == len(r["dropped_maps"])
     assert r["positives"] == 6 * 16 and 0 < r["detector_accuracy"] <= 1
@@ -283,14 +283,14 @@ def windows_run(tmp_path_factory):
     for i, x in enumerate(images):
         save_image(x.float() / 255, data / f"{i:04d}.png")
     return train({"data": str(data), "image_size": 16, "channels": 1, "ngf": 16, "ndf": 16, "nz": 32,
-                  "batch_size": 64, "steps": 300, "seed": 0, "tensorboard": False, "log_every": 1000,
+                  "batch_size": 64, "steps": 500, "seed": 0, "tensorboard": False, "log_every": 1000,
                   "sample_every": 10**6, "checkpoint_every": 10**6, "out": str(tmp / "run")})
 
 
 def test_forgetting_removes_the_window_and_little_else(windows_run, tmp_path):
     """Dropping the maps the detector picks removes the window inside the boxes while the rest of
     the image changes far less."""
-    r = forget_synthetic(windows_run, tmp_path / "forget", samples=100, boxes_from=40)
+    r = forget_synthetic(windows_run, tmp_path / "forget", samples=100, boxes_from=40, layer=-2)
     assert r["samples_with_window"] >= 50
     assert r["presence_before"] > 0.4 and r["presence_after"] < 0.25 * r["presence_before"]
     assert r["eval_change_ratio"] > 2
@@ -306,10 +306,10 @@ def test_forget_cli_removes_the_boxed_object(windows_run, tmp_path):
     assert len(entries) >= 25
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"boxes": entries[:25]}))
-    dcgan("forget", windows_run, "--boxes", boxes, "--n", 4, "--out", tmp_path / "f")
+    dcgan("forget", windows_run, "--boxes", boxes, "--n", 4, "--layer", -2, "--out", tmp_path / "f")
     r = json.loads((tmp_path / "f" / "forget.json").read_text())
     assert r["mean_abs_change_in_boxes"] > 2 * r["mean_abs_change_outside"]
     z = g.latent(1, range(100))
     presence = [np.mean([w is not None for w in find_windows(x)])
-                for x in (g.generate(z), generate_without(g, z, r["dropped_maps"]))]
+                for x in (g.generate(z), generate_without(g, z, r["dropped_maps"], layer=-2))]
     assert presence[0] > 0.4 and presence[1] < 0.5 * presence[0], presence

@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import reprlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from dcgan import seeds
 from dcgan.errors import DCGANError, describe_os_error
 from dcgan.models import Discriminator, Generator, ModelConfig
 
@@ -59,6 +61,75 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def lock_run(run: Path):
+    """An exclusive lock on RUN/.lock for the life of a training run: the open file it returns
+    holds it until closed. It is an OS advisory lock (flock), so the OS drops it when the process
+    ends in any way, SIGKILL included: a killed run can be resumed at once. A second process gets
+    a DCGANError naming the holder's pid and start time."""
+    path = Path(run) / ".lock"
+    f = open(path, "a+")  # never truncated before the lock is ours: it names the holder
+    try:
+        _lock(f)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DCGANError(f"run directory {run} is in use by {holder}: wait for it to finish or stop "
+                         "it (its checkpoint is then resumable), or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S %Z')})\n")
+    f.flush()
+    return f
+
+
+def _lock(f) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: a lock on the first byte, also dropped when the process ends
+        import msvcrt
+
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def link(source: Path, target: Path) -> None:
+    """`target` becomes a hard link to `source` (a file that is only ever replaced, never changed,
+    so the link is a copy): made under a temp name, then renamed over `target`, so a crash leaves
+    the old target or the new one, never none."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def nonfinite(*state_dicts: dict) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity (weights, BN buffers,
+    optimizer moments), searched through nested dicts and lists."""
+    bad = []
+
+    def visit(value, name: str) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                bad.append(name)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                visit(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                visit(v, f"{name}.{i}")
+
+    for d in state_dicts:
+        visit(d, "")
+    return bad
 
 
 def rng_state(noise: torch.Generator) -> dict:
@@ -247,7 +318,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
         ckpt = load(path)
         config = ModelConfig.from_dict(ckpt["config"]["model"])
         weights = ckpt["generator"]
-    g = Generator(config)
+    with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+        g = Generator(config)
     try:
         g.load_state_dict(weights)
     except RuntimeError as e:

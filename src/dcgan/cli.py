@@ -41,12 +41,17 @@ def _train_parser(sub) -> None:
     a("--ngf", type=int, help="generator width")
     a("--ndf", type=int, help="discriminator width")
     a("--kernel-size", dest="kernel_size", type=int)
+    a("--projection", help="conv (pytorch preset) | linear (paper): how z becomes G's 4x4 map")
+    a("--latent", help="prior of z: normal (pytorch preset) | uniform (paper)")
+    a("--alternate-strides", dest="alternate_strides", type=_bool,
+      help="a stride-1 conv beside each stride-2 one (imagenet32 preset; needs an odd kernel)")
     a("--batch-size", dest="batch_size", type=int)
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="total G updates")
     length.add_argument("--epochs", type=int, help="passes over the data (default 25)")
     a("--lr", type=float)
     a("--beta1", type=float)
+    a("--beta2", type=float)
     a("--weight-decay", dest="weight_decay", type=float)
     a("--label-smoothing", dest="label_smoothing", type=float, help="one-sided, e.g. 0.1")
     a("--d-steps", dest="d_steps", type=int, help="D updates per G update")
@@ -54,6 +59,7 @@ def _train_parser(sub) -> None:
                         "list of translation, cutout, color (default: none)")
     a("--seed", type=int)
     a("--device", help="cpu | cuda | cuda:N | mps | auto")
+    a("--workers", type=int, help="DataLoader processes decoding a streamed dataset (default 2)")
     a("--log-every", dest="log_every", type=int)
     a("--sample-every", dest="sample_every", type=int)
     a("--checkpoint-every", dest="checkpoint_every", type=int)
@@ -189,8 +195,9 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
 def cmd_forget(args: argparse.Namespace) -> None:
     from dcgan.forget import forget
 
-    r = forget(args.source, args.boxes, args.out, args.drop, args.n, args.seed)
-    print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps (detector accuracy "
+    r = forget(args.source, args.boxes, args.out, args.drop, args.n, args.seed, args.layer)
+    print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps of layer {r['layer']} "
+          f"({r['layer_size']}x{r['layer_size']}; detector accuracy "
           f"{r['detector_accuracy']:.2f} on {r['positives']} + {r['negatives']} locations); mean pixel "
           f"change {r['mean_abs_change_in_boxes']:.3f} inside the boxes, {r['mean_abs_change_outside']:.3f} "
           f"outside; {Path(args.out) / 'forget.png'}")
@@ -242,13 +249,16 @@ def cmd_features(args: argparse.Namespace) -> None:
 
     if args.split not in ("train", "test"):
         raise DCGANError(f"--split must be train or test, got {args.split!r}")
+    from dcgan.train import pick_device
+
     check_seed(args.seed)
     out = check_output_file(args.out, inputs=[args.source, args.data, args.data_dir], suffixes=(".npz",))
     d = load_discriminator(args.source)
     check_grid(args.grid, d)
     train, test = labelled_splits(args.data, d.config.image_size, d.config.channels, args.data_dir)
     ds = train if args.split == "train" else test
-    x = dcgan_features(d, train.images, ds.images, seed=args.seed, grid=args.grid)
+    x = dcgan_features(d, train.images, ds.images, seed=args.seed, grid=args.grid,
+                       device=pick_device(args.device))
     buffer = io.BytesIO()
     np.savez(buffer, features=x, labels=ds.labels.numpy())
     write_bytes(out, buffer.getvalue())
@@ -257,11 +267,12 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 def cmd_probe(args: argparse.Namespace) -> None:
     from dcgan.probe import describe, describe_paired, probe
+    from dcgan.train import pick_device
 
     baselines = tuple(b for b in (args.baselines or "").split(",") if b)
     rows = probe(args.source, args.data, args.protocol, baselines, args.data_dir, args.per_class, args.draws,
                  args.kmeans_k, args.max_train, args.max_test, args.seed, args.out, args.grid,
-                 args.random_inits, args.val_size)
+                 args.random_inits, args.val_size, pick_device(args.device))
     for r in rows:
         print(f"{r['method']:40s} {r['dim']:>7,d} dims  {describe(r)}")
         if "paired_vs_first" in r:
@@ -457,6 +468,9 @@ def parser() -> argparse.ArgumentParser:
     fg.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
     fg.add_argument("--boxes", required=True, help="boxes JSON file")
     fg.add_argument("--drop", default="positive", help="positive (paper) | threshold:T | top:K")
+    fg.add_argument("--layer", type=int, default=-3, help="G feature map to drop from, counted as "
+                    "G(z, return_features=True) lists them (-1 is the image): -3 (default) is the "
+                    "paper's second-highest conv layer, -2 the last hidden one")
     fg.add_argument("--n", type=int, default=8, help="extra samples of --seed shown with and without")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--out", default="forget")
@@ -498,6 +512,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output .npz with features and labels")
     f.add_argument("--grid", type=int, default=4, help="each layer max-pooled to grid x grid (paper: 4)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "
+                   "auto (default: a GPU when there is one)")
     r = sub.add_parser("probe", help="linear L2-SVM on D's features vs baselines (paper 5.1-5.2)")
     r.add_argument("source", help="run directory or checkpoint .pt")
     r.add_argument("--data", required=True, help="a labelled dataset with train and test splits")
@@ -517,6 +533,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the random baseline: this many independently initialised D, averaged")
     r.add_argument("--val-size", dest="val_size", type=int, default=10000,
                    help="few: validation images that choose C (paper: 10,000; at most half the train split)")
+    r.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "
+                   "auto (default: a GPU when there is one); the SVMs run on the CPU")
     gb = sub.add_parser("guided-backprop", help="top images and guided-backprop maps of D's features, "
                         "trained vs random D (paper 6.2)")
     gb.add_argument("source", help="run directory or checkpoint .pt")

@@ -63,6 +63,7 @@ class TrainConfig:
     augment: str | None = None  # DiffAugment for small datasets: e.g. translation,cutout (off: None)
     seed: int = 0
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
+    workers: int = 2  # DataLoader processes decoding a streamed dataset (LSUN, large folders)
     # speed (GPU levers; none changes what is learned beyond floating-point rounding)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast; fp16 with one loss scaler per network
     channels_last: bool = True  # NHWC layout: ~1.2x faster convolutions on CPU (oneDNN) and GPU
@@ -100,7 +101,7 @@ RESUMABLE_CHANGES = {
     "snapshot_every", "n_samples", "tensorboard", "data_dir", "lr", "on_divergence",
     "rollback_lr_factor", "max_rollbacks", "vanishing_loss", "vanishing_patience", "collapse_threshold",
     "collapse_after", "precision", "channels_last", "compile", "eval_every", "eval_features", "eval_n",
-    "inception_weights",
+    "inception_weights", "workers",
 }
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"model"}
@@ -208,6 +209,7 @@ def check(config: TrainConfig) -> None:
         check_count(getattr(config, name), name, big, minimum)
     check_count(config.eval_n, "eval_n", 10**6, MIN_EVAL_N)
     check_seed(config.seed, "seed", MAX_TRAIN_SEED)
+    check_count(config.workers, "workers", 1024, 0)
     for name in ("steps", "epochs"):
         value = getattr(config, name)
         if value is not None:

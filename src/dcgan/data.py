@@ -29,7 +29,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from dcgan import datasets
+from dcgan import datasets, seeds
 from dcgan.errors import DCGANError, describe_os_error
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -73,6 +73,7 @@ class ImageData:
     labels: torch.Tensor | None = None  # int64 (N,) where the dataset has labels
     stream: torch.utils.data.Dataset | None = None  # yields uint8 (C, S, S) or None if unreadable
     names: list[str] | None = None  # per image: its path relative to the folder (None: indices)
+    fingerprint: dict | None = None  # what was read: files (names, sizes, times), count, size, channels
 
     def name(self, i: int) -> str:
         return self.names[i] if self.names is not None else str(i)
@@ -279,6 +280,36 @@ def _tree_signature(data_dir: str | None, depth: int = 3) -> str | None:
     return hashlib.sha256(b"\n".join(os.fsencode(e) for e in sorted(entries))).hexdigest()
 
 
+def _files_signature(root: Path, paths: list[Path] | None = None, depth: int = 3) -> str:
+    """A hash of the names (relative to root), sizes and modification times of `paths`, or of
+    the files under root (a few levels deep): the same for a copy that keeps the times."""
+    if paths is None:
+        paths = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            if len(Path(dirpath).relative_to(root).parts) >= depth:
+                dirnames.clear()
+            paths += [Path(dirpath) / name for name in filenames]
+    entries = sorted(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
+def fingerprint_changes(old: dict | None, new: dict | None) -> list[str]:
+    """'name: old -> new' for each part of two dataset fingerprints that differs (none when the
+    old one was not recorded)."""
+    if old is None or new is None:
+        return []
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+
+
+def _fingerprint(data: ImageData, size: int, channels: int, files: str | None,
+                 excluded: set[str]) -> ImageData:
+    data.fingerprint = dict(images=len(data), image_size=size, channels=channels, files=files,
+                            exclude=hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest()[:16]
+                            if excluded else None)
+    return data
+
+
 def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     """Decode once: build() -> (images, labels, names) is kept in the cache folder under a hash
     of `key`."""
@@ -368,7 +399,9 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
     key = dict(spec=spec, data_dir=data_dir, split=split, size=image_size, channels=channels,
                exclude=sorted(excluded), version=2)
     if spec == "lsun":
-        return ImageData(spec, stream=LMDBStream(Path(data_dir or ""), image_size, channels))
+        stream = LMDBStream(Path(data_dir or ""), image_size, channels)
+        return _fingerprint(ImageData(spec, stream=stream), image_size, channels,
+                            _files_signature(Path(data_dir).resolve()), excluded)
     if spec in ("digits", "mnist", "fashion-mnist", "cifar10", "svhn"):
         key["files"] = _tree_signature(data_dir)
 
@@ -386,7 +419,9 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
             return resize_array(x[keep], image_size, channels), torch.from_numpy(y[keep]), names
 
         images, labels, names = _cached(key, build) if spec != "digits" else build()
-        return ImageData(spec, images=images, labels=labels, names=names)
+        files = _files_signature(Path(data_dir).resolve()) if data_dir else None
+        return _fingerprint(ImageData(spec, images=images, labels=labels, names=names), image_size,
+                            channels, files, excluded)
 
     crop = None
     if spec == "celeba":
@@ -404,9 +439,11 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
              and str(p.resolve()) not in absolute]
     if not paths:
         raise DCGANError(f"every image in {root} is excluded by {exclude}")
+    files = _files_signature(root, paths)
     if len(paths) * channels * image_size**2 > max_in_memory_bytes():
-        return ImageData(str(root), stream=FolderStream(paths, image_size, channels, crop),
-                         names=[str(p.relative_to(root)) for p in paths])
+        return _fingerprint(ImageData(str(root), stream=FolderStream(paths, image_size, channels, crop),
+                                      names=[str(p.relative_to(root)) for p in paths]),
+                            image_size, channels, files, excluded)
     key["files"] = hashlib.sha256(b"\n".join(
         os.fsencode(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}") for p in paths)).hexdigest()
 
@@ -415,7 +452,8 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
         return images, None, [str(p.relative_to(root)) for p in kept]
 
     images, _, names = _cached(key, build)
-    return ImageData(str(root), images=images, names=names)
+    return _fingerprint(ImageData(str(root), images=images, names=names), image_size, channels, files,
+                        excluded)
 
 
 def labelled_splits(spec: str, image_size: int, channels: int,
@@ -437,7 +475,7 @@ def labelled_splits(spec: str, image_size: int, channels: int,
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of epoch `epoch`: a function of (seed, epoch) alone, so resume is exact."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64))
+    return torch.randperm(n, generator=seeds.generator(seed, "order", epoch))
 
 
 def _drop_unreadable(items: list) -> torch.Tensor:
@@ -474,18 +512,19 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
 
 
 def stream_batches(data: ImageData, batch_size: int, seed: int, device: torch.device | str = "cpu",
-                   start_batch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[torch.Tensor]:
+                   start_batch: int = 0, rank: int = 0, world_size: int = 1,
+                   workers: int = 2) -> Iterator[torch.Tensor]:
     """uint8 batches forever, epoch after epoch, from batch index `start_batch` on."""
     epoch, position = divmod(start_batch, len(data) // world_size // batch_size)
     while True:
-        yield from batches(data, batch_size, seed, epoch, position, device, rank=rank,
+        yield from batches(data, batch_size, seed, epoch, position, device, workers=workers, rank=rank,
                            world_size=world_size)
         epoch, position = epoch + 1, 0
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (paper §4: G ends in tanh)."""
-    return x.float().div_(127.5).sub_(1.0)
+    """uint8 [0, 255] -> float [-1, 1] (paper §4: G ends in tanh). `x` itself is never changed."""
+    return x.to(torch.float32).div(127.5).sub_(1.0)  # div makes the copy: x.float() may be x
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,11 @@ Two passes, both linear in the number of images (hash buckets, never all pairs):
    sharing a hash are near-duplicates (the paper's rule, hamming=0). With hamming=R, codes at most
    R bits apart also match: multi-index hashing splits the code into R+1 bands, two codes within R
    bits agree exactly on at least one band, and candidates from the band buckets are verified.
+
+Equal codes are grouped in one pass over a dict, whatever the radius; only distinct codes are
+compared pairwise, at most MAX_BUCKET of them per band bucket (a larger bucket matches equal codes
+only, and is reported). A code shared by more than DEGENERATE_SHARE of the images is reported too:
+the autoencoder has collapsed there, and its group is not a set of duplicates.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +28,13 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
+from dcgan import seeds
 from dcgan.data import ImageData, open_dataset, to_float
 from dcgan.errors import DCGANError
 
 SIZE = 32  # the paper hashes 32x32 downsampled centre crops
+MAX_BUCKET = 2048  # distinct codes compared pairwise in one band bucket (hamming > 0)
+DEGENERATE_SHARE = 0.01  # a code shared by more than this share of the images (and > 20) is reported
 
 
 class HashingAutoencoder(nn.Module):
@@ -72,6 +81,7 @@ class DedupResult:
     groups: list[list[int]]  # near-duplicate groups of two or more images, largest first
     exact_groups: list[list[int]] = field(default_factory=list)
     reconstruction_mse: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def duplicates(self) -> list[int]:
@@ -82,20 +92,20 @@ class DedupResult:
 def train_autoencoder(x: torch.Tensor, config: DedupConfig) -> tuple[HashingAutoencoder, float]:
     """Denoising training on flattened images in [-1, 1]; returns the model and its final MSE."""
     gen = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    model = HashingAutoencoder(x.shape[1], config.bits, config.dropout)
-    model.center.copy_(x.mean(0))
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    model.train()
-    loss = torch.tensor(0.0)
-    for _ in range(config.epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
-            clean = x[idx]
-            noisy = clean + config.noise * torch.randn(clean.shape, generator=gen)
-            loss = nn.functional.mse_loss(model(noisy), clean)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    with seeds.global_seed(config.seed):  # init and dropout draw from it
+        model = HashingAutoencoder(x.shape[1], config.bits, config.dropout)
+        model.center.copy_(x.mean(0))
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        model.train()
+        loss = torch.tensor(0.0)
+        for _ in range(config.epochs):
+            for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
+                clean = x[idx]
+                noisy = clean + config.noise * torch.randn(clean.shape, generator=gen)
+                loss = nn.functional.mse_loss(model(noisy), clean)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
     return model.eval(), float(loss.detach())
 
 
@@ -105,18 +115,34 @@ def hash_codes(model: HashingAutoencoder, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.code(chunk) > 0 for chunk in x.split(4096)])
 
 
-def near_pairs(codes: torch.Tensor, radius: int) -> list[list[int]]:
-    """Groups of rows whose codes are at most `radius` bits apart (multi-index hashing)."""
-    bands = torch.arange(codes.shape[1]).tensor_split(radius + 1)
-    found = []
-    for band in bands:
-        keys = [bytes(row) for row in codes[:, band].to(torch.uint8).tolist()]
-        for bucket in _buckets(keys, list(range(len(codes)))):
-            b = codes[bucket].float()
-            dist = torch.cdist(b, b, p=1)  # Hamming distances inside the bucket
-            for i, j in (dist <= radius).triu(1).nonzero().tolist():
-                found.append([bucket[i], bucket[j]])
-    return found
+def code_groups(codes: torch.Tensor, radius: int,
+                max_bucket: int = MAX_BUCKET) -> tuple[list[list[int]], dict]:
+    """Groups (two or more rows, joined transitively) of codes at most `radius` bits apart, and
+    {"largest_code": rows sharing the most common code, "buckets_over_limit": band buckets of more
+    than max_bucket distinct codes, matched by equal codes only}. Time and memory grow linearly
+    with the rows for equal codes, and by at most max_bucket^2 per band bucket otherwise."""
+    n = len(codes)
+    unique, inverse, counts = torch.unique(codes.to(torch.uint8), dim=0, return_inverse=True,
+                                           return_counts=True)
+    groups = _Groups(n)
+    for members in _buckets(inverse.tolist(), list(range(n))):  # equal codes: one group each
+        groups.join(members)
+    first = torch.full((len(unique),), n, dtype=torch.long).scatter_reduce_(
+        0, inverse, torch.arange(n), "amin").tolist()  # a row of each distinct code
+    over = 0
+    for band in (torch.arange(codes.shape[1]).tensor_split(radius + 1) if radius else []):
+        keys = [bytes(row) for row in unique[:, band].tolist()]
+        for bucket in _buckets(keys, list(range(len(unique)))):
+            if len(bucket) > max_bucket:
+                over += 1
+                continue
+            b = unique[bucket].float()
+            for start in range(0, len(b), 512):  # Hamming distances, 512 rows at a time
+                close = torch.cdist(b[start:start + 512], b, p=1) <= radius
+                for i, j in close.nonzero().tolist():
+                    if start + i < j:
+                        groups.join([first[bucket[start + i]], first[bucket[j]]])
+    return groups.groups(), {"largest_code": int(counts.max()) if n else 0, "buckets_over_limit": over}
 
 
 class _Groups:
@@ -164,9 +190,20 @@ def find_duplicates(images: torch.Tensor, config: DedupConfig | None = None,
     x = to_float(images[firsts]).flatten(1)
     model, mse = train_autoencoder(x, config)
     codes = hash_codes(model, x)
-    for pair in near_pairs(codes, config.hamming):
-        groups.join([firsts[k] for k in pair])
-    return DedupResult(names, groups.groups(), exact, mse)
+    found, info = code_groups(codes, config.hamming)
+    for g in found:
+        groups.join([firsts[k] for k in g])
+    warnings = []
+    if info["largest_code"] > max(20, DEGENERATE_SHARE * len(codes)):
+        warnings.append(f"one hash code is shared by {info['largest_code']} of {len(codes)} distinct images: "
+                        "the autoencoder's code is degenerate there and that group is not a set of "
+                        "duplicates (train it longer with --epochs, or use more --bits)")
+    if info["buckets_over_limit"]:
+        warnings.append(f"{info['buckets_over_limit']} hash band bucket(s) held more than {MAX_BUCKET} "
+                        "codes: there only equal codes were matched (--hamming had no effect)")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return DedupResult(names, groups.groups(), exact, mse, warnings)
 
 
 def dedup(data: str, out: str | Path, data_dir: str | None = None, channels: int | None = None,
@@ -213,6 +250,7 @@ def write_report(result: DedupResult, images: torch.Tensor, out: Path, sheet_gro
         "groups": [[result.names[i] for i in g] for g in result.groups],
         "exact_groups": len(result.exact_groups),
         "autoencoder_mse": result.reconstruction_mse,
+        "warnings": result.warnings,
     }
     (out / "duplicates.json").write_text(json.dumps(report, indent=2))
     (out / "duplicates.txt").write_text("".join(result.names[i] + "\n" for i in sorted(dup)))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcgan import seeds
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, ModelConfig
@@ -29,27 +30,31 @@ def load_discriminator(path: str | Path) -> Discriminator:
     if Path(path).suffix == ".safetensors":
         raise DCGANError(f"{path} holds the generator only: give the run directory or a checkpoint")
     ckpt = load(path)
-    d = Discriminator(ModelConfig.from_dict(ckpt["config"]["model"]))
+    with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+        d = Discriminator(ModelConfig.from_dict(ckpt["config"]["model"]))
     d.load_state_dict(ckpt["discriminator"])
     return d.eval()
 
 
 def feature_dim(config: ModelConfig) -> int:
     """Length of the pooled feature vector: 16 per channel of every conv layer."""
-    return 16 * sum(block[0].out_channels for block in Discriminator(config).blocks)
+    with seeds.global_seed(0):
+        return 16 * sum(block[0].out_channels for block in Discriminator(config).blocks)
 
 
 @torch.no_grad()
 def average_bn_statistics(d: Discriminator, images: torch.Tensor, batch_size: int = 256) -> Discriminator:
-    """A copy of D whose BatchNorm statistics are the plain average over `images` (uint8)."""
+    """A copy of D whose BatchNorm statistics are the plain average over `images` (uint8), on D's
+    device."""
     d = copy.deepcopy(d)
+    device = next(d.parameters()).device
     for m in d.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None  # cumulative average over every batch seen
     d.train()
     for chunk in images.split(batch_size):
-        d(to_float(chunk))
+        d(to_float(chunk.to(device)))
     return d.eval()
 
 
@@ -58,14 +63,19 @@ def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 25
                     pool: str = "max") -> np.ndarray:
     """uint8 images (N, C, S, S) -> float32 (N, feature_dim): every conv layer max-pooled to 4x4
     (the paper; `grid` and `pool="avg"` for ablations), layer by layer in D's order.
-    Batched: only one batch of full-resolution feature maps exists at a time."""
+    Batched on D's device: only one batch of full-resolution feature maps exists at a time, and
+    the result is filled in place (float32, one copy)."""
     check_grid(grid, d)
     reduce = {"max": F.adaptive_max_pool2d, "avg": F.adaptive_avg_pool2d}[pool]
-    out = []
-    for chunk in images.split(batch_size):
-        _, maps = d(to_float(chunk), return_features=True)
-        out.append(torch.cat([reduce(m, grid).flatten(1) for m in maps], 1).numpy())
-    return np.concatenate(out).astype(np.float32)
+    device = next(d.parameters()).device
+    out = None
+    for start in range(0, len(images), batch_size):
+        _, maps = d(to_float(images[start:start + batch_size].to(device)), return_features=True)
+        x = torch.cat([reduce(m, grid).flatten(1) for m in maps], 1).float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(images), x.shape[1]), dtype=np.float32)
+        out[start:start + len(x)] = x
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
 def check_grid(grid, d: Discriminator) -> int:
@@ -85,9 +95,10 @@ def bn_averaged(d: Discriminator, train: torch.Tensor, bn_images: int = 10000,
 
 
 def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, bn_images: int = 10000,
-                   seed: int = 0, grid: int = 4) -> np.ndarray:
+                   seed: int = 0, grid: int = 4, device: str | torch.device | None = None) -> np.ndarray:
     """Pooled features of `images` (each layer max-pooled to grid x grid, 4 in the paper), with BN
-    statistics averaged over up to bn_images training images."""
+    statistics averaged over up to bn_images training images; computed on `device` (default: D's)."""
+    d = copy.deepcopy(d).to(device) if device is not None else d  # the caller's D stays where it is
     return pooled_features(bn_averaged(d, train, bn_images, seed), images, grid=grid)
 
 

@@ -5,6 +5,11 @@ of G's second-highest conv layer (positives: locations inside the boxes; negativ
 locations of the same images) and dropped every feature map with a positive weight at every
 location: the same z then drew bedrooms without windows. This module does that for any run.
 
+Which layer: the paper dropped "about 200" maps, but the last hidden layer of its 1024-512-256-128
+G (32x32x128) has only 128, so "second-highest" counts conv layers below the output: the 16x16x256
+layer. `layer` indexes G's feature maps as `G(z, return_features=True)` lists them (the projection
+first, the image last): -3, the default, is that layer (8x8 of a 32x32 G); -2 is the last hidden one.
+
 Boxes file (JSON), in the pixel coordinates of G's own images (0..image_size; x right, y down;
 x1 and y1 exclusive), each sample named by (seed, index) as `dcgan sample --numbered` prints it:
 
@@ -37,6 +42,7 @@ from dcgan.visualize import grid, pad_rows
 MAX_BOXED = 1024  # boxed samples: G runs on them in one batch, the detector on all their locations
 MAX_BOXES = 64  # boxes per sample
 MAX_BOXES_BYTES = 16 << 20
+PAPER_LAYER = -3  # the second-highest conv layer below G's output layer (16x16x256 in the paper)
 
 
 @dataclass
@@ -115,14 +121,26 @@ def layer_mask(boxes, image_size: int, grid_size: int) -> torch.Tensor:
     return pixel[ij][:, ij]
 
 
-def activations(g: Generator, z: torch.Tensor) -> torch.Tensor:
-    """G's second-highest conv layer (the one before the image layer) for z: (n, C, s, s)."""
+def layer_module(g: Generator, layer: int) -> torch.nn.Module:
+    """The module whose output is G's feature map number `layer` (the projection is 0, the image -1);
+    any hidden layer may be chosen, the image layer may not."""
+    modules = [g.project_and_reshape, *g.blocks]
+    if not -len(modules) <= layer < len(modules) - 1 or layer == -1:
+        raise DCGANError(f"--layer {layer}: G of {g.config.image_size}x{g.config.image_size} images has "
+                         f"hidden layers -{len(modules)}..-2 (or 0..{len(modules) - 2}); -1 is the image")
+    return modules[layer]
+
+
+def activations(g: Generator, z: torch.Tensor, layer: int = PAPER_LAYER) -> torch.Tensor:
+    """G's feature map number `layer` for z: (n, C, s, s)."""
+    layer_module(g, layer)
     with torch.no_grad(), eval_mode(g):
         _, maps = g(z, return_features=True)
-    return maps[-2]
+    return maps[layer]
 
 
-def fit_window_detector(g: Generator, boxed: list[Boxed], negatives: int = 1, seed: int = 0) -> dict:
+def fit_window_detector(g: Generator, boxed: list[Boxed], negatives: int = 1, seed: int = 0,
+                        layer: int = PAPER_LAYER) -> dict:
     """Logistic regression on the activation vectors at layer locations: inside a box -> 1, random
     locations outside every box of the same image (`negatives` per positive) -> 0."""
     from sklearn.linear_model import LogisticRegression
@@ -130,8 +148,8 @@ def fit_window_detector(g: Generator, boxed: list[Boxed], negatives: int = 1, se
 
     rng = np.random.default_rng(seed)
     xs, ys = [], []
-    layer = activations(g, torch.cat([g.latent(b.seed, [b.index]) for b in boxed])).cpu()
-    for b, h in zip(boxed, layer, strict=True):  # h: (C, s, s)
+    maps = activations(g, torch.cat([g.latent(b.seed, [b.index]) for b in boxed]), layer).cpu()
+    for b, h in zip(boxed, maps, strict=True):  # h: (C, s, s)
         inside = layer_mask(b.boxes, g.config.image_size, h.shape[-1])
         pos = inside.flatten().nonzero().flatten().numpy()
         neg = (~inside).flatten().nonzero().flatten().numpy()
@@ -172,15 +190,20 @@ def choose_maps(weights: np.ndarray, rule: str = "positive") -> list[int]:
     raise DCGANError(f"--drop must be positive, threshold:T (T finite) or top:K (K >= 1), got {rule[:80]!r}")
 
 
-def generate_without(g: Generator, z: torch.Tensor, maps: list[int]) -> torch.Tensor:
-    """G(z) with the given maps of the second-highest conv layer set to 0 at every location."""
-    keep = torch.ones(g.blocks[-2][0].out_channels, device=z.device)
-    keep[maps] = 0
+def generate_without(g: Generator, z: torch.Tensor, maps: list[int],
+                     layer: int = PAPER_LAYER) -> torch.Tensor:
+    """G(z) with the given maps of layer `layer` set to 0 at every location."""
+    module = layer_module(g, layer)
+    keep = None
 
     def drop(module, inputs, output):
+        nonlocal keep
+        if keep is None:
+            keep = torch.ones(output.shape[1], device=output.device, dtype=output.dtype)
+            keep[maps] = 0
         return output * keep.view(1, -1, 1, 1)
 
-    handle = g.blocks[-2].register_forward_hook(drop)
+    handle = module.register_forward_hook(drop)
     try:
         return g.generate(z)
     finally:
@@ -197,7 +220,7 @@ def change_in_boxes(before: torch.Tensor, after: torch.Tensor, boxed: list[Boxed
 
 
 def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "positive", n: int = 8,
-           seed: int = 0) -> dict:
+           seed: int = 0, layer: int = PAPER_LAYER) -> dict:
     """Fit the detector, drop its maps, and show the same z with and without them: forget.png (pairs
     of rows: original, then forgotten; the boxed samples first, then n samples of `seed`) and
     forget.json."""
@@ -209,26 +232,27 @@ def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "
     choose_maps(np.zeros(1), drop)  # the rule is checked before any work
     prepare_out_dir(out, inputs=[source, boxes])
     g = load_generator(source)
-    report = forget_maps(g, read_boxes(boxes, g.config.image_size), out, drop, n, seed)
+    report = forget_maps(g, read_boxes(boxes, g.config.image_size), out, drop, n, seed, layer)
     (Path(out) / "forget.json").write_text(json.dumps(report, indent=2))
     return report
 
 
 def forget_maps(g: Generator, boxed: list[Boxed], out: str | Path, drop: str = "positive", n: int = 8,
-                seed: int = 0) -> dict:
+                seed: int = 0, layer: int = PAPER_LAYER) -> dict:
     """`forget` for a loaded G and its boxes: writes forget.png and returns the report."""
-    fit = fit_window_detector(g, boxed, seed=seed)
+    fit = fit_window_detector(g, boxed, seed=seed, layer=layer)
     maps = choose_maps(fit["weights"], drop)
     z_boxed = torch.cat([g.latent(b.seed, [b.index]) for b in boxed])
     z = torch.cat([z_boxed, g.latent(seed, range(n))]) if n > 0 else z_boxed
-    before, after = g.generate(z).cpu(), generate_without(g, z, maps).cpu()
+    before, after = g.generate(z).cpu(), generate_without(g, z, maps, layer).cpu()
     change = change_in_boxes(before[:len(boxed)], after[:len(boxed)], boxed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [x for s in range(0, len(z), 8) for x in (before[s:s + 8], after[s:s + 8])]
     padded, width = pad_rows(rows, width=8)
     save_image(grid(padded, nrow=width), out / "forget.png")
-    report = {"drop": drop, "dropped_maps": maps, "dropped": len(maps),
+    size = activations(g, z[:1], layer).shape[-1]
+    report = {"drop": drop, "layer": layer, "layer_size": size, "dropped_maps": maps, "dropped": len(maps),
               "maps_in_layer": int(len(fit["weights"])), "detector_accuracy": fit["accuracy"],
               "positives": fit["positives"], "negatives": fit["negatives"], "boxed_samples": len(boxed),
               "mean_abs_change_in_boxes": change["inside"], "mean_abs_change_outside": change["outside"],
@@ -282,7 +306,7 @@ def window_presence(images: torch.Tensor, boxed_masks: torch.Tensor, threshold: 
 
 
 def forget_synthetic(run: str | Path, out: str | Path, samples: int = 200, boxes_from: int = 60,
-                     drop: str = "positive", seed: int = 0) -> dict:
+                     drop: str = "positive", seed: int = 0, layer: int = PAPER_LAYER) -> dict:
     """The measurable check: among boxes_from + samples samples of `seed`, the windows G draws are
     found by thresholding; the detector is fit on the first `boxes_from` of them, and the effect of
     dropping its maps is measured on the others: window presence inside their boxes before and
@@ -299,10 +323,10 @@ def forget_synthetic(run: str | Path, out: str | Path, samples: int = 200, boxes
     if len(eval_set) < 2:
         raise DCGANError(f"G drew a window in only {len(boxed)} of {len(found)} samples: train it longer")
     write_boxes(out / "boxes.json", fit_set)  # what `dcgan forget --boxes` would take
-    report = forget_maps(g, fit_set, out, drop, n=0, seed=seed)
+    report = forget_maps(g, fit_set, out, drop, n=0, seed=seed, layer=layer)
     z = torch.cat([g.latent(b.seed, [b.index]) for b in eval_set])
     before = candidates[[b.index for b in eval_set]]
-    after = generate_without(g, z, report["dropped_maps"]).cpu()
+    after = generate_without(g, z, report["dropped_maps"], layer).cpu()
     masks = torch.stack([box_mask(b.boxes, g.config.image_size) for b in eval_set])
     change = change_in_boxes(before, after, eval_set)
     report.update({"samples_with_window": len(boxed), "samples_searched": len(found),

@@ -32,6 +32,22 @@ def first_images(data, n: int) -> torch.Tensor:
     return torch.stack(kept)
 
 
+def sample_images(data, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n readable images drawn at random from the whole dataset (file order may be sorted by
+    class: its first n would be a biased sample)."""
+    order = torch.randperm(len(data), generator=generator)
+    if data.images is not None:
+        return data.images[order[:n]]
+    kept = []
+    for i in order.tolist():
+        if len(kept) == n:
+            break
+        x = data.stream[i]
+        if x is not None:
+            kept.append(x)
+    return torch.stack(kept)
+
+
 class Health:
     """Warnings for the two quiet failures of GAN training (paper §7)."""
 

@@ -25,9 +25,10 @@ import torch
 from torchvision.utils import save_image
 
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
-from dcgan.data import to_uint8
+from dcgan.data import check_regular_file, to_uint8
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator
+from dcgan.outputs import write_bytes
 from dcgan.visualize import grid, pad_rows
 
 MODES = ("slerp", "linear")
@@ -124,58 +125,57 @@ def load_models(source: str | Path) -> tuple[Generator, Discriminator | None]:
     return g, None if Path(source).suffix == ".safetensors" else load_discriminator(source)
 
 
+def _save_record(path: Path, record: dict) -> Path:
+    return write_bytes(path, json.dumps(record, indent=2).encode())
+
+
+def _read_record(path: str | Path, fmt: str, key: str, what: str) -> tuple[Path, dict, torch.Tensor]:
+    """A JSON file of format `fmt` (a `what` file), and its `key` as a float tensor."""
+    path = check_regular_file(path, f"{what} file")
+    writer = "dcgan project" if what == "latents" else "dcgan directions"
+    problem = f"{path} is not a {what} file written by `{writer}`"
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+        values = torch.tensor(record[key], dtype=torch.float32)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise DCGANError(f"{problem} ({reprlib.repr(str(e))})") from None
+    if not isinstance(record, dict) or record.get("format") != fmt or not values.numel():
+        raise DCGANError(problem)
+    if not torch.isfinite(values).all():
+        raise DCGANError(f"{path} holds non-finite values")
+    return path, record, values
+
+
 def save_latents(path: Path, z: torch.Tensor, **meta) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps({"format": LATENTS_FORMAT, "z": z.tolist(), **meta}, indent=2))
-    return path
+    return _save_record(path, {"format": LATENTS_FORMAT, "z": z.tolist(), **meta})
 
 
 def load_latents(path: str | Path, nz: int | None = None) -> torch.Tensor:
     """(N, nz) latents of a file written by `dcgan project` (or any JSON {"format": "dcgan-latents",
     "z": [[...], ...]}): with --latents, sample numbers index its rows instead of a seed's sheet."""
-    path = Path(path)
-    if not path.is_file():
-        raise DCGANError(f"latents file {path} not found: write one with `dcgan project`")
-    try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
-        z = torch.tensor(record["z"], dtype=torch.float32)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise DCGANError(f"{path} is not a latents file written by `dcgan project` ({e})") from None
-    if not isinstance(record, dict) or record.get("format") != LATENTS_FORMAT or z.ndim != 2 or not len(z):
-        raise DCGANError(f"{path} is not a latents file written by `dcgan project`")
-    if not torch.isfinite(z).all():
-        raise DCGANError(f"{path} holds non-finite latents")
+    path, _, z = _read_record(path, LATENTS_FORMAT, "z", "latents")
+    if z.ndim != 2:
+        raise DCGANError(f"{path}: z must be a list of latent vectors")
     if nz is not None and z.shape[1] != nz:
         raise DCGANError(f"{path} holds {z.shape[1]}-d latents; this generator's z has {nz} dimensions")
     return z
 
 
 def save_direction(path: Path, u: torch.Tensor, sigma: float, **meta) -> Path:
-    path = Path(path)
-    record = {"format": DIRECTION_FORMAT, "vector": u.tolist(), "sigma": sigma, **meta}
-    path.write_text(json.dumps(record, indent=2))
-    return path
+    return _save_record(path, {"format": DIRECTION_FORMAT, "vector": u.tolist(), "sigma": sigma, **meta})
 
 
 def load_direction(path: str | Path, nz: int | None = None) -> tuple[torch.Tensor, float, dict]:
     """(unit vector, sigma, the whole record) of a direction file written by `dcgan directions`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DCGANError(f"direction file {path} not found: write one with `dcgan directions`")
-    try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
-        u = torch.tensor(record["vector"], dtype=torch.float32)
-        sigma = float(record["sigma"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise DCGANError(f"{path} is not a direction file written by `dcgan directions` ({e})") from None
-    if not isinstance(record, dict) or record.get("format") != DIRECTION_FORMAT or u.ndim != 1:
-        raise DCGANError(f"{path} is not a direction file written by `dcgan directions`")
-    if not (torch.isfinite(u).all() and np.isfinite(sigma) and sigma > 0 and u.norm() > 0):
-        raise DCGANError(f"{path}: the vector and sigma must be finite and non-zero")
+    path, record, u = _read_record(path, DIRECTION_FORMAT, "vector", "direction")
+    sigma = record.get("sigma")
+    if u.ndim != 1 or isinstance(sigma, bool) or not isinstance(sigma, (int, float)) \
+            or not np.isfinite(sigma) or sigma <= 0 or u.norm() == 0:
+        raise DCGANError(f"{path}: the vector must be one non-zero list and sigma a finite number > 0")
     if nz is not None and len(u) != nz:
         raise DCGANError(f"{path} is a direction in a {len(u)}-d latent space; this generator's z has "
                          f"{nz} dimensions")
-    return u / u.norm(), sigma, record
+    return u / u.norm(), float(sigma), record
 
 
 def pick(g: Generator, seed: int, indices, latents: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcgan import seeds
 from dcgan.data import check_regular_file, to_float
 from dcgan.errors import DCGANError
 from dcgan.outputs import check_output_file, write_bytes
@@ -64,8 +65,8 @@ def train_classifier(data: str, out: str | Path, data_dir: str | None = None, ep
     channels = natural_shape(data)[0]
     train, test = labelled_splits(data, 32, channels, data_dir)
     x, y, test_x, test_y = train.images, train.labels, test.images, test.labels
-    torch.manual_seed(seed)
-    model = Classifier(channels, int(y.max()) + 1)
+    with seeds.global_seed(seed):
+        model = Classifier(channels, int(y.max()) + 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -103,7 +104,8 @@ def load_classifier(path: str | Path) -> Classifier:
     if channels not in ("1", "3") or not classes.isdigit() or not 2 <= int(classes) <= 10_000:
         raise DCGANError(f"{path}: classifier metadata out of range (channels {channels[:20]!r} must be "
                          f"1 or 3, classes {classes[:20]!r} from 2 to 10000)")
-    model = Classifier(int(channels), int(classes))
+    with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+        model = Classifier(int(channels), int(classes))
     try:
         model.load_state_dict(weights)
     except RuntimeError as e:
@@ -154,8 +156,9 @@ def inception_network(path: str | None) -> nn.Module:
     torch.save(state, buffer)  # tensors only: what torch-fidelity unpickles is ours
     buffer.seek(0)
     try:
-        return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                           feature_extractor_weights_path=buffer)
+        with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+            return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                               feature_extractor_weights_path=buffer)
     except RuntimeError as e:
         first = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
         raise DCGANError(f"{path or os.environ.get(INCEPTION_ENV)} does not hold Inception-v3 weights "
@@ -259,8 +262,8 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100,
         kid = KernelInceptionDistance(feature=_Given(real.shape[1]), subsets=subsets, subset_size=size)
     kid.update(real.double(), real=True)
     kid.update(fake.double(), real=False)
-    torch.manual_seed(0)  # the subsets are drawn at random: fixed, for reproducible numbers
-    mean, std = kid.compute()
+    with seeds.global_seed(0):  # the subsets are drawn at random: fixed, for reproducible numbers
+        mean, std = kid.compute()
     return float(mean), float(std)
 
 
@@ -289,8 +292,8 @@ def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, floa
 
     score = InceptionScore(feature=_Given(logits.shape[1]), splits=splits)
     score.update(logits)
-    torch.manual_seed(0)
-    mean, std = score.compute()
+    with seeds.global_seed(0):
+        mean, std = score.compute()
     return float(mean), float(std)
 
 
@@ -352,7 +355,7 @@ class Evaluator:
 
     def __init__(self, features: str, real: torch.Tensor, n: int, seed: int, inception: str | None = None):
         self.extractor = Features(features, inception)
-        pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
+        pick = torch.randperm(len(real), generator=seeds.generator(seed, "reference"))[:n]
         self.real, _ = extract(real[pick].cpu(), self.extractor)
         self.n, self.seed = n, seed
 
@@ -361,7 +364,7 @@ class Evaluator:
         from dcgan.models import eval_mode
 
         with eval_mode(generator), torch.no_grad():
-            z = generator.latent(self.seed + 7, range(self.n))
+            z = generator.latent(self.seed, range(self.n), stream="eval")
             fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])  # uint8 per chunk
         fake_f, _ = extract(fake, self.extractor)
         precision, recall = precision_recall(self.real, fake_f)

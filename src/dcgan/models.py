@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from dcgan import seeds
 from dcgan.errors import DCGANError
 
 PROJECTIONS = ("conv", "linear")
@@ -192,11 +193,11 @@ class Generator(nn.Module):
             z = torch.randn(n, self.config.nz, generator=generator)
         return z.to(device or next(self.parameters()).device)
 
-    def latent(self, seed: int, indices, device=None) -> torch.Tensor:
+    def latent(self, seed: int, indices, device=None, stream: str = "sample") -> torch.Tensor:
         """z number i of `seed` for each i in `indices`: the same vector however many are drawn,
-        so a sample is named by (seed, index)."""
-        return torch.cat([self.sample_latent(1, torch.Generator().manual_seed(
-            (seed * 1_000_003 + int(i)) % 2**64), device) for i in indices])  # mod: any seed < 2^63
+        so a sample is named by (seed, index). Each z has a generator of its own (dcgan.seeds)."""
+        return torch.cat([self.sample_latent(1, seeds.generator(seed, stream, int(i)), device)
+                          for i in indices])
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -72,9 +72,9 @@ class LinearSVM:
         self.c, self.seed = c, seed
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
-        x = self.scaler.transform(x).astype(np.float64)
-        x = np.hstack([x, np.ones((len(x), 1))])  # liblinear's intercept: a bias feature of value 1
-        return x if self.basis is None else x @ self.basis
+        x = self.scaler.transform(x)  # float32 stays float32: no float64 copy of all features here
+        x = np.hstack([x, np.ones((len(x), 1), dtype=x.dtype)])  # liblinear's intercept: a bias feature 1
+        return x if self.basis is None else x.astype(np.float64) @ self.basis
 
     def prepare(self, x: np.ndarray) -> LinearSVM:
         """The standardisation and, with fewer rows than features, the row-span basis: they depend on
@@ -200,10 +200,11 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
           data_dir: str | None = None, per_class: int = 100, draws: int = 10, kmeans_k: int = 400,
           max_train: int | None = None, max_test: int | None = None, seed: int = 0,
           out: str | Path | None = None, grid: int = 4, random_inits: int = 3,
-          val_size: int = VAL_SIZE) -> list[dict]:
+          val_size: int = VAL_SIZE, device: str | torch.device = "cpu") -> list[dict]:
     """DCGAN features of a trained D, and any baselines (pixels, random, kmeans), through one
     protocol on the same splits; a table in the shape of the paper's Tables 1-2. The random
-    baseline is `random_inits` independently initialised copies of D's architecture, averaged."""
+    baseline is `random_inits` independently initialised copies of D's architecture, averaged.
+    D's features are computed on `device`."""
     from dcgan import features as feats
     from dcgan.config import MAX_SEED, check_count, check_seed
     from dcgan.outputs import prepare_out_dir
@@ -224,7 +225,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
         raise DCGANError(f"--random-inits must be at least 1, got {random_inits}")
     if out is not None:
         prepare_out_dir(out, inputs=[source, data, data_dir])
-    d = feats.load_discriminator(source)
+    d = feats.load_discriminator(source).to(device)
     feats.check_grid(grid, d)
     c = d.config
     train, test = labelled_splits(data, c.image_size, c.channels, data_dir)
@@ -246,7 +247,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
             with torch.random.fork_rng(devices=[]):  # seeded inits, the caller's RNG untouched
                 torch.manual_seed(seed + i)
                 net = Discriminator(c)  # same architecture, its own initialisation
-            inits.append(feats.bn_averaged(net, train.images, seed=seed))
+            inits.append(feats.bn_averaged(net.to(device), train.images, seed=seed))
         name = "same D, random init" + (f" (mean of {random_inits})" if random_inits > 1 else "")
         extractors[name] = [lambda x, net=net: feats.pooled_features(net, x, grid=grid) for net in inits]
     if "pixels" in baselines:

@@ -86,14 +86,16 @@ def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
         rt.scaler_d.update()
     # (2) G: maximize log D(G(z)), reusing this step's G(z); D's weights get no gradient
     D_frozen.requires_grad_(False)
-    opt_g.zero_grad(set_to_none=True)
-    with rt.autocast():
-        out = D_frozen(fake)
-        loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
-    rt.scaler_g.scale(loss_g).backward()
-    rt.scaler_g.step(opt_g)
-    rt.scaler_g.update()
-    D_frozen.requires_grad_(True)
+    try:
+        opt_g.zero_grad(set_to_none=True)
+        with rt.autocast():
+            out = D_frozen(fake)
+            loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+        rt.scaler_g.scale(loss_g).backward()
+        rt.scaler_g.step(opt_g)
+        rt.scaler_g.update()
+    finally:  # D trains again whatever happened in G's step
+        D_frozen.requires_grad_(True)
     with torch.no_grad():
         return torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(),
                             torch.sigmoid(out_fake).mean()])

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcgan import checkpoint, distributed
+from dcgan import checkpoint, distributed, seeds
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
-from dcgan.data import natural_shape, open_dataset, stream_batches, to_float
+from dcgan.data import fingerprint_changes, natural_shape, open_dataset, stream_batches, to_float
 from dcgan.errors import DCGANError, describe_os_error
-from dcgan.health import Diverged, Health, diversity, first_images
+from dcgan.health import Diverged, Health, diversity, first_images, sample_images
 from dcgan.models import Discriminator, Generator, build
 from dcgan.runlog import RunLog
 from dcgan.step import Runtime, train_step
@@ -176,6 +176,12 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     mc = config.model
     data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir,
                         exclude=config.exclude)
+    if resume:  # the same images as before: --data-dir may move them, never swap them
+        changed = fingerprint_changes(checkpoint.load(latest).get("data_fingerprint"), data.fingerprint)
+        if changed:
+            raise DCGANError(f"cannot resume {run} on other data than it was trained on: "
+                             f"{'; '.join(changed)} (files: their names, sizes and modification times). "
+                             "Give the original files, or start a new run with --out")
     B = config.batch_size  # per rank: the global batch is B * world.size
     if len(data) // world.size < B:
         per_rank = len(data) // world.size
@@ -187,33 +193,42 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
 
     G, D, G_run, D_run, opt_g, opt_d, rt = networks(config, device, world)
-    noise = torch.Generator().manual_seed(config.seed + 1)  # z for training steps, same on all ranks
+    noise = seeds.generator(config.seed, "noise")  # z for training steps, same on all ranks
     fixed_z = G.latent(config.seed, range(config.n_samples))  # the same z for every grid
     health = Health(config, diversity(to_float(first_images(data, config.n_samples))))
     evaluator = None
     if config.eval_every and world.main:
         from dcgan.metrics import Evaluator
 
-        evaluator = Evaluator(config.eval_features, first_images(data, 4 * config.eval_n), config.eval_n,
-                              config.seed, config.inception_weights)
+        reference = sample_images(data, config.eval_n, seeds.generator(config.seed, "reference"))
+        evaluator = Evaluator(config.eval_features, reference, config.eval_n, config.seed,
+                              config.inception_weights)
     best = {"fid": float("inf"), "step": None}  # by FID, kept as best.pt
 
     def save(step: int) -> None:
+        state = dict(generator=G.state_dict(), discriminator=D.state_dict(),
+                     optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict())
+        bad = checkpoint.nonfinite(state)  # alike on every rank: DDP keeps the weights equal
+        if bad:  # a finite loss can still leave NaN weights (an inf gradient): never save them
+            raise Diverged(f"non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} "
+                           f"at step {step}")
         if not world.main:
             return
         checkpoint.save(latest, dict(
-            generator=G.state_dict(), discriminator=D.state_dict(), optimizer_g=opt_g.state_dict(),
-            optimizer_d=opt_d.state_dict(), step=step, epoch=step * config.d_steps // per_epoch,
+            **state, step=step, epoch=step * config.d_steps // per_epoch, data_fingerprint=data.fingerprint,
             config=config.to_dict(), rng=checkpoint.rng_state(noise), amp=rt.state_dict(), best=best))
         if step and (step % config.snapshot_every == 0 or step == total):
             snap = run / "snapshots" / f"step_{step:08d}.pt"
             snap.parent.mkdir(exist_ok=True)
-            snap.unlink(missing_ok=True)
-            os.link(latest, snap)  # the latest file is only ever replaced, so a link is a copy
+            checkpoint.link(latest, snap)
 
     def restore() -> int:
         distributed.barrier(world)  # rank 0 has finished writing
         ckpt = checkpoint.load(latest)
+        bad = checkpoint.nonfinite(ckpt["generator"], ckpt["discriminator"])
+        if bad:  # written before this check existed: never continue from it
+            raise DCGANError(f"{latest} holds non-finite weights ({bad[0]}): copy the last finite snapshot "
+                             f"from {run / 'snapshots'} over it, then resume")
         G.load_state_dict(ckpt["generator"])
         D.load_state_dict(ckpt["discriminator"])
         opt_g.load_state_dict(ckpt["optimizer_g"])
@@ -225,13 +240,21 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
         best.update(ckpt.get("best", {}))
         return ckpt["step"]
 
+    lock = None
     if world.main:
         run.mkdir(parents=True, exist_ok=True)
+        lock = checkpoint.lock_run(run)  # one training process per run directory, until it ends
+        if not resume and latest.exists():  # another process started this run first
+            lock.close()
+            raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
+                             "or choose another --out")
         remove_stale_temps(run)
         if rewind is not None:
             _rewind(run, latest, rewind)
         checkpoint.atomic_write(run / "config.json",
-                                lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
+                                lambda f: f.write(json.dumps({**config.to_dict(),
+                                                              "data_fingerprint": data.fingerprint},
+                                                             indent=2).encode()))
     if not resume:
         save(0)  # from the first moment on, there is a checkpoint to resume or roll back to
     start = restore() if resume else 0
@@ -242,7 +265,8 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
         log.rewind(start, start * images_per_step)
     stop = []  # the signal that asked us to stop, if any
     handlers = _install_stop_handlers(stop)
-    stream = stream_batches(data, B, config.seed, device, start * config.d_steps, world.rank, world.size)
+    stream = stream_batches(data, B, config.seed, device, start * config.d_steps, world.rank, world.size,
+                            config.workers)
     sums = torch.zeros(4, device=device)  # loss_D, loss_G, D(x), D(G(z)) since the last log
     counted, tick = 0, time.perf_counter()
     log.message(f"training {run}: {len(data)} images from {data.source}, steps {start}->{total}, "
@@ -274,8 +298,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                 if quality and quality["fid"] < best["fid"]:
                     best.update(fid=quality["fid"], step=step)
                     save(step)
-                    (run / "best.pt").unlink(missing_ok=True)
-                    os.link(latest, run / "best.pt")  # the checkpoint of the best FID so far
+                    checkpoint.link(latest, run / "best.pt")  # the checkpoint of the best FID so far
                 if step % config.checkpoint_every == 0 or step == total or stopping:
                     _check_finite(distributed.all_mean(sums, world), counted, step)
                     save(step)
@@ -289,7 +312,7 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                 step = restore()
                 log.rewind(step, step * images_per_step)
                 stream = stream_batches(data, B, config.seed, device, step * config.d_steps,
-                                        world.rank, world.size)
+                                        world.rank, world.size, config.workers)
                 sums.zero_()
                 counted, tick = 0, time.perf_counter()
                 log.message(f"warning: {e}; rolled back to step {step} with lr {config.lr:g} "
@@ -308,6 +331,8 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
     finally:
         log.close()
         _restore_handlers(handlers)
+        if lock:
+            lock.close()
     return run
 
 
