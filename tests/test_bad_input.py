@@ -439,7 +439,7 @@ def outcomes(tmp_path_factory):
     env = {**os.environ, "DCGAN_CACHE_DIR": str(w / "cache")}
     env.pop("DCGAN_DEBUG", None)
     proc = subprocess.run([sys.executable, "-c", DRIVER, str(spec), str(errs), str(run)], capture_output=True,
-                          text=True, timeout=3600, env=env)
+                          text=True, timeout=3600, env=env, cwd=w)
     assert proc.returncode == 0, proc.stderr
     return json.loads((errs / "results.json").read_text()), w
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from dcgan import checkpoint, distributed
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
-from dcgan.data import natural_shape, open_dataset, stream_batches, to_float
+from dcgan.data import check_regular_file, natural_shape, open_dataset, stream_batches, to_float
 from dcgan.errors import DCGANError, describe_os_error
 from dcgan.health import Diverged, Health, diversity, first_images
 from dcgan.models import Discriminator, Generator, build
@@ -67,6 +67,8 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
         data = overrides.get("data", TrainConfig.data)
         config = resolve(overrides, data_shape=natural_shape(data))
         config.out = str(config.out or default_run_dir(config))
+        if config.exclude is not None:
+            check_regular_file(config.exclude, "exclude list")
         return config
     ckpt = checkpoint.load(resume)
     checkpoint.check_resumable(ckpt, Path(resume))
