@@ -38,10 +38,14 @@ def digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def entries(folder):  # everything in the workspace but the driver's own files
+    return {str(p) for p in folder.rglob("*") if errs not in p.parents and "cache" not in p.parts}
+
+
 results = {}
 for n, (name, case) in enumerate(cases.items()):
     err = errs / f"{n}.err"
-    before = digest(run)
+    before, listed = digest(run), entries(run.parent)
     pid = os.fork()
     if pid == 0:  # the case: stderr to a file, stdout discarded, then what the dcgan script does
         os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
@@ -65,7 +69,8 @@ for n, (name, case) in enumerate(cases.items()):
             os.kill(pid, signal.SIGKILL)  # reported as rc -9: a hang
         time.sleep(0.01)
     results[name] = {"rc": os.waitstatus_to_exitcode(status), "stderr": err.read_text(errors="replace"),
-                     "run_changed": digest(run) != before}
+                     "run_changed": digest(run) != before,
+                     "left_behind": sorted(entries(run.parent) - listed)}
 json.dump(results, open(errs / "results.json", "w"))
 """
 
@@ -464,4 +469,5 @@ def test_bad_input_is_one_clear_line_and_damages_nothing(outcomes, name):
     assert lines[0].startswith("error: ") and "this is a bug" not in lines[0], lines[0]
     assert all(word in lines[0] for word in words), (words, lines[0])
     assert not r["run_changed"]  # every file of the run byte-identical, none added or removed
+    assert not r["left_behind"]  # no output file or folder was started before the error
     assert not (w / "pwned").exists()  # the hostile Inception pickle never ran

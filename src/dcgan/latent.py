@@ -174,7 +174,7 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
                 mode: str = "slerp", seed: int = 0, through: list[int] | None = None, gif: bool = False,
                 factor: float = 3.0) -> dict:
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif."""
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     check_seed(seed, "seed", MAX_SEED)
     _check_indices(through, "through")
@@ -190,7 +190,7 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
     if frames > MAX_FRAMES:
         raise DCGANError(f"{frames} frames asked for (walks x (points - 1) x steps); at most {MAX_FRAMES} "
                          "fit one figure: lower --walks, --points or --steps")
-    prepare_out_dir(out, inputs=[source])
+    check_out_dir(out, inputs=[source])
     g, d = load_models(source)
     frames, latents = walk(g, seed, walks, points, steps, mode, through)
     report = smoothness(frames, d_features(d) if d is not None else None, factor)
@@ -235,14 +235,14 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
     neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
     from dcgan.checkpoint import load_generator
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     check_seed(seed, "seed", MAX_SEED)
     for name, values in (("a", a), ("b", b), ("c", c)):
         _check_indices(values, name)
     check_number(noise, "noise")
     check_count(neighbours, "neighbours", 64)
-    prepare_out_dir(out, inputs=[source])
+    check_out_dir(out, inputs=[source])
     g = load_generator(source)
     r = arithmetic(g, seed, a, b, c, noise, neighbours)
     rows = [torch.cat([x, m[None]]) for x, m in zip(r["exemplars"], r["mean_images"], strict=True)]
@@ -267,7 +267,7 @@ def direction_report(source: str | Path, out: str | Path, start: list[int], end:
     """v = mean z(end) - mean z(start), added in `steps` even steps from 0 to scale x v to each
     target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target."""
     from dcgan.checkpoint import load_generator
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     check_seed(seed, "seed", MAX_SEED - 1)  # the default targets are samples of seed + 1
     for name, values in (("from", start), ("to", end), ("targets", targets)):
@@ -277,7 +277,7 @@ def direction_report(source: str | Path, out: str | Path, start: list[int], end:
     check_number(scale, "scale", minimum=-1e6)
     if scale > 1e6:
         raise DCGANError(f"scale must be a finite number from -1e6 to 1e6, got {scale!r}")
-    prepare_out_dir(out, inputs=[source])
+    check_out_dir(out, inputs=[source])
     g = load_generator(source)
     v = g.latent(seed, end, "cpu").mean(0) - g.latent(seed, start, "cpu").mean(0)
     z = g.latent(seed, targets, "cpu") if targets else g.latent(seed + 1, range(n), "cpu")

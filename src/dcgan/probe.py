@@ -124,7 +124,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     protocol on the same splits; a table in the shape of the paper's Tables 1-2."""
     from dcgan import features as feats
     from dcgan.config import MAX_SEED, check_count, check_seed
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     if protocol not in ("full", "few"):
         raise DCGANError(f"protocol must be full or few, got {protocol!r}")
@@ -139,7 +139,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     if unknown:
         raise DCGANError(f"unknown baseline(s) {', '.join(sorted(unknown))}: use pixels, random, kmeans")
     if out is not None:
-        prepare_out_dir(out, inputs=[source, data, data_dir])
+        check_out_dir(out, inputs=[source, data, data_dir])
     d = feats.load_discriminator(source)
     feats.check_grid(grid, d)
     c = d.config
