@@ -28,8 +28,8 @@ FAST = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCh
 
 TRAIN_FLAGS = ["--image-size", "--channels", "--nz", "--ngf", "--ndf", "--kernel-size", "--batch-size",
                "--steps", "--epochs", "--lr", "--beta1", "--weight-decay", "--label-smoothing", "--d-steps",
-               "--seed", "--device", "--log-every", "--sample-every", "--checkpoint-every", "--snapshot-every",
-               "--tensorboard", "--precision", "--channels-last", "--compile", "--on-divergence",
+               "--seed", "--device", "--log-every", "--sample-every", "--checkpoint-every",
+               "--snapshot-every", "--tensorboard", "--precision", "--channels-last", "--compile", "--on-divergence",
                "--rollback-lr-factor", "--max-rollbacks", "--vanishing-loss", "--vanishing-patience",
                "--collapse-threshold", "--collapse-after", "--eval-every", "--eval-features", "--eval-n",
                "--preset", "--data"]
