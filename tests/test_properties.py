@@ -27,8 +27,8 @@ FAST = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCh
                                                                         HealthCheck.too_slow])
 
 TRAIN_FLAGS = """--image-size --channels --nz --ngf --ndf --kernel-size --batch-size --steps --epochs --lr
---beta1 --weight-decay --label-smoothing --d-steps --seed --device --log-every --sample-every --checkpoint-every
---snapshot-every --tensorboard --precision --channels-last --compile --on-divergence --rollback-lr-factor
+--beta1 --weight-decay --label-smoothing --d-steps --seed --device --log-every --sample-every
+--checkpoint-every --snapshot-every --tensorboard --precision --channels-last --compile --on-divergence --rollback-lr-factor
 --max-rollbacks --vanishing-loss --vanishing-patience --collapse-threshold --collapse-after --eval-every
 --eval-features --eval-n --preset --data""".split()
 VALUES = st.one_of(
