@@ -26,11 +26,11 @@ from dcgan.latent import parse_indices
 FAST = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 
-TRAIN_FLAGS = """--image-size --channels --nz --ngf --ndf --kernel-size --batch-size --steps --epochs --lr
---beta1 --weight-decay --label-smoothing --d-steps --seed --device --log-every --sample-every
---checkpoint-every --snapshot-every --tensorboard --precision --channels-last --compile --on-divergence --rollback-lr-factor
---max-rollbacks --vanishing-loss --vanishing-patience --collapse-threshold --collapse-after --eval-every
---eval-features --eval-n --preset --data""".split()
+TRAIN_FLAGS = """--image-size --channels --nz --ngf --ndf --kernel-size --batch-size --steps --epochs --lr --beta1
+--weight-decay --label-smoothing --d-steps --seed --device --log-every --sample-every
+--checkpoint-every --snapshot-every --tensorboard --precision --channels-last --compile
+--on-divergence --rollback-lr-factor --max-rollbacks --vanishing-loss --vanishing-patience
+--collapse-threshold --collapse-after --eval-every --eval-features --eval-n --preset --data""".split()
 VALUES = st.one_of(
     st.integers(-2**70, 2**70).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["nan", "inf", "-inf", "0", "-0", "1e400", "true", "no", "cpu", "cuda:9", "paper",
