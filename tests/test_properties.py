@@ -26,7 +26,8 @@ from dcgan.latent import parse_indices
 FAST = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 
-TRAIN_FLAGS = """--image-size --channels --nz --ngf --ndf --kernel-size --batch-size --steps --epochs --lr --beta1
+TRAIN_FLAGS = """
+--image-size --channels --nz --ngf --ndf --kernel-size --batch-size --steps --epochs --lr --beta1
 --weight-decay --label-smoothing --d-steps --seed --device --log-every --sample-every
 --checkpoint-every --snapshot-every --tensorboard --precision --channels-last --compile
 --on-divergence --rollback-lr-factor --max-rollbacks --vanishing-loss --vanishing-patience
