@@ -215,8 +215,11 @@ def write_report(result: DedupResult, images: torch.Tensor, out: Path, sheet_gro
         "autoencoder_mse": result.reconstruction_mse,
     }
     (out / "duplicates.json").write_text(json.dumps(report, indent=2))
-    (out / "duplicates.txt").write_text("".join(result.names[i] + "\n" for i in sorted(dup)))
-    (out / "keep.txt").write_text("".join(n + "\n" for i, n in enumerate(result.names) if i not in dup))
+    # file names are bytes: ones that are not UTF-8 are written back as the bytes they were
+    (out / "duplicates.txt").write_text("".join(result.names[i] + "\n" for i in sorted(dup)),
+                                        errors="surrogateescape")
+    (out / "keep.txt").write_text("".join(n + "\n" for i, n in enumerate(result.names) if i not in dup),
+                                  errors="surrogateescape")
     if result.groups:  # one row per group: the kept image first, then its duplicates
         rows = result.groups[:sheet_groups]
         width = min(max(len(g) for g in rows), 12)
