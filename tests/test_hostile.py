@@ -247,3 +247,42 @@ def test_nan_float_pixels_are_refused_not_cast():
     img = Image.fromarray(np.array([[0.0, np.nan], [1.0, 2.0]], dtype=np.float32), "F")
     with pytest.raises(ValueError, match="NaN"):
         _to_mode(img, "L")
+
+
+# ---- messages that name the real cause ---------------------------------------------------
+
+def test_failed_writes_name_the_real_cause(tmp_path):
+    from dcgan.checkpoint import atomic_write
+
+    with pytest.raises(DCGANError) as info:  # no folder: not a full disk, and nothing was there before
+        atomic_write(tmp_path / "missing" / "x.json", lambda f: f.write(b"{}"))
+    assert "no such file or folder" in str(info.value) and "disk" not in str(info.value)
+    assert "intact" not in str(info.value)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(DCGANError, match="folder"):
+        atomic_write(tmp_path / "folder.json", lambda f: f.write(b"{}"))
+
+
+def test_a_pickle_refusal_carries_no_advice_to_load_it_unsafely(tmp_path):
+    from dcgan import checkpoint
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"format": "dcgan-checkpoint", "x": Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(DCGANError) as info:
+        checkpoint.load(tmp_path / "evil.pt")
+    assert "refusing" in str(info.value) and "weights_only=False" not in str(info.value)
+    assert "\x1b[" not in str(info.value)  # none of torch's coloured advice
+
+
+def test_an_export_given_as_a_checkpoint_is_named_as_such(tmp_path):
+    from safetensors.torch import save_file
+
+    from dcgan import checkpoint
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "g.pt", metadata={"format": "dcgan-generator"})
+    with pytest.raises(DCGANError, match="exported generator") as info:
+        checkpoint.load(tmp_path / "g.pt")
+    assert "run code" not in str(info.value)
