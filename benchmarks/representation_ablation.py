@@ -5,7 +5,9 @@ Runs on a run directory with snapshots (a `dcgan train` run keeps one every 1,00
 
     python benchmarks/representation_ablation.py --run runs/fmnist --draws 3
 
-Every row uses the same training subset, label draws and test subset; only the features change.
+Every row uses the same training subset, label draws, validation split and test subset; only the
+features change. Any choice among the rows (snapshot, layers, pooling grid) is made on the
+validation error (the mean over draws of the chosen C's validation error), never on the test error.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from dcgan.data import labelled_splits
 from dcgan.features import average_bn_statistics, load_discriminator, pooled_features
 from dcgan.models import Discriminator
-from dcgan.probe import few_protocol
+from dcgan.probe import VAL_SIZE, describe, few_protocol, paired
 
 
 def main() -> None:
@@ -39,10 +41,12 @@ def main() -> None:
     c = final.config
     train, test = labelled_splits("fashion-mnist", c.image_size, c.channels)
     gen = torch.Generator().manual_seed(a.seed)
-    tr = torch.randperm(len(train.images), generator=gen)[:a.max_train]
+    order = torch.randperm(len(train.images), generator=gen)
+    va, tr = order[:VAL_SIZE], order[VAL_SIZE:VAL_SIZE + a.max_train]  # validation, then the label pool
     te = torch.randperm(len(test.images), generator=gen)[:a.max_test]
     bn_images = train.images[torch.randperm(len(train.images), generator=gen)[:10000]]
     train_x_img, train_y = train.images[tr], train.labels[tr].numpy()
+    val_x_img, val_y = train.images[va], train.labels[va].numpy()
     test_x_img, test_y = test.images[te], test.labels[te].numpy()
     widths = [16 * b[0].out_channels for b in final.blocks]
     bounds = np.cumsum([0, *widths])
@@ -71,26 +75,28 @@ def main() -> None:
         if key not in cache:
             d = networks[name]
             d = average_bn_statistics(d, bn_images) if bn == "averaged" else d.eval()
-            cache[key] = (pooled_features(d, train_x_img, grid=grid, pool=pool),
-                          pooled_features(d, test_x_img, grid=grid, pool=pool))
-        tx, sx = cache[key]
+            cache[key] = tuple(pooled_features(d, x, grid=grid, pool=pool)
+                               for x in (train_x_img, val_x_img, test_x_img))
+        tx, vx, sx = cache[key]
         if layers is not None:  # grid is 4 here: the layer bounds of the default features
             cols = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in layers])
-            tx, sx = tx[:, cols], sx[:, cols]
-        r = few_protocol(tx, train_y, sx, test_y, per_class=100, draws=a.draws, seed=a.seed)
+            tx, vx, sx = tx[:, cols], vx[:, cols], sx[:, cols]
+        r = few_protocol(tx, train_y, vx, val_y, sx, test_y, per_class=100, draws=a.draws, seed=a.seed)
         results.append({"features": label, "dim": int(tx.shape[1]), **r, "seconds": time.perf_counter() - t})
-        print(f"{label:60s} {tx.shape[1]:>6,d}  error {r['error']:.2%} ± {r['ci95']:.2%}", flush=True)
-    rand = np.asarray(next(r for r in results if r["features"] == "random init, all layers")["errors"])
+        print(f"{label:60s} {tx.shape[1]:>6,d}  {describe(r)}", flush=True)
+    rand = next(r for r in results if r["features"] == "random init, all layers")["errors"]
     for r in results:  # the same draws for every row: a paired difference with the random D
-        diff = rand - np.asarray(r["errors"])
-        r["random_minus_this"] = {"mean": float(diff.mean()),
-                                  "ci95": float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff)))}
-    out = {**record.header(), "config": vars(a), "rows": results}
+        r["random_minus_this"] = paired(r["errors"], rand)
+    trained_rows = [r for r in results if not r["features"].startswith("random init")]
+    chosen = min(trained_rows, key=lambda r: r["validation_error"])
+    out = {**record.header(), "config": vars(a), "rows": results, "chosen_on_validation": chosen["features"]}
     lines = [f"  Fashion-MNIST few-label probe (100 labels/class, {a.draws} draws, {a.max_train} train / "
-             f"{a.max_test} test images), D of {run.name}:"]
-    lines += [f"  {r['features']} ({r['dim']:,} dims): error {r['error']:.2%} ± {r['ci95']:.2%}; random D's "
-              f"all-layer error minus this, paired: {r['random_minus_this']['mean']:+.2%} ± "
-              f"{r['random_minus_this']['ci95']:.2%}" for r in results]
+             f"{VAL_SIZE} validation / {a.max_test} test images), D of {run.name}:"]
+    lines += [f"  {r['features']} ({r['dim']:,} dims): validation error {r['validation_error']:.2%}; test "
+              f"{describe(r)}; random D's all-layer error minus this, paired: "
+              f"{r['random_minus_this']['mean']:+.2%} ± {r['random_minus_this']['ci95']:.2%}"
+              for r in results]
+    lines.append(f"  chosen on validation error among the trained D's rows: {chosen['features']}")
     record.save("representation_ablation", out, lines, title="Representation learning: ablation")
 
 

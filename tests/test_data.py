@@ -12,6 +12,7 @@ import pickle
 import re
 import shlex
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -711,8 +712,7 @@ def test_open_mnist_resizes_to_32_and_keeps_labels(tmp_path, name):
     assert t.labels.tolist() == written["t10k"][1].tolist()
 
 
-@pytest.mark.skipif(not Path(datasets.FASHION_MNIST_SYSTEM_DIR).is_dir(),
-                    reason=f"{datasets.FASHION_MNIST_SYSTEM_DIR} not installed")
+@pytest.mark.extra("fashion-mnist")
 def test_fashion_mnist_system_copy_is_found_without_data_dir():
     d = open_dataset("fashion-mnist", 32, 1, split="test")
     assert d.images.shape == (10000, 1, 32, 32) and d.images.dtype == torch.uint8
@@ -965,6 +965,7 @@ def _lsun(tmp_path: Path, extra: list[bytes] = ()) -> Path:
     return write_lmdb(tmp_path / "bedroom_train_lmdb", values + list(extra))
 
 
+@pytest.mark.extra("lmdb")
 def test_lsun_streams_from_lmdb(tmp_path):
     d = open_dataset("lsun", 32, 3, data_dir=str(_lsun(tmp_path)))
     assert isinstance(d, ImageData) and d.images is None and d.stream is not None
@@ -975,6 +976,7 @@ def test_lsun_streams_from_lmdb(tmp_path):
         assert_solid(item, c, tol=3)
 
 
+@pytest.mark.extra("lmdb")
 def test_lsun_batches_drop_undecodable_values(tmp_path):
     d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path, extra=[b"not an image"])))
     assert len(d) == 6 and d.stream[5] is None
@@ -982,6 +984,7 @@ def test_lsun_batches_drop_undecodable_values(tmp_path):
     assert batch.shape == (5, 3, 16, 16) and batch.dtype == torch.uint8
 
 
+@pytest.mark.extra("lmdb")
 def test_lsun_stream_pickles_without_its_open_environment(tmp_path):
     d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path)))
     first = d.stream[1]  # opens the environment in this process
@@ -993,6 +996,7 @@ def test_lsun_stream_pickles_without_its_open_environment(tmp_path):
     assert torch.equal(clone[1], first)
 
 
+@pytest.mark.extra("lmdb")
 def test_lsun_batches_with_worker_processes(tmp_path):
     d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path)))
     out = list(batches(d, 2, seed=0, epoch=0, workers=2))
@@ -1002,11 +1006,19 @@ def test_lsun_batches_with_worker_processes(tmp_path):
         assert max(abs(x - y) for x, y in zip(g, LSUN_COLOURS[i], strict=True)) <= 3
 
 
+def test_lsun_without_the_lmdb_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lmdb", None)  # as if the extra were not installed
+    with pytest.raises(DCGANError, match=re.escape("pip install 'dcgan[lmdb]'")):
+        open_dataset("lsun", 32, 3, data_dir=str(tmp_path))
+
+
+@pytest.mark.extra("lmdb")
 def test_lsun_missing_path_is_an_error(tmp_path):
     with pytest.raises(DCGANError, match=re.escape(str(tmp_path / "nope"))):
         open_dataset("lsun", 32, 3, data_dir=str(tmp_path / "nope"))
 
 
+@pytest.mark.extra("lmdb")
 def test_lsun_folder_that_is_not_lmdb_is_an_error(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(DCGANError, match="LMDB"):

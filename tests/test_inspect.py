@@ -22,6 +22,7 @@ from dcgan.forget import (
     synthetic_windows,
 )
 from dcgan.latent import d_features, load_models, slerp, smoothness, walk, walk_path
+from dcgan.models import Generator
 from dcgan.neighbours import nearest, pixel_embedding
 from dcgan.train import train
 
@@ -151,22 +152,58 @@ def test_neighbours_find_a_copied_sample(run, tmp_path):
 
 # ---- arithmetic ---------------------------------------------------------------------------------
 
-def test_arithmetic_cli_vector_neighbours_and_pixel_sum(run, tmp_path):
-    dcgan("arithmetic", run, "--a", "0,1,2", "--b", "3,4,5", "--c", "6,7,8", "--seed", 3, "--out", tmp_path)
-    r = json.loads((tmp_path / "arithmetic.json").read_text())
-    g = load_generator(run)
-    z = [g.latent(3, idx).mean(0) for idx in ([0, 1, 2], [3, 4, 5], [6, 7, 8])]
-    assert torch.allclose(torch.tensor(r["y"]), z[0] - z[1] + z[2], atol=1e-5)
-    assert len(r["neighbour_rms_to_result"]) == 8 and min(r["neighbour_rms_to_result"]) > 0
-    assert r["pixel_result_rms_to_result"] > 0
-    assert png(tmp_path / "arithmetic.png").shape[:2] == (2 + 4 * 18, 2 + 10 * 18)
+class AffineGenerator(Generator):
+    """A generator whose output is a known affine function of z: G(z) = W z + c, in [-1, 1] for
+    the z drawn here. Affine maps commute with combinations whose weights sum to 1, such as
+    mean(A) - mean(B) + mean(C): so G(Y) must equal mean G(A) - mean G(B) + mean G(C)."""
 
+    def __init__(self, config, seed=0):
+        super().__init__(config)
+        gen = torch.Generator().manual_seed(seed)
+        pixels = config.channels * config.image_size ** 2
+        self.w = torch.nn.Parameter(torch.randn(config.nz, pixels, generator=gen) * 0.02)
+        self.c = torch.nn.Parameter(torch.randn(pixels, generator=gen) * 0.05)
+
+    def forward(self, z):
+        s = self.config.image_size
+        return (z @ self.w + self.c).view(len(z), self.config.channels, s, s)
+
+
+def test_arithmetic_of_an_affine_generator_is_the_pixel_arithmetic():
+    from dcgan.config import resolve
     from dcgan.latent import arithmetic
 
-    out = arithmetic(g, 3, [0, 1, 2], [3, 4, 5], [6, 7, 8])
-    assert (out["neighbour_latents"] - out["y"]).abs().max() <= 0.25
-    xa, xb, xc = out["exemplars"]
-    assert torch.allclose(out["pixel_result"], (xa.mean(0) - xb.mean(0) + xc.mean(0)).clamp(-1, 1))
+    g = AffineGenerator(resolve({"image_size": 16, "channels": 1, "ngf": 8, "nz": 16}).model)
+    a, b, c = [0, 1, 2], [3, 4, 5], [6, 7, 8]
+    out = arithmetic(g, 3, a, b, c, noise=0.25, neighbours=50)
+    with torch.no_grad():
+        za, zb, zc = (g.latent(3, idx) for idx in (a, b, c))
+        y = za.mean(0) - zb.mean(0) + zc.mean(0)
+        expected = g(y[None])[0]
+        assert torch.allclose(out["y"], y, atol=1e-6)
+        assert torch.allclose(out["result"], expected, atol=1e-5)  # G of the exemplar-mean sum ...
+        assert expected.abs().max() < 1  # (inside [-1, 1], so the pixel sum is not clamped)
+        assert torch.allclose(out["pixel_result"], expected, atol=1e-5)  # ... is the pixel-space sum
+        # the noise neighbours: uniform in the stated radius around Y, and G of exactly those
+        offsets = out["neighbour_latents"] - y
+        assert offsets.abs().max() <= 0.25 and offsets.abs().max() > 0.2
+        assert torch.allclose(out["neighbours"], g(out["neighbour_latents"]), atol=1e-5)
+    far = arithmetic(g, 3, a, b, c, noise=2.0, neighbours=50)["neighbour_latents"] - y
+    assert far.abs().max() > 1.5  # the radius is the argument, not a constant
+
+
+def test_arithmetic_cli_writes_what_the_function_computes(run, tmp_path):
+    from dcgan.latent import arithmetic
+
+    dcgan("arithmetic", run, "--a", "0,1,2", "--b", "3,4,5", "--c", "6,7,8", "--seed", 3, "--out", tmp_path)
+    r = json.loads((tmp_path / "arithmetic.json").read_text())
+    out = arithmetic(load_generator(run), 3, [0, 1, 2], [3, 4, 5], [6, 7, 8])
+    assert torch.allclose(torch.tensor(r["y"]), out["y"], atol=1e-6)
+    rms = [float((x - out["result"]).pow(2).mean().sqrt()) for x in out["neighbours"]]
+    assert r["neighbour_rms_to_result"] == pytest.approx(rms, abs=1e-5)
+    assert r["pixel_result_rms_to_result"] == pytest.approx(
+        float((out["pixel_result"] - out["result"]).pow(2).mean().sqrt()), abs=1e-5)
+    assert png(tmp_path / "arithmetic.png").shape[:2] == (2 + 4 * 18, 2 + 10 * 18)
     dcgan("arithmetic", run, "--a", "0", "--out", tmp_path / "bad", ok=False)
 
 
@@ -236,19 +273,43 @@ def test_synthetic_windows_have_known_boxes():
     assert (images[0, 0, y0:y1, x0:x1] == 255).all() and images[0].float().mean() < 0.6 * 255
 
 
-def test_forgetting_removes_the_window_and_little_else(tmp_path):
-    """A small G trained on bright windows: dropping the maps the detector picks removes the window
-    inside the boxes while the rest of the image changes far less."""
-    data = tmp_path / "windows"
+@pytest.fixture(scope="module")
+def windows_run(tmp_path_factory):
+    """A small G trained on bright windows in dark images (every box known)."""
+    tmp = tmp_path_factory.mktemp("windows")
+    data = tmp / "windows"
     data.mkdir()
     images, _ = synthetic_windows(1000, 16, seed=0)
     for i, x in enumerate(images):
         save_image(x.float() / 255, data / f"{i:04d}.png")
-    run = train({"data": str(data), "image_size": 16, "channels": 1, "ngf": 16, "ndf": 16, "nz": 32,
-                 "batch_size": 64, "steps": 300, "seed": 0, "tensorboard": False, "log_every": 1000,
-                 "sample_every": 10**6, "checkpoint_every": 10**6, "out": str(tmp_path / "run")})
-    r = forget_synthetic(run, tmp_path / "forget", samples=100, boxes_from=40)
+    return train({"data": str(data), "image_size": 16, "channels": 1, "ngf": 16, "ndf": 16, "nz": 32,
+                  "batch_size": 64, "steps": 300, "seed": 0, "tensorboard": False, "log_every": 1000,
+                  "sample_every": 10**6, "checkpoint_every": 10**6, "out": str(tmp / "run")})
+
+
+def test_forgetting_removes_the_window_and_little_else(windows_run, tmp_path):
+    """Dropping the maps the detector picks removes the window inside the boxes while the rest of
+    the image changes far less."""
+    r = forget_synthetic(windows_run, tmp_path / "forget", samples=100, boxes_from=40)
     assert r["samples_with_window"] >= 50
     assert r["presence_before"] > 0.4 and r["presence_after"] < 0.25 * r["presence_before"]
     assert r["eval_change_ratio"] > 2
     assert 0 < r["dropped"] < r["maps_in_layer"]
+
+
+def test_forget_cli_removes_the_boxed_object(windows_run, tmp_path):
+    """`dcgan forget` with a boxes file of G's own windows: the pixels change inside the boxes far
+    more than outside, and on other samples (another seed) the windows are mostly gone."""
+    g = load_generator(windows_run)
+    found = find_windows(g.sample(60, seed=0))
+    entries = [{"seed": 0, "index": i, "boxes": [list(b)]} for i, b in enumerate(found) if b is not None]
+    assert len(entries) >= 25
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"boxes": entries[:25]}))
+    dcgan("forget", windows_run, "--boxes", boxes, "--n", 4, "--out", tmp_path / "f")
+    r = json.loads((tmp_path / "f" / "forget.json").read_text())
+    assert r["mean_abs_change_in_boxes"] > 2 * r["mean_abs_change_outside"]
+    z = g.latent(1, range(100))
+    presence = [np.mean([w is not None for w in find_windows(x)])
+                for x in (g.generate(z), generate_without(g, z, r["dropped_maps"]))]
+    assert presence[0] > 0.4 and presence[1] < 0.5 * presence[0], presence

@@ -10,6 +10,7 @@ from torch import nn
 from dcgan.config import PRESETS, resolve
 from dcgan.errors import DCGANError
 from dcgan.models import ModelConfig, build
+from dcgan.step import train_step
 
 SMALL = dict(ngf=8, ndf=8)  # widths that keep every size fast
 WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
@@ -491,28 +492,33 @@ def changed(net: nn.Module, before: dict) -> list[str]:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_one_training_step_updates_both_networks(preset):
+    """train_step itself: the D update moves every D parameter and no G parameter; the G update then
+    moves every G parameter and leaves D's weights and gradients as the D update left them; each
+    optimizer stepped once."""
+    config = resolve({"preset": preset, "image_size": 16, "channels": 3, **SMALL, "batch_size": 8})
     G, D = small_nets(preset, 16)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    bce = nn.BCEWithLogitsLoss()
-    real = images(G.config, 8)
-    ones, zeros = torch.ones(8), torch.zeros(8)
+    real = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(1))
     g_before, d_before = snapshot(G), snapshot(D)
+    between = {}
+    d_update = opt_d.step
 
-    fake = G(latent(G, 8))
-    loss_d = bce(D(real), ones) + bce(D(fake.detach()), zeros)  # separate passes for real and fake
-    opt_d.zero_grad()
-    loss_d.backward()
-    opt_d.step()
-    assert changed(D, d_before) == list(dict(D.named_parameters()))  # every D parameter moved
-    assert changed(G, g_before) == []
+    def spy(*args, **kwargs):  # the moment between the two updates: right after D's
+        result = d_update(*args, **kwargs)
+        between.update(D=snapshot(D), G=snapshot(G),
+                       D_grad={k: p.grad.clone() for k, p in D.named_parameters()})
+        return result
 
-    d_after = snapshot(D)
-    loss_g = bce(D(fake), ones)  # non-saturating G loss
-    opt_g.zero_grad()
-    loss_g.backward()
-    opt_g.step()
-    assert changed(G, g_before) == list(dict(G.named_parameters()))
-    assert changed(D, d_after) == []
-    assert torch.isfinite(loss_d) and torch.isfinite(loss_g)
-    assert loss_d.item() > 0 and loss_g.item() > 0
+    opt_d.step = spy
+    out = train_step(G, D, opt_g, opt_d, iter([real]), torch.Generator().manual_seed(0), config)
+    every_d, every_g = list(dict(D.named_parameters())), list(dict(G.named_parameters()))
+    assert changed(D, d_before) == every_d
+    assert all(torch.equal(between["G"][k], g_before[k]) for k in every_g)  # the D update left G alone
+    assert changed(D, between["D"]) == []  # the G update left D's weights alone ...
+    assert all(torch.equal(p.grad, between["D_grad"][k]) for k, p in D.named_parameters())  # ... and grads
+    assert changed(G, between["G"]) == every_g
+    assert [s["step"].item() for s in opt_d.state.values()] == [1] * len(every_d)
+    assert [s["step"].item() for s in opt_g.state.values()] == [1] * len(every_g)
+    assert torch.isfinite(out).all()

@@ -12,7 +12,17 @@ from dcgan import probe as probe_module
 from dcgan.config import resolve
 from dcgan.features import KMeansFeatures, average_bn_statistics, dcgan_features, feature_dim, pooled_features
 from dcgan.models import Discriminator
-from dcgan.probe import LinearSVM, add_paired, balanced_draw, few_protocol, full_protocol
+from dcgan.probe import (
+    CS,
+    LinearSVM,
+    add_paired,
+    balanced_draw,
+    few_protocol,
+    full_protocol,
+    mean_of_inits,
+    paired,
+    t_interval,
+)
 
 
 @pytest.mark.parametrize("preset,dim", [("imagenet32", 28672), ("pytorch", 16 * (64 + 128 + 256 + 512)),
@@ -62,22 +72,57 @@ def synthetic(seed=0, n=600, d=20):
 
 
 def test_c_is_never_chosen_on_the_test_split(monkeypatch):
+    """Test rows are recognisable (offset by 1000); every SVM that sees them must be the one whose C
+    was already chosen, once per protocol run or draw. A protocol that scores several C on the test
+    split (to pick one) hands test rows to an SVM of another C, or to the shared C search."""
     train_x, train_y = synthetic(0)
+    val_x, val_y = synthetic(2, n=200)
     test_x, test_y = synthetic(1, n=200)
-    test_x = test_x + 1000  # test rows are recognisable
-    seen = []
-    real = probe_module.select_c
+    test_x = test_x + 1000
+    seen = []  # (C of the SVM, whether the rows were test rows)
+    real_rows = probe_module.LinearSVM._rows
 
-    def spy(x, y, val_x, val_y, *a, **k):
-        seen.append(val_x)
-        return real(x, y, val_x, val_y, *a, **k)
+    def spy(self, x):
+        seen.append((self.c, bool(x.min() > 500)))
+        return real_rows(self, x)
 
-    monkeypatch.setattr(probe_module, "select_c", spy)
-    full = full_protocol(train_x, train_y, test_x - 1000, test_y)
-    few = few_protocol(train_x, train_y, test_x - 1000, test_y, per_class=10, draws=3, val_size=100)
-    assert len(seen) == 4 and all(v.max() < 500 for v in seen)
-    assert 0.5 < full["accuracy"] <= 1 and 0 <= few["error"] < 0.5 and len(few["errors"]) == 3
-    assert few["ci95"] == pytest.approx(1.96 * np.std(few["errors"]))
+    monkeypatch.setattr(probe_module.LinearSVM, "_rows", spy)
+    full = full_protocol(train_x, train_y, test_x, test_y)
+    assert [c for c, is_test in seen if is_test] == [full["C"]]
+    assert sum(1 for _, is_test in seen if not is_test) >= 3  # the search ran, on other rows
+    seen.clear()
+    few = few_protocol(train_x, train_y, val_x, val_y, test_x, test_y, per_class=10, draws=3)
+    assert [c for c, is_test in seen if is_test] == few["C"] and len(few["C"]) == 3
+    assert len(few["errors"]) == 3 and few["validation"] == 200
+
+
+def test_c_is_the_best_on_validation_and_edges_are_counted():
+    """The chosen C is the validation argmax over the whole grid, recomputed here fit by fit; with a
+    grid of one value every choice is at its edge."""
+    train_x, train_y = synthetic(0)
+    val_x, val_y = synthetic(2, n=200)
+    test_x, test_y = synthetic(1, n=200)
+    few = few_protocol(train_x, train_y, val_x, val_y, test_x, test_y, per_class=5, draws=4)
+    rng = np.random.default_rng(0)
+    for c, val_error in zip(few["C"], few["validation_errors"], strict=True):
+        idx = balanced_draw(train_y, 5, np.arange(len(train_y)), rng)
+        accs = {cc: LinearSVM(cc).fit(train_x[idx], train_y[idx]).score(val_x, val_y) for cc in CS}
+        best = max(accs.values())
+        assert c == min(cc for cc, a in accs.items() if a == best)
+        assert val_error == pytest.approx(1 - best)
+    assert few["C_grid"] == list(CS) and CS[0] == 1e-5 and CS[-1] == 1.0
+    assert few["C_at_edge"] == sum(c in (CS[0], CS[-1]) for c in few["C"])
+    one = few_protocol(train_x, train_y, val_x, val_y, test_x, test_y, per_class=5, draws=4, cs=(1e-2,))
+    assert one["C_at_edge"] == 4
+
+
+def test_t_interval_uses_n_minus_1_degrees_of_freedom():
+    """Against the t table: t(0.975, 2) = 4.303, t(0.975, 9) = 2.262 (not the normal 1.96)."""
+    t = t_interval([0.1, 0.2, 0.3])
+    assert t["mean"] == pytest.approx(0.2) and t["spread"] == pytest.approx(0.1)
+    assert t["ci95"] == pytest.approx(4.303 * 0.1 / np.sqrt(3), rel=1e-3)
+    ten = np.arange(10) / 100
+    assert t_interval(ten)["ci95"] == pytest.approx(2.262 * np.std(ten, ddof=1) / np.sqrt(10), rel=1e-3)
 
 
 def test_svm_fit_in_the_row_span_equals_liblinear_on_all_features():
@@ -99,12 +144,31 @@ def test_svm_fit_in_the_row_span_equals_liblinear_on_all_features():
 
 
 def test_paired_comparison_over_the_same_draws():
-    rows = [{"errors": [0.10, 0.20, 0.30]}, {"errors": [0.12, 0.21, 0.29]}]
+    rows = [{"errors": [0.10, 0.20, 0.30, 0.40]}, {"errors": [0.12, 0.21, 0.29, 0.40]}]
     add_paired(rows)
-    paired = rows[1]["paired_vs_first"]
-    assert paired["mean"] == pytest.approx(0.02 / 3) and paired["first_better"] == 2 and paired["draws"] == 3
-    assert paired["ci95"] == pytest.approx(1.96 * np.std([0.02, 0.01, -0.01], ddof=1) / np.sqrt(3))
+    p = rows[1]["paired_vs_first"]
+    diff = np.array([0.02, 0.01, -0.01, 0.0])
+    assert p["mean"] == pytest.approx(diff.mean()) and p["draws"] == 4
+    assert (p["first_better"], p["first_worse"], p["ties"]) == (2, 1, 1)
+    assert p["ci95"] == pytest.approx(3.182 * diff.std(ddof=1) / 2, rel=1e-3)  # t(0.975, 3)
+    # the paired t statistic by hand, and its two-sided p from the t distribution with 3 dof
+    t_stat = diff.mean() / (diff.std(ddof=1) / 2)
+    from scipy import stats
+    assert p["p_value"] == pytest.approx(2 * stats.t.sf(abs(t_stat), 3))
+    assert p["sign_p_value"] == pytest.approx(1.0)  # 2 of 3 non-tied draws: P = 2 * (1/8 + 3/8)
     assert "paired_vs_first" not in rows[0]
+    # ten wins of ten: the sign test's exact two-sided p is 2 / 2^10
+    assert paired(np.zeros(10), np.arange(1, 11) / 100)["sign_p_value"] == pytest.approx(2 / 1024)
+
+
+def test_random_baseline_is_the_mean_of_its_inits():
+    a = {"protocol": "few", "error": 0.2, "errors": [0.1, 0.3], "validation_error": 0.2,
+         "validation_errors": [0.2, 0.2], "C": [1e-3, 1e-2], "C_at_edge": 0}
+    b = {**a, "error": 0.3, "errors": [0.2, 0.4], "C": [1e-5, 1e-2], "C_at_edge": 1}
+    m = mean_of_inits([a, b])
+    assert m["errors"] == pytest.approx([0.15, 0.35]) and m["error"] == pytest.approx(0.25)
+    assert m["inits"] == 2 and m["init_spread"] == pytest.approx(np.std([0.2, 0.3], ddof=1))
+    assert m["C_at_edge"] == 1 and len(m["C"]) == 4
 
 
 def test_kmeans_features_shape_and_determinism():
@@ -122,22 +186,33 @@ def dcgan(*args):
 
 
 def test_probe_both_protocols_with_baselines_through_the_cli(tmp_path):
+    """D is trained without the images it is probed on (digits' test split, every fifth image, is
+    excluded); on this easy data every feature set must beat chance (90% error) by a wide margin."""
     run = tmp_path / "run"
+    held_out = tmp_path / "test_split.txt"
+    held_out.write_text("\n".join(str(i) for i in range(0, 1797, 5)) + "\n")
     dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 5,
-          "--tensorboard", "false", "--out", run)
-    dcgan("probe", run, "--data", "digits", "--protocol", "few", "--per-class", 5, "--draws", 2,
-          "--kmeans-k", 16, "--out", tmp_path / "few")
+          "--tensorboard", "false", "--exclude", held_out, "--out", run)
+    dcgan("probe", run, "--data", "digits", "--protocol", "few", "--per-class", 5, "--draws", 3,
+          "--kmeans-k", 16, "--random-inits", 2, "--out", tmp_path / "few")
     rows = json.loads((tmp_path / "few" / "probe.json").read_text())
-    assert [r["method"] for r in rows] == ["DCGAN discriminator", "same D, random init", "raw pixels",
-                                           "K-means, K=16 (Coates & Ng)"]
+    assert [r["method"] for r in rows] == ["DCGAN discriminator", "same D, random init (mean of 2)",
+                                           "raw pixels", "K-means, K=16 (Coates & Ng)"]
     assert [r["dim"] for r in rows] == [16 * (8 + 16), 16 * (8 + 16), 256, 64]
-    assert all(r["labels"] == 50 and len(r["errors"]) == 2 and 0 <= r["error"] < 0.9 for r in rows)
-    assert "± " in (tmp_path / "few" / "probe.md").read_text()
-    assert all(r["paired_vs_first"]["draws"] == 2 for r in rows[1:])
+    # 50 labels, C chosen on half the 1,437 training images, 360 test images
+    assert all(r["labels"] == 50 and r["validation"] == 718 and r["test"] == 360 for r in rows)
+    assert all(len(r["errors"]) == 3 and r["error"] < 0.45 for r in rows), [r["error"] for r in rows]
+    random = rows[1]
+    assert random["inits"] == 2 and len(random["init_errors"]) == 2 and random["init_spread"] >= 0
+    assert random["error"] == pytest.approx(np.mean(random["init_errors"]))  # the mean over inits
+    assert random["init_errors"][0] != random["init_errors"][1]  # two different initialisations
+    assert all(r["paired_vs_first"]["draws"] == 3 and 0 <= r["paired_vs_first"]["p_value"] <= 1
+               for r in rows[1:])
+    assert "Student-t" in (tmp_path / "few" / "probe.md").read_text()
     dcgan("probe", run, "--data", "digits", "--protocol", "full", "--baselines", "pixels", "--max-train", 600,
           "--out", tmp_path / "full")
     rows = json.loads((tmp_path / "full" / "probe.json").read_text())
-    assert len(rows) == 2 and all(r["accuracy"] > 0.5 and r["test"] == 360 for r in rows)
+    assert len(rows) == 2 and all(r["accuracy"] > 0.8 and r["test"] == 360 for r in rows)
     dcgan("features", run, "--data", "digits", "--split", "test", "--out", tmp_path / "f.npz")
     saved = np.load(tmp_path / "f.npz")
     assert saved["features"].shape == (360, 384) and saved["labels"].shape == (360,)

@@ -9,7 +9,10 @@ import torch
 
 import dcgan
 from dcgan import checkpoint
+from dcgan.data import to_float
 from dcgan.errors import DCGANError
+from dcgan.models import build
+from dcgan.step import train_step
 from dcgan.train import configure, train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=32, tensorboard=False,
@@ -101,12 +104,40 @@ def test_epochs_set_the_number_of_steps(tmp_path):
     assert checkpoint.load(run)["step"] == 1797 // 32
 
 
-def test_d_steps_and_label_smoothing(tmp_path):
-    run = train(tiny(tmp_path, steps=4, d_steps=2, label_smoothing=0.1))
+@pytest.mark.parametrize("d_steps", [1, 3])
+def test_d_takes_exactly_d_steps_updates_per_step(tmp_path, d_steps):
+    """Adam's per-parameter step counts in the checkpoint: D stepped d_steps times per G step."""
+    run = train(tiny(tmp_path, steps=4, d_steps=d_steps))
+    ckpt = checkpoint.load(run)
+    d_counts = {int(s["step"]) for s in ckpt["optimizer_d"]["state"].values()}
+    g_counts = {int(s["step"]) for s in ckpt["optimizer_g"]["state"].values()}
+    assert d_counts == {4 * d_steps} and g_counts == {4}
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["kimg"] == pytest.approx(4 * 2 * 32 / 1000)  # two real batches per step
-    # with a 0.9 target, D's loss on real data cannot fall below the target's entropy
-    assert all(r["loss_D"] > 0.3 for r in rows)
+    assert rows[-1]["kimg"] == pytest.approx(4 * d_steps * 32 / 1000)  # d_steps real batches per step
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_real_target_is_one_minus_the_smoothing(smoothing):
+    """loss_D recomputed from D's logits on the same batches (lr 0: nothing moves) with real target
+    1 - s; the logits are scaled up so that the target matters: BCE(l, t) changes by l * dt."""
+    config = configure({**TINY, "label_smoothing": smoothing})
+    torch.manual_seed(0)
+    G, D = build(config.model)
+    with torch.no_grad():
+        D.head[0].weight.mul_(50)  # the logit layer: logits of order 1-10, not 0.1
+    real = torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(1))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D)]
+    loss_d = train_step(G, D, *opts, iter([real]), torch.Generator().manual_seed(2), config)[0]
+    with torch.no_grad():  # the same forward passes: train-mode BN, the same z
+        out_real = D(to_float(real))
+        out_fake = D(G(G.sample_latent(32, torch.Generator().manual_seed(2))))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    fake_loss = bce(out_fake, torch.zeros_like(out_fake))
+    expected = bce(out_real, torch.full_like(out_real, 1 - smoothing)) + fake_loss
+    assert loss_d.item() == pytest.approx(expected.item(), abs=1e-5)
+    wrong = bce(out_real, torch.full_like(out_real, 1 - smoothing - 0.05)) + fake_loss
+    assert abs(wrong.item() - expected.item()) > 1e-2  # a target off by 0.05 would show
 
 
 def test_batch_larger_than_dataset_is_an_error(tmp_path, monkeypatch):

@@ -50,6 +50,8 @@ def _train_parser(sub) -> None:
     a("--weight-decay", dest="weight_decay", type=float)
     a("--label-smoothing", dest="label_smoothing", type=float, help="one-sided, e.g. 0.1")
     a("--d-steps", dest="d_steps", type=int, help="D updates per G update")
+    a("--augment", help="differentiable augmentation for small datasets (DiffAugment): a comma-separated "
+                        "list of translation, cutout, color (default: none)")
     a("--seed", type=int)
     a("--device", help="cpu | cuda | cuda:N | mps | auto")
     a("--log-every", dest="log_every", type=int)
@@ -116,7 +118,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.individual:
         check_out_dir(args.individual, inputs=[args.source], what="--individual")
     g = load_generator(args.source, pick_device(args.device))
-    images = g.sample(args.n, seed=args.seed, start=args.start).cpu()
+    if args.latents:  # the rows of a latents file (`dcgan project`), not a seed's samples
+        from dcgan.latent import load_latents
+
+        z = load_latents(args.latents, g.config.nz)[args.start: args.start + args.n]
+        if not len(z):
+            raise DCGANError(f"--start {args.start} is past the {len(load_latents(args.latents))} latents "
+                             f"of {args.latents}")
+        images = g.generate(z).cpu()
+    else:
+        images = g.sample(args.n, seed=args.seed, start=args.start).cpu()
     if args.individual:
         paths = save_individual(images, Path(args.individual), start=args.start)
         print(f"wrote {len(paths)} images to {args.individual}")
@@ -133,7 +144,7 @@ def cmd_walk(args: argparse.Namespace) -> None:
 
     through = parse_indices(args.through, "--through") if args.through else None
     r = walk_report(args.source, args.out, args.walks, args.points, args.steps, args.mode, args.seed,
-                    through, args.gif, args.factor)
+                    through, args.gif, args.factor, latents=args.latents)
     print(f"wrote {Path(args.out) / 'walk.png'}: {len(r['walks'])} walk(s) of {r['frames']} frames "
           f"({args.mode}); {r['flagged_steps']} step(s) jump more than {args.factor:g}x the median "
           f"(details in walk.json)")
@@ -155,18 +166,22 @@ def cmd_neighbours(args: argparse.Namespace) -> None:
 def cmd_arithmetic(args: argparse.Namespace) -> None:
     from dcgan.latent import arithmetic_report, direction_report, parse_indices
 
-    if args.start or args.end:
+    if args.start or args.end or args.direction:
         targets = parse_indices(args.targets, "--targets") if args.targets else None
-        r = direction_report(args.source, args.out, parse_indices(args.start, "--from"),
-                             parse_indices(args.end, "--to"), args.seed, targets, args.n, args.steps,
-                             args.scale)
-        print(f"wrote {Path(args.out) / 'direction.png'}: |v| = {r['v_norm']:.3f}, {args.steps} steps "
-              f"from 0 to {args.scale:g} v")
+        if args.direction:
+            start = end = None
+        else:
+            start, end = parse_indices(args.start, "--from"), parse_indices(args.end, "--to")
+        r = direction_report(args.source, args.out, start, end, args.seed, targets, args.n, args.steps,
+                             args.scale, direction=args.direction, latents=args.latents)
+        span = (f"from {-args.scale:g} to {args.scale:g} sigma" if args.direction
+                else f"from 0 to {args.scale:g} v")
+        print(f"wrote {Path(args.out) / 'direction.png'}: |v| = {r['v_norm']:.3f}, {args.steps} steps {span}")
         return
     if not (args.a and args.b and args.c):
         raise DCGANError("give --a, --b and --c (Y = A - B + C), or --from and --to (a direction)")
     r = arithmetic_report(args.source, args.out, parse_indices(args.a, "--a"), parse_indices(args.b, "--b"),
-                          parse_indices(args.c, "--c"), args.seed, args.noise)
+                          parse_indices(args.c, "--c"), args.seed, args.noise, latents=args.latents)
     print(f"wrote {Path(args.out) / 'arithmetic.png'}: |Y| = {r['y_norm']:.3f}; pixel-space result differs "
           f"from G(Y) by RMS {r['pixel_result_rms_to_result']:.3f}")
 
@@ -239,19 +254,16 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from dcgan.probe import probe
+    from dcgan.probe import describe, describe_paired, probe
 
     baselines = tuple(b for b in (args.baselines or "").split(",") if b)
     rows = probe(args.source, args.data, args.protocol, baselines, args.data_dir, args.per_class, args.draws,
-                 args.kmeans_k, args.max_train, args.max_test, args.seed, args.out, args.grid)
+                 args.kmeans_k, args.max_train, args.max_test, args.seed, args.out, args.grid,
+                 args.random_inits, args.val_size)
     for r in rows:
-        value = (f"error {r['error']:.2%} +- {r['ci95']:.2%}" if args.protocol == "few"
-                 else f"accuracy {r['accuracy']:.2%}")
+        print(f"{r['method']:40s} {r['dim']:>7,d} dims  {describe(r)}")
         if "paired_vs_first" in r:
-            p = r["paired_vs_first"]
-            value += (f"  (minus {rows[0]['method']}'s, paired: {p['mean']:+.2%} +- {p['ci95']:.2%}; "
-                      f"{rows[0]['method']} lower in {p['first_better']}/{p['draws']} draws)")
-        print(f"{r['method']:40s} {r['dim']:>7,d} dims  {value}")
+            print(f"{'':58s}{describe_paired(r['paired_vs_first'], rows[0]['method'])}")
     print(f"table: {Path(args.out) / 'probe.md'}")
 
 
@@ -277,6 +289,106 @@ def cmd_feature_maps(args: argparse.Namespace) -> None:
     print(f"wrote {r['png']}: {len(r['layers'])} layers of {args.net.upper()}")
 
 
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list or clear the decoded-dataset cache",
+                       description="Datasets are decoded once into $DCGAN_CACHE_DIR (default ~/.cache/dcgan) "
+                                   "and reused while their files are unchanged. Only files the cache "
+                                   "itself wrote are listed or deleted.")
+    p.add_argument("action", choices=["list", "clear"])
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from dcgan.data import cache_dir, cache_entries, clear_cache
+
+    if args.action == "clear":
+        files, freed = clear_cache()
+        print(f"removed {files} cached dataset file(s) from {cache_dir()}, {freed / 2**20:.1f} MiB freed")
+        return
+    entries = cache_entries()
+    for e in entries:
+        what = e["source"] or "unknown (written by an older version)"
+        if e.get("size"):
+            what = (f"{what} {e['split']} {e['size']}x{e['size']}x{e['channels']}, {e['images']} images"
+                    + (f", from {e['data_dir']}" if e.get("data_dir") else ""))
+        print(f"{e['bytes'] / 2**20:9.1f} MiB  {Path(e['file']).name}  {what}")
+    total = sum(e["bytes"] for e in entries)
+    print(f"{len(entries)} file(s), {total / 2**20:.1f} MiB in {cache_dir()}; "
+          "free it with: dcgan cache clear")
+
+
+def _add_directions(sub) -> None:
+    p = sub.add_parser("directions", help="directions in z without exemplars: SeFa, PCA (GANSpace) or "
+                       "an SVM on labelled samples (InterFaceGAN)",
+                       description="Each direction is saved as JSON (unit vector, its sigma under the "
+                                   "prior) with a strip from -span to +span sigma; `dcgan arithmetic "
+                                   "--direction FILE` applies one.")
+    p.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
+    p.add_argument("--method", default="sefa", help="sefa (closed form, G's first layer) | pca (one G "
+                   "layer's activations) | svm (--positive/--negative samples)")
+    p.add_argument("--k", type=int, default=10, help="number of directions (sefa, pca)")
+    p.add_argument("--layer", type=int, default=1, help="pca: G layer, 0 = the 4x4 map after the projection")
+    p.add_argument("--n", type=int, default=5000, help="pca: sampled z")
+    p.add_argument("--positive", help="svm: sample numbers showing the attribute, e.g. 3,17,42")
+    p.add_argument("--negative", help="svm: sample numbers without it")
+    p.add_argument("--condition", help="svm: remove the component along this saved direction")
+    p.add_argument("--latents", help="svm: sample numbers index the rows of this latents file")
+    p.add_argument("--samples", type=int, default=4, help="samples in each direction's strip")
+    p.add_argument("--span", type=float, default=3.0, help="strips go from -span to +span sigma")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="directions")
+
+
+def cmd_directions(args: argparse.Namespace) -> None:
+    from dcgan.directions import directions_report
+    from dcgan.latent import parse_indices
+
+    positive = parse_indices(args.positive, "--positive") if args.positive else None
+    negative = parse_indices(args.negative, "--negative") if args.negative else None
+    r = directions_report(args.source, out=args.out, method=args.method, k=args.k, layer=args.layer,
+                          n=args.n, seed=args.seed, positive=positive, negative=negative,
+                          condition=args.condition, latents=args.latents, samples=args.samples,
+                          span=args.span)
+    if args.method == "sefa":
+        top = ", ".join(f"{v:.3g}" for v in r["eigenvalues"][:args.k])
+        print(f"sefa: top eigenvalues {top} (of {len(r['eigenvalues'])}; {r['seconds']:.2f} s)")
+    elif args.method == "pca":
+        top = ", ".join(f"{100 * v:.1f}%" for v in r["explained"])
+        print(f"pca of layer {args.layer}: variance explained {top}; a random direction "
+              f"{100 * r['random_explained']:.2f}%")
+    else:
+        print(f"svm: held-out accuracy {100 * r['heldout_accuracy']:.1f}% ({r['folds']}-fold), "
+              f"train {100 * r['train_accuracy']:.1f}%")
+    print(f"wrote {len(r['files'])} direction(s) with strips to {args.out} (overview directions.png)")
+
+
+def _add_project(sub) -> None:
+    p = sub.add_parser("project", help="find real images in z: the z whose G(z) reconstructs each",
+                       description="Adam on z with a pixel loss plus a D-feature loss, several "
+                                   "restarts, z kept on the prior's support. Writes projection.png, "
+                                   "latents.json (for --latents of sample, walk, arithmetic, "
+                                   "directions) and projection.json.")
+    p.add_argument("source", help="run directory or checkpoint .pt (exported .safetensors: pixel loss only)")
+    p.add_argument("images", nargs="+", help="image files; converted as training converts them")
+    p.add_argument("--steps", type=int, default=500, help="Adam steps")
+    p.add_argument("--restarts", type=int, default=4, help="starting points per image; the best is kept")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--feature-weight", dest="feature_weight", type=float, default=1.0,
+                   help="weight of D's feature distance beside the pixel MSE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="projection")
+
+
+def cmd_project(args: argparse.Namespace) -> None:
+    from dcgan.projection import project_report
+
+    r = project_report(args.source, args.images, out=args.out, steps=args.steps, restarts=args.restarts,
+                       lr=args.lr, feature_weight=args.feature_weight, seed=args.seed)
+    for path, mse in zip(r["images"], r["pixel_mse"], strict=True):
+        print(f"{path}: pixel MSE {mse:.4f}")
+    print(f"wrote {Path(args.out) / 'projection.png'} and {r['latents']} "
+          f"({r['seconds_per_image']:.1f} s per image)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dcgan", description="Deep Convolutional GANs: train, "
                                 "sample and export (Radford, Metz, Chintala 2015).")
@@ -294,6 +406,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--numbered", action="store_true",
                    help="print each sample's number on it: (seed, number) names its z for walk, "
                         "arithmetic and forget")
+    s.add_argument("--latents", help="generate the rows of this latents file (from `dcgan project`) "
+                                     "instead of seed's samples")
     w = sub.add_parser("walk", help="latent walks with a smoothness report (paper 6.1)")
     w.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
     w.add_argument("--out", default="walk", help="folder for walk.png, walk.json (and walk.gif)")
@@ -305,6 +419,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--gif", action="store_true", help="also write walk.gif")
     w.add_argument("--factor", type=float, default=3.0, help="flag steps jumping > factor x the median")
+    w.add_argument("--latents", help="walk through the rows of this latents file (from `dcgan project`); "
+                                     "--through then numbers its rows")
     nb = sub.add_parser("neighbours", help="nearest training images of samples (memorisation check)")
     nb.add_argument("source", help="run directory or checkpoint (exported .safetensors: pixels only)")
     nb.add_argument("--data", required=True, help="the training images")
@@ -325,7 +441,11 @@ def parser() -> argparse.ArgumentParser:
     ar.add_argument("--targets", help="direction mode: samples to move (default: --n samples of seed+1)")
     ar.add_argument("--n", type=int, default=8)
     ar.add_argument("--steps", type=int, default=7)
-    ar.add_argument("--scale", type=float, default=1.0, help="last step adds scale x the vector")
+    ar.add_argument("--scale", type=float, default=1.0, help="last step adds scale x the vector "
+                    "(with --direction: the steps go from -scale to +scale sigma)")
+    ar.add_argument("--direction", help="direction mode with a saved direction (from `dcgan directions`)")
+    ar.add_argument("--latents", help="sample numbers index the rows of this latents file (from "
+                                      "`dcgan project`) instead of seed's samples")
     ar.add_argument("--seed", type=int, default=0)
     ar.add_argument("--out", default="arithmetic")
     fg = sub.add_parser("forget", help="drop the G feature maps that draw a boxed object (paper 6.2)",
@@ -390,7 +510,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="probe", help="folder for probe.md and probe.json")
     r.add_argument("--grid", type=int, default=4, help="D features: each layer max-pooled to grid x grid "
-                   "(paper: 4; 2 did better on Fashion-MNIST with 1,000 labels)")
+                   "(paper: 4)")
+    r.add_argument("--random-inits", dest="random_inits", type=int, default=3,
+                   help="the random baseline: this many independently initialised D, averaged")
+    r.add_argument("--val-size", dest="val_size", type=int, default=10000,
+                   help="few: validation images that choose C (paper: 10,000; at most half the train split)")
     gb = sub.add_parser("guided-backprop", help="top images and guided-backprop maps of D's features, "
                         "trained vs random D (paper 6.2)")
     gb.add_argument("source", help="run directory or checkpoint .pt")
@@ -411,13 +535,17 @@ def parser() -> argparse.ArgumentParser:
     fm.add_argument("--image", help="D's input image (default: G's sample (seed, index))")
     fm.add_argument("--max-channels", dest="max_channels", type=int, default=32)
     fm.add_argument("--out", default="feature-maps")
+    _add_directions(sub)
+    _add_project(sub)
+    _add_cache(sub)
     return p
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup,
             "evaluate": cmd_evaluate, "train-classifier": cmd_train_classifier, "features": cmd_features,
             "probe": cmd_probe, "walk": cmd_walk, "neighbours": cmd_neighbours, "arithmetic": cmd_arithmetic,
-            "forget": cmd_forget, "guided-backprop": cmd_guided_backprop, "feature-maps": cmd_feature_maps}
+            "forget": cmd_forget, "guided-backprop": cmd_guided_backprop, "feature-maps": cmd_feature_maps,
+            "directions": cmd_directions, "project": cmd_project, "cache": cmd_cache}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from dcgan.augment import parse_policy
 from dcgan.data import check_regular_file
 from dcgan.errors import DCGANError, describe_os_error
 from dcgan.models import ModelConfig
@@ -59,6 +60,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2, 1e-5 in the paper's code
     label_smoothing: float = 0.0  # one-sided: real target is 1 - label_smoothing
     d_steps: int = 1  # D updates per G update
+    augment: str | None = None  # DiffAugment for small datasets: e.g. translation,cutout (off: None)
     seed: int = 0
     device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
     # speed (GPU levers; none changes what is learned beyond floating-point rounding)
@@ -233,6 +235,7 @@ def check(config: TrainConfig) -> None:
         raise DCGANError(f"on_divergence must be stop or rollback, got {config.on_divergence!r}")
     if not 0 < config.rollback_lr_factor < 1:
         raise DCGANError(f"rollback_lr_factor must lie in (0, 1), got {config.rollback_lr_factor}")
+    parse_policy(config.augment)
     if not 0 <= config.label_smoothing < 1:
         raise DCGANError(f"label_smoothing must lie in [0, 1), got {config.label_smoothing}")
 

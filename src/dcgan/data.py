@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterator
@@ -308,7 +309,7 @@ def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None, list[s
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, tmp, metadata={"names": json.dumps(names)})
+        save_file(tensors, tmp, metadata={"names": json.dumps(names), "key": json.dumps(key, sort_keys=True)})
         os.replace(tmp, path)
     except Exception as e:  # read-only, full, a file in the way: the cache is an optimisation
         with contextlib.suppress(OSError):
@@ -317,6 +318,43 @@ def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None, list[s
         print(f"warning: could not write dataset cache {path} ({reason}); training without it "
               "(set DCGAN_CACHE_DIR to a writable folder to keep the decoded images)", file=sys.stderr)
     return images, labels, names
+
+
+CACHE_FILE = re.compile(r"[0-9a-f]{24}(\.safetensors|\.tmp\d+)")  # the only names the cache writes
+
+
+def cache_entries() -> list[dict]:
+    """The decoded datasets in the cache folder: file, bytes, modification time, and what each
+    holds (source, split, image size, channels, image count) where the entry records it."""
+    folder = cache_dir()
+    entries = []
+    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+        if not CACHE_FILE.fullmatch(path.name) or not path.is_file():
+            continue
+        st = path.stat()
+        entry = {"file": str(path), "bytes": st.st_size, "modified": st.st_mtime, "source": None}
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), "pt") as f:
+                    meta = f.metadata() or {}
+                    shape = f.get_slice("images").get_shape()
+                key = json.loads(meta.get("key", "{}"))
+                entry.update(source=key.get("spec"), data_dir=key.get("data_dir"), split=key.get("split"),
+                             size=key.get("size"), channels=key.get("channels"), images=shape[0])
+            except Exception:  # unreadable: listed as such, and rebuilt when next used
+                entry["source"] = "unreadable"
+        else:
+            entry["source"] = "unfinished (a write that was interrupted)"
+        entries.append(entry)
+    return entries
+
+
+def clear_cache() -> tuple[int, int]:
+    """Delete every cache entry (only files named as the cache names them); (files, bytes) freed."""
+    freed = [(Path(e["file"]), e["bytes"]) for e in cache_entries()]
+    for path, _ in freed:
+        path.unlink(missing_ok=True)
+    return len(freed), sum(b for _, b in freed)
 
 
 def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None = None,

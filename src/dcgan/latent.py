@@ -25,12 +25,15 @@ import torch
 from torchvision.utils import save_image
 
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
-from dcgan.data import to_uint8
+from dcgan.data import check_regular_file, to_uint8
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator
+from dcgan.outputs import write_bytes
 from dcgan.visualize import grid, pad_rows
 
 MODES = ("slerp", "linear")
+LATENTS_FORMAT = "dcgan-latents"
+DIRECTION_FORMAT = "dcgan-direction"
 MAX_FRAMES = 4096  # images in one walk figure: G runs on them in batches, the grid holds them all
 MAX_EXEMPLARS = 64  # sample numbers per concept
 MAX_INDEX = 2**31 - 1
@@ -122,6 +125,71 @@ def load_models(source: str | Path) -> tuple[Generator, Discriminator | None]:
     return g, None if Path(source).suffix == ".safetensors" else load_discriminator(source)
 
 
+def _save_record(path: Path, record: dict) -> Path:
+    return write_bytes(path, json.dumps(record, indent=2).encode())
+
+
+def _read_record(path: str | Path, fmt: str, key: str, what: str) -> tuple[Path, dict, torch.Tensor]:
+    """A JSON file of format `fmt` (a `what` file), and its `key` as a float tensor."""
+    path = check_regular_file(path, f"{what} file")
+    writer = "dcgan project" if what == "latents" else "dcgan directions"
+    problem = f"{path} is not a {what} file written by `{writer}`"
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+        values = torch.tensor(record[key], dtype=torch.float32)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise DCGANError(f"{problem} ({reprlib.repr(str(e))})") from None
+    if not isinstance(record, dict) or record.get("format") != fmt or not values.numel():
+        raise DCGANError(problem)
+    if not torch.isfinite(values).all():
+        raise DCGANError(f"{path} holds non-finite values")
+    return path, record, values
+
+
+def save_latents(path: Path, z: torch.Tensor, **meta) -> Path:
+    return _save_record(path, {"format": LATENTS_FORMAT, "z": z.tolist(), **meta})
+
+
+def load_latents(path: str | Path, nz: int | None = None) -> torch.Tensor:
+    """(N, nz) latents of a file written by `dcgan project` (or any JSON {"format": "dcgan-latents",
+    "z": [[...], ...]}): with --latents, sample numbers index its rows instead of a seed's sheet."""
+    path, _, z = _read_record(path, LATENTS_FORMAT, "z", "latents")
+    if z.ndim != 2:
+        raise DCGANError(f"{path}: z must be a list of latent vectors")
+    if nz is not None and z.shape[1] != nz:
+        raise DCGANError(f"{path} holds {z.shape[1]}-d latents; this generator's z has {nz} dimensions")
+    return z
+
+
+def save_direction(path: Path, u: torch.Tensor, sigma: float, **meta) -> Path:
+    return _save_record(path, {"format": DIRECTION_FORMAT, "vector": u.tolist(), "sigma": sigma, **meta})
+
+
+def load_direction(path: str | Path, nz: int | None = None) -> tuple[torch.Tensor, float, dict]:
+    """(unit vector, sigma, the whole record) of a direction file written by `dcgan directions`."""
+    path, record, u = _read_record(path, DIRECTION_FORMAT, "vector", "direction")
+    sigma = record.get("sigma")
+    if u.ndim != 1 or isinstance(sigma, bool) or not isinstance(sigma, (int, float)) \
+            or not np.isfinite(sigma) or sigma <= 0 or u.norm() == 0:
+        raise DCGANError(f"{path}: the vector must be one non-zero list and sigma a finite number > 0")
+    if nz is not None and len(u) != nz:
+        raise DCGANError(f"{path} is a direction in a {len(u)}-d latent space; this generator's z has "
+                         f"{nz} dimensions")
+    return u / u.norm(), float(sigma), record
+
+
+def pick(g: Generator, seed: int, indices, latents: torch.Tensor | None = None) -> torch.Tensor:
+    """z of each sample number: of seed's numbered sheet, or rows of `latents` (a latents file)."""
+    if latents is None:
+        return g.latent(seed, indices, "cpu")
+    indices = [int(i) for i in indices]
+    bad = [i for i in indices if not 0 <= i < len(latents)]
+    if bad:
+        raise DCGANError(f"sample number(s) {bad} out of range: the latents file holds {len(latents)} "
+                         f"latents (0..{len(latents) - 1})")
+    return latents[indices]
+
+
 def parse_indices(text: str | None, name: str) -> list[int]:
     """'3,17,42' -> [3, 17, 42], the sample numbers of `dcgan sample --numbered`."""
     parts = [v.strip() for v in (text or "").split(",") if v.strip()]
@@ -149,13 +217,18 @@ def _check_indices(values: list[int] | None, name: str) -> None:
 # ---- walks ----------------------------------------------------------------------------------
 
 def walk(g: Generator, seed: int = 0, walks: int = 4, points: int = 9, steps: int = 8,
-         mode: str = "slerp", through: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+         mode: str = "slerp", through: list[int] | None = None,
+         latents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames (R, T, C, H, W) and their latents (R, T, nz). Walk r passes through samples
-    r*K .. r*K + K - 1 of `seed`, or, with `through`, one walk passes through those samples."""
+    r*K .. r*K + K - 1 of `seed`, or, with `through`, one walk passes through those samples. With
+    `latents` (rows of a latents file), the numbers index its rows, and without `through` one walk
+    passes through all of them."""
     if walks < 1 or points < 2:
         raise DCGANError(f"--walks must be >= 1 and --points >= 2, got {walks} and {points}")
+    if latents is not None and not through:
+        through = list(range(len(latents)))
     stops = [through] if through else [range(r * points, (r + 1) * points) for r in range(walks)]
-    latents = torch.stack([walk_path(g.latent(seed, idx, "cpu"), steps, mode) for idx in stops])
+    latents = torch.stack([walk_path(pick(g, seed, idx, latents), steps, mode) for idx in stops])
     images = g.generate(latents.flatten(0, 1)).cpu()
     return images.view(*latents.shape[:2], *images.shape[1:]), latents
 
@@ -172,8 +245,9 @@ def save_gif(frames: torch.Tensor, path: Path, fps: int = 12) -> Path:
 
 def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int = 9, steps: int = 8,
                 mode: str = "slerp", seed: int = 0, through: list[int] | None = None, gif: bool = False,
-                factor: float = 3.0) -> dict:
-    """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif."""
+                factor: float = 3.0, latents: str | Path | None = None) -> dict:
+    """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
+    `latents` (a latents file of `dcgan project`), the walk passes through its rows."""
     from dcgan.outputs import check_out_dir
 
     check_seed(seed, "seed", MAX_SEED)
@@ -190,9 +264,15 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
     if frames > MAX_FRAMES:
         raise DCGANError(f"{frames} frames asked for (walks x (points - 1) x steps); at most {MAX_FRAMES} "
                          "fit one figure: lower --walks, --points or --steps")
-    check_out_dir(out, inputs=[source])
+    check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g, d = load_models(source)
-    frames, latents = walk(g, seed, walks, points, steps, mode, through)
+    z = load_latents(latents, g.config.nz) if latents else None
+    if z is not None and not through:
+        through = list(range(len(z)))
+        if len(z) < 2 or (len(z) - 1) * steps + 1 > MAX_FRAMES:
+            raise DCGANError(f"a walk through the {len(z)} latents of {latents} needs 2 to "
+                             f"{(MAX_FRAMES - 1) // steps + 1} of them at --steps {steps}")
+    frames, path = walk(g, seed, walks, points, steps, mode, through, z)
     report = smoothness(frames, d_features(d) if d is not None else None, factor)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +282,7 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
     report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1],
                    "through": [list(through)] if through else
                    [list(range(r * points, (r + 1) * points)) for r in range(walks)],
-                   "latent_norms": latents.norm(dim=-1).round(decimals=4).tolist(),
+                   "latent_norms": path.norm(dim=-1).round(decimals=4).tolist(),
                    "feature_space": "D pooled conv features" if d is not None else None})
     (out / "walk.json").write_text(json.dumps(report, indent=2))
     return report
@@ -211,10 +291,11 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
 # ---- arithmetic -----------------------------------------------------------------------------
 
 def arithmetic(g: Generator, seed: int, a: list[int], b: list[int], c: list[int], noise: float = 0.25,
-               neighbours: int = 8) -> dict:
+               neighbours: int = 8, latents: torch.Tensor | None = None) -> dict:
     """Y = mean z(A) - mean z(B) + mean z(C); G(Y), G(Y + U(-noise, noise)) x neighbours, and
-    mean G(A) - mean G(B) + mean G(C) on pixels. Tensors are on the CPU."""
-    za, zb, zc = (g.latent(seed, idx, "cpu") for idx in (a, b, c))
+    mean G(A) - mean G(B) + mean G(C) on pixels. Tensors are on the CPU. With `latents`, the numbers
+    index its rows instead of seed's samples."""
+    za, zb, zc = (pick(g, seed, idx, latents) for idx in (a, b, c))
     means = torch.stack([za.mean(0), zb.mean(0), zc.mean(0)])
     y = means[0] - means[1] + means[2]
     gen = torch.Generator().manual_seed(seed)
@@ -231,7 +312,8 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list[int], c: list[int],
-                      seed: int = 0, noise: float = 0.25, neighbours: int = 8) -> dict:
+                      seed: int = 0, noise: float = 0.25, neighbours: int = 8,
+                      latents: str | Path | None = None) -> dict:
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
     neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
     from dcgan.checkpoint import load_generator
@@ -242,9 +324,10 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
         _check_indices(values, name)
     check_number(noise, "noise")
     check_count(neighbours, "neighbours", 64)
-    check_out_dir(out, inputs=[source])
+    check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g = load_generator(source)
-    r = arithmetic(g, seed, a, b, c, noise, neighbours)
+    z = load_latents(latents, g.config.nz) if latents else None
+    r = arithmetic(g, seed, a, b, c, noise, neighbours, z)
     rows = [torch.cat([x, m[None]]) for x, m in zip(r["exemplars"], r["mean_images"], strict=True)]
     rows.append(torch.cat([r["result"][None], r["neighbours"], r["pixel_result"][None]]))
     batch, width = pad_rows(rows)
@@ -261,11 +344,14 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
     return report
 
 
-def direction_report(source: str | Path, out: str | Path, start: list[int], end: list[int], seed: int = 0,
-                     targets: list[int] | None = None, n: int = 8, steps: int = 7,
-                     scale: float = 1.0) -> dict:
+def direction_report(source: str | Path, out: str | Path, start: list[int] | None = None,
+                     end: list[int] | None = None, seed: int = 0, targets: list[int] | None = None,
+                     n: int = 8, steps: int = 7, scale: float = 1.0, direction: str | Path | None = None,
+                     latents: str | Path | None = None) -> dict:
     """v = mean z(end) - mean z(start), added in `steps` even steps from 0 to scale x v to each
-    target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target."""
+    target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target.
+    With `direction` (a file of `dcgan directions`), v is its unit vector times its sigma and the
+    steps go from -scale to +scale sigma. With `latents`, the numbers index its rows."""
     from dcgan.checkpoint import load_generator
     from dcgan.outputs import check_out_dir
 
@@ -277,19 +363,32 @@ def direction_report(source: str | Path, out: str | Path, start: list[int], end:
     check_number(scale, "scale", minimum=-1e6)
     if scale > 1e6:
         raise DCGANError(f"scale must be a finite number from -1e6 to 1e6, got {scale!r}")
-    check_out_dir(out, inputs=[source])
+    check_out_dir(out, inputs=[source, *[f for f in (latents, direction) if f]])
     g = load_generator(source)
-    v = g.latent(seed, end, "cpu").mean(0) - g.latent(seed, start, "cpu").mean(0)
-    z = g.latent(seed, targets, "cpu") if targets else g.latent(seed + 1, range(n), "cpu")
-    alphas = torch.linspace(0, scale, steps)
-    latents = z[:, None] + alphas[None, :, None] * v  # (targets, steps, nz)
-    images = g.generate(latents.flatten(0, 1)).cpu()
-    images = images.view(*latents.shape[:2], *images.shape[1:])
+    z_file = load_latents(latents, g.config.nz) if latents else None
+    if direction is not None:
+        u, sigma, _ = load_direction(direction, g.config.nz)
+        v, alphas = u * sigma, torch.linspace(-scale, scale, steps)
+    elif start and end:
+        v = pick(g, seed, end, z_file).mean(0) - pick(g, seed, start, z_file).mean(0)
+        alphas = torch.linspace(0, scale, steps)
+    else:
+        raise DCGANError("a direction needs --from and --to sample numbers, or --direction FILE")
+    if targets:
+        z = pick(g, seed, targets, z_file)
+    else:
+        z = z_file[:n] if z_file is not None else g.latent(seed + 1, range(n), "cpu")
+    moved = z[:, None] + alphas[None, :, None] * v  # (targets, steps, nz)
+    images = g.generate(moved.flatten(0, 1)).cpu()
+    images = images.view(*moved.shape[:2], *images.shape[1:])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_image(grid(images.flatten(0, 1), nrow=steps), out / "direction.png")
-    change = (images - images[:, :1]).flatten(2).pow(2).mean(2).sqrt().mean(0)  # vs. the unchanged sample
-    report = {"seed": seed, "from": start, "to": end, "targets": targets or f"0..{n - 1} of seed {seed + 1}",
+    base = g.generate(z).cpu()  # the unchanged samples
+    change = (images - base[:, None]).flatten(2).pow(2).mean(2).sqrt().mean(0)
+    report = {"seed": seed, "from": start, "to": end, "direction": str(direction) if direction else None,
+              "targets": targets or (f"rows 0..{len(z) - 1} of {latents}" if z_file is not None
+                                     else f"0..{n - 1} of seed {seed + 1}"),
               "alphas": alphas.tolist(), "v_norm": float(v.norm()), "mean_rms_change": change.tolist()}
     (out / "direction.json").write_text(json.dumps(report, indent=2))
     return report

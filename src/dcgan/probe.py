@@ -2,19 +2,25 @@
 
 - full (CIFAR-10 style): all training labels; C is chosen on a validation split carved from the
   training set, the SVM is refit on all training labels, and test accuracy is reported.
-- few (SVHN style): N labels per class, class-balanced, drawn R times; C is chosen on a fixed
-  labelled validation split (disjoint from every draw); mean test error +- 1.96 sigma.
+- few (SVHN style): N labels per class, class-balanced, drawn R times from a pool; C is chosen on
+  a fixed labelled validation split of 10,000 training images (the paper's; half the training
+  split where it is smaller), disjoint from the pool; the mean test error over the draws with a
+  Student-t 95% interval (R - 1 degrees of freedom), and the draw-to-draw spread (sample sd).
+  Methods see the same draws, so they are compared pairwise: the mean paired difference with its
+  t-interval, the paired t-test's p-value, and the sign test.
 The test split never chooses anything. The SVM is scikit-learn's LinearSVC (squared hinge, L2
 penalty) on standardised features.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
@@ -22,7 +28,34 @@ from dcgan.data import labelled_splits
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator
 
-CS = (1e-4, 1e-3, 1e-2)  # the grid searched on validation: the paper's released SVHN script's range
+# the C grid searched on validation, log-spaced and wide enough that the choice is rarely at an
+# edge (the paper's released SVHN script searched 1e-4..1e-2); how often it was is reported
+CS = tuple(10.0 ** k for k in range(-5, 1))
+VAL_SIZE = 10000  # the few-label protocol's validation split (paper §5.2, SVHN)
+
+
+def t_interval(values) -> dict:
+    """Mean of `values` (one per draw) with the half-width of its Student-t 95% interval (n - 1
+    degrees of freedom), and the spread: the sample standard deviation of one draw."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    sd = float(v.std(ddof=1)) if n > 1 else float("nan")
+    half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+    return {"mean": float(v.mean()), "ci95": half, "spread": sd, "n": n}
+
+
+def paired(first, other) -> dict:
+    """other - first, draw by draw: the mean with its t-interval, the paired t-test's two-sided
+    p-value, and the sign test (draws where `first` is lower, ties dropped, exact binomial p)."""
+    diff = np.asarray(other, dtype=np.float64) - np.asarray(first, dtype=np.float64)
+    t = t_interval(diff)
+    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    degenerate = len(diff) < 2 or not np.any(diff != diff[0])
+    p_t = float("nan") if degenerate else float(stats.ttest_rel(other, first).pvalue)
+    p_sign = float(stats.binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0
+    return {"mean": t["mean"], "ci95": t["ci95"], "p_value": p_t, "first_better": wins,
+            "first_worse": losses, "ties": len(diff) - wins - losses, "sign_p_value": p_sign,
+            "draws": len(diff)}
 
 
 class LinearSVM:
@@ -35,7 +68,7 @@ class LinearSVM:
     tolerance, tested), 3-10x faster on a CPU.
     """
 
-    def __init__(self, c: float, seed: int = 0):
+    def __init__(self, c: float | None, seed: int = 0):
         self.c, self.seed = c, seed
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
@@ -43,17 +76,25 @@ class LinearSVM:
         x = np.hstack([x, np.ones((len(x), 1))])  # liblinear's intercept: a bias feature of value 1
         return x if self.basis is None else x @ self.basis
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearSVM:
+    def prepare(self, x: np.ndarray) -> LinearSVM:
+        """The standardisation and, with fewer rows than features, the row-span basis: they depend on
+        the training rows only, so every C of a search shares them."""
         self.scaler = StandardScaler().fit(x)
         self.basis = None
         rows = self._rows(x)
         if rows.shape[0] < rows.shape[1]:
             self.basis, _ = np.linalg.qr(rows.T)  # orthonormal basis of the row span, (d + 1, n)
-            rows = rows @ self.basis
+        return self
+
+    def fit_rows(self, rows: np.ndarray, y: np.ndarray) -> LinearSVM:
+        """Fit on rows already through `_rows` of this (prepared) SVM."""
         self.svm = LinearSVC(C=self.c, loss="squared_hinge", penalty="l2", fit_intercept=False,
                              dual="auto" if self.basis is None else False, max_iter=2000,
                              random_state=self.seed).fit(rows, y)
         return self
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearSVM:
+        return self.prepare(x).fit_rows(self._rows(x), y)
 
     @property
     def coef_(self) -> np.ndarray:
@@ -70,10 +111,21 @@ class LinearSVM:
 
 def select_c(x, y, val_x, val_y, cs=CS, seed: int = 0) -> tuple[float, float, LinearSVM]:
     """The C with the best validation accuracy (ties: the smaller C), and its SVM."""
-    fits = [LinearSVM(c, seed).fit(x, y) for c in cs]
-    scores = [(m.score(val_x, val_y), -m.c, i) for i, m in enumerate(fits)]
-    best, neg_c, i = max(scores)
-    return -neg_c, float(best), fits[i]
+    prepared = LinearSVM(None, seed).prepare(x)
+    rows, val_rows = prepared._rows(x), prepared._rows(val_x)
+    best = None
+    for c in sorted(cs):
+        model = copy.copy(prepared)
+        model.c = c
+        model.fit_rows(rows, y)
+        acc = float((model.svm.predict(val_rows) == val_y).mean())
+        if best is None or acc > best[1]:
+            best = (c, acc, model)
+    return best
+
+
+def at_edge(c: float, cs=CS) -> bool:
+    return c in (min(cs), max(cs))
 
 
 def full_protocol(train_x, train_y, test_x, test_y, val_fraction: float = 0.1, cs=CS, seed: int = 0) -> dict:
@@ -84,7 +136,8 @@ def full_protocol(train_x, train_y, test_x, test_y, val_fraction: float = 0.1, c
     c, val_acc, _ = select_c(train_x[fit], train_y[fit], train_x[val], train_y[val], cs, seed)
     model = LinearSVM(c, seed).fit(train_x, train_y)
     return {"protocol": "full", "accuracy": float(model.score(test_x, test_y)), "C": c,
-            "validation_accuracy": val_acc, "train": len(train_x), "test": len(test_x)}
+            "C_grid": list(cs), "C_at_edge": int(at_edge(c, cs)), "validation_accuracy": val_acc,
+            "train": len(train_x), "test": len(test_x)}
 
 
 def balanced_draw(labels: np.ndarray, per_class: int, pool: np.ndarray, rng) -> np.ndarray:
@@ -99,29 +152,58 @@ def balanced_draw(labels: np.ndarray, per_class: int, pool: np.ndarray, rng) -> 
     return np.concatenate(picks)
 
 
-def few_protocol(train_x, train_y, test_x, test_y, per_class: int = 100, draws: int = 10,
-                 val_size: int = 1000, cs=CS, seed: int = 0) -> dict:
+def few_protocol(pool_x, pool_y, val_x, val_y, test_x, test_y, per_class: int = 100, draws: int = 10,
+                 cs=CS, seed: int = 0) -> dict:
+    """R class-balanced draws of per_class labels from the pool; per draw, C chosen on (val_x, val_y)
+    and the test error of that C's SVM. The draws depend on (pool_y, per_class, draws, seed) only, so
+    every method given the same pool labels sees the same draws."""
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(train_x))
-    val, pool = order[:val_size], order[val_size:]
-    errors, chosen = [], []
+    pool = np.arange(len(pool_x))
+    errors, val_errors, chosen = [], [], []
     for _ in range(draws):
-        idx = balanced_draw(train_y, per_class, pool, rng)
-        c, _, model = select_c(train_x[idx], train_y[idx], train_x[val], train_y[val], cs, seed)
+        idx = balanced_draw(pool_y, per_class, pool, rng)
+        c, val_acc, model = select_c(pool_x[idx], pool_y[idx], val_x, val_y, cs, seed)
         errors.append(1 - model.score(test_x, test_y))
+        val_errors.append(1 - val_acc)
         chosen.append(c)
-    errors = np.asarray(errors)
-    return {"protocol": "few", "error": float(errors.mean()), "ci95": float(1.96 * errors.std()),
-            "errors": errors.tolist(), "C": chosen, "labels": per_class * len(np.unique(train_y)),
-            "validation": len(val), "test": len(test_x)}
+    t = t_interval(errors)
+    return {"protocol": "few", "error": t["mean"], "ci95": t["ci95"], "spread": t["spread"],
+            "errors": [float(e) for e in errors], "validation_error": float(np.mean(val_errors)),
+            "validation_errors": val_errors, "C": chosen, "C_grid": list(cs),
+            "C_at_edge": sum(at_edge(c, cs) for c in chosen),
+            "labels": per_class * len(np.unique(pool_y)), "validation": len(val_x), "test": len(test_x)}
+
+
+def mean_of_inits(results: list[dict]) -> dict:
+    """One row from the same protocol run on N independently initialised networks: per draw, the
+    mean error over the inits (the paired comparison uses it), and the init-to-init spread (the
+    sample sd of the N per-init mean errors)."""
+    first = results[0]
+    if first["protocol"] == "full":
+        acc = t_interval([r["accuracy"] for r in results])
+        return {**first, "accuracy": acc["mean"], "ci95": acc["ci95"], "init_spread": acc["spread"],
+                "accuracies": [r["accuracy"] for r in results], "C": [r["C"] for r in results],
+                "C_at_edge": sum(r["C_at_edge"] for r in results), "inits": len(results)}
+    errors = np.mean([r["errors"] for r in results], axis=0)
+    t = t_interval(errors)
+    per_init = [r["error"] for r in results]
+    return {**first, "error": t["mean"], "ci95": t["ci95"], "spread": t["spread"],
+            "errors": errors.tolist(),
+            "validation_error": float(np.mean([r["validation_error"] for r in results])),
+            "validation_errors": np.mean([r["validation_errors"] for r in results], axis=0).tolist(),
+            "C": [c for r in results for c in r["C"]], "C_at_edge": sum(r["C_at_edge"] for r in results),
+            "inits": len(results), "init_errors": per_init,
+            "init_spread": float(np.std(per_init, ddof=1)) if len(results) > 1 else None}
 
 
 def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple[str, ...] = (),
           data_dir: str | None = None, per_class: int = 100, draws: int = 10, kmeans_k: int = 400,
           max_train: int | None = None, max_test: int | None = None, seed: int = 0,
-          out: str | Path | None = None, grid: int = 4) -> list[dict]:
+          out: str | Path | None = None, grid: int = 4, random_inits: int = 3,
+          val_size: int = VAL_SIZE) -> list[dict]:
     """DCGAN features of a trained D, and any baselines (pixels, random, kmeans), through one
-    protocol on the same splits; a table in the shape of the paper's Tables 1-2."""
+    protocol on the same splits; a table in the shape of the paper's Tables 1-2. The random
+    baseline is `random_inits` independently initialised copies of D's architecture, averaged."""
     from dcgan import features as feats
     from dcgan.config import MAX_SEED, check_count, check_seed
     from dcgan.outputs import check_out_dir
@@ -138,6 +220,8 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     unknown = set(baselines) - {"pixels", "random", "kmeans"}
     if unknown:
         raise DCGANError(f"unknown baseline(s) {', '.join(sorted(unknown))}: use pixels, random, kmeans")
+    if "random" in baselines and random_inits < 1:
+        raise DCGANError(f"--random-inits must be at least 1, got {random_inits}")
     if out is not None:
         check_out_dir(out, inputs=[source, data, data_dir])
     d = feats.load_discriminator(source)
@@ -145,30 +229,44 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     c = d.config
     train, test = labelled_splits(data, c.image_size, c.channels, data_dir)
     gen = torch.Generator().manual_seed(seed)
-    tr = torch.randperm(len(train.images), generator=gen)[:max_train or len(train.images)]
+    order = torch.randperm(len(train.images), generator=gen)
     te = torch.randperm(len(test.images), generator=gen)[:max_test or len(test.images)]
-    train_images, train_y = train.images[tr], train.labels[tr].numpy()
-    test_images, test_y = test.images[te], test.labels[te].numpy()
+    # few: a validation split of val_size training images (half the split if it is smaller),
+    # then the label pool; full: the protocol carves its own validation part from the pool
+    n_val = min(val_size, len(order) // 2) if protocol == "few" else 0
+    va, tr = order[:n_val], order[n_val:][:max_train or len(order)]
+    images = {"train": train.images[tr], "val": train.images[va], "test": test.images[te]}
+    ys = {"train": train.labels[tr].numpy(), "val": train.labels[va].numpy(), "test": test.labels[te].numpy()}
 
-    trained = feats.bn_averaged(d, train.images, seed=seed)  # once per D, for train and test images
-    extractors = {"DCGAN discriminator": lambda x: feats.pooled_features(trained, x, grid=grid)}
+    trained = feats.bn_averaged(d, train.images, seed=seed)  # once per D, for every split
+    extractors = {"DCGAN discriminator": [lambda x: feats.pooled_features(trained, x, grid=grid)]}
     if "random" in baselines:
-        torch.manual_seed(seed)
-        untrained = feats.bn_averaged(Discriminator(c), train.images, seed=seed)  # same architecture
-        extractors["same D, random init"] = lambda x: feats.pooled_features(untrained, x, grid=grid)
+        inits = []
+        for i in range(random_inits):
+            with torch.random.fork_rng(devices=[]):  # seeded inits, the caller's RNG untouched
+                torch.manual_seed(seed + i)
+                net = Discriminator(c)  # same architecture, its own initialisation
+            inits.append(feats.bn_averaged(net, train.images, seed=seed))
+        name = "same D, random init" + (f" (mean of {random_inits})" if random_inits > 1 else "")
+        extractors[name] = [lambda x, net=net: feats.pooled_features(net, x, grid=grid) for net in inits]
     if "pixels" in baselines:
-        extractors["raw pixels"] = feats.pixel_features
+        extractors["raw pixels"] = [feats.pixel_features]
     if "kmeans" in baselines:
-        km = feats.KMeansFeatures(k=kmeans_k, seed=seed).fit(train_images)
-        extractors[f"K-means, K={kmeans_k} (Coates & Ng)"] = km
+        km = feats.KMeansFeatures(k=kmeans_k, seed=seed).fit(images["train"])
+        extractors[f"K-means, K={kmeans_k} (Coates & Ng)"] = [km]
     rows = []
-    for method, extract in extractors.items():
-        train_x, test_x = extract(train_images), extract(test_images)
-        if protocol == "full":
-            result = full_protocol(train_x, train_y, test_x, test_y, seed=seed)
-        else:
-            result = few_protocol(train_x, train_y, test_x, test_y, per_class, draws, seed=seed)
-        rows.append({"method": method, "dim": int(train_x.shape[1]), **result})
+    for method, extracts in extractors.items():
+        results = []
+        for extract in extracts:
+            x = {split: extract(imgs) if len(imgs) else None for split, imgs in images.items()}
+            if protocol == "full":
+                results.append(full_protocol(x["train"], ys["train"], x["test"], ys["test"], seed=seed))
+            else:
+                results.append(few_protocol(x["train"], ys["train"], x["val"], ys["val"], x["test"],
+                                            ys["test"], per_class, draws, seed=seed))
+            dim = int(x["train"].shape[1])
+        result = results[0] if len(results) == 1 else mean_of_inits(results)
+        rows.append({"method": method, "dim": dim, **result})
     if protocol == "few":
         add_paired(rows)
     if out is not None:
@@ -178,31 +276,56 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
 
 def add_paired(rows: list[dict]) -> None:
     """Every method saw the same label draws, so each baseline is compared with the first row (the
-    DCGAN features) draw by draw: the mean of (baseline error - DCGAN error) +- 1.96 standard errors,
-    and in how many draws DCGAN had the lower error. Much tighter than comparing the two intervals."""
-    ours = np.asarray(rows[0]["errors"])
+    DCGAN features) draw by draw (`paired`): much tighter than comparing the two intervals."""
     for r in rows[1:]:
-        diff = np.asarray(r["errors"]) - ours
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        r["paired_vs_first"] = {"mean": float(diff.mean()), "ci95": float(1.96 * se),
-                                "first_better": int((diff > 0).sum()), "draws": len(diff)}
+        r["paired_vs_first"] = paired(rows[0]["errors"], r["errors"])
+
+
+def describe(r: dict) -> str:
+    """One row's numbers in words: mean error, its t-interval and spread (few), or accuracy (full);
+    the random-init spread; how often C sat at an edge of its grid."""
+    n_c = len(r["C"]) if isinstance(r["C"], list) else 1
+    if r["protocol"] == "few":
+        text = (f"error {r['error']:.2%} ± {r['ci95']:.2%} (t 95%, {len(r['errors'])} draws; "
+                f"spread {r['spread']:.2%})")
+    else:
+        text = f"accuracy {r['accuracy']:.2%}"
+        text += f" ± {r['ci95']:.2%} (t 95% over inits)" if r.get("inits", 1) > 1 else ""
+    if r.get("inits", 1) > 1:
+        text += f"; init-to-init spread {r['init_spread']:.2%} over {r['inits']} inits"
+    return text + f"; C at a grid edge {r['C_at_edge']}/{n_c}"
+
+
+def describe_paired(p: dict, first: str) -> str:
+    return (f"minus {first}'s, paired: {p['mean']:+.2%} ± {p['ci95']:.2%} (t 95%), p = {p['p_value']:.2g}; "
+            f"{first} lower in {p['first_better']}/{p['draws']} draws ({p['ties']} ties), "
+            f"sign test p = {p['sign_p_value']:.2g}")
 
 
 def write_table(rows: list[dict], out: Path, data: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "probe.json").write_text(json.dumps(rows, indent=2))
     few = rows[0]["protocol"] == "few"
-    head = (f"| method | feature dim | test error ({rows[0]['labels']} labels, mean ± 1.96σ over "
-            f"{len(rows[0]['errors'])} draws) | error − {rows[0]['method']}'s, paired (draws it wins) |"
-            if few else "| method | feature dim | test accuracy |")
-    lines = [f"{data}, {'few-label' if few else 'full-label'} protocol", "", head,
-             "|---|---|---|---|" if few else "|---|---|---|"]
+    head = (f"| method | feature dim | test error ({rows[0]['labels']} labels, "
+            f"{len(rows[0]['errors'])} draws: mean ± Student-t 95%; spread = sd of a draw) | "
+            f"error − {rows[0]['method']}'s, paired: mean ± t 95%, p (paired t) | "
+            "draws it wins, sign-test p | C at grid edge |"
+            if few else "| method | feature dim | test accuracy | C at grid edge |")
+    lines = [f"{data}, {'few-label' if few else 'full-label'} protocol; C grid "
+             f"{', '.join(f'{c:g}' for c in rows[0]['C_grid'])}, chosen on {rows[0].get('validation', 'a')} "
+             "validation images", "", head, "|---|---|---|---|---|---|" if few else "|---|---|---|---|"]
     for r in rows:
+        n_c = len(r["C"]) if isinstance(r["C"], list) else 1
+        inits = (f"; {r['inits']} inits, init-to-init spread {r['init_spread']:.2%}"
+                 if r.get("inits", 1) > 1 else "")
         if not few:
-            lines.append(f"| {r['method']} | {r['dim']:,} | {r['accuracy']:.2%} |")
+            lines.append(f"| {r['method']} | {r['dim']:,} | {r['accuracy']:.2%}{inits} | "
+                         f"{r['C_at_edge']}/{n_c} |")
             continue
-        paired = r.get("paired_vs_first")
-        vs = (f"{paired['mean']:+.2%} ± {paired['ci95']:.2%} ({paired['first_better']}/{paired['draws']})"
-              if paired else "")
-        lines.append(f"| {r['method']} | {r['dim']:,} | {r['error']:.2%} ± {r['ci95']:.2%} | {vs} |")
+        p = r.get("paired_vs_first")
+        vs = (f"{p['mean']:+.2%} ± {p['ci95']:.2%}, p = {p['p_value']:.2g} | "
+              f"{p['first_better']}/{p['draws']} ({p['ties']} ties), p = {p['sign_p_value']:.2g}"
+              if p else " | ")
+        lines.append(f"| {r['method']} | {r['dim']:,} | {r['error']:.2%} ± {r['ci95']:.2%} "
+                     f"(spread {r['spread']:.2%}{inits}) | {vs} | {r['C_at_edge']}/{n_c} |")
     (out / "probe.md").write_text("\n".join(lines) + "\n")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from dcgan.augment import augment, parse_policy
 from dcgan.config import TrainConfig
 from dcgan.data import to_float
 from dcgan.models import Discriminator, Generator
@@ -64,15 +65,17 @@ def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
     rt = rt or Runtime(device)
     D_frozen = D_frozen or D
     generator = _bare(G)
+    policy = parse_policy(config.augment)  # DiffAugment: D sees T(x) and T(G(z)), G learns through T
     # (1) D: maximize log D(x) + log(1 - D(G(z)))
     for j in range(config.d_steps):
         real = rt.images(next(reals))
         b = len(real)
         z = rt.latent(generator, b, noise, device)
+        real = augment(real, policy, noise)
         opt_d.zero_grad(set_to_none=True)
         with rt.autocast():
             with torch.set_grad_enabled(j == config.d_steps - 1):  # keep G's graph for step (2)
-                fake = G(z)
+                fake = augment(G(z), policy, noise)  # one draw of T, seen by D here and by G in (2)
             out_real = D(real)
             out_fake = D(fake.detach())  # a separate pass: real and fake get their own BN statistics
             loss_d = (F.binary_cross_entropy_with_logits(

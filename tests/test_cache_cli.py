@@ -1,0 +1,48 @@
+"""`dcgan cache list|clear`: the decoded-dataset cache is visible and can be freed, and nothing but
+the cache's own files is ever touched."""
+
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+from dcgan.data import cache_entries, open_dataset
+
+
+def dcgan(*args, cache):
+    env = {**os.environ, "DCGAN_CACHE_DIR": str(cache)}
+    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_cache_list_shows_each_decoded_dataset_and_clear_frees_only_cache_files(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DCGAN_CACHE_DIR", str(cache))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(5):
+        Image.new("RGB", (40, 30), (50 * i, 20, 90)).save(folder / f"{i}.png")
+    open_dataset(str(folder), 16, 3)
+    open_dataset(str(folder), 32, 1)
+    (cache / "notes.txt").write_text("a user's file in a shared cache folder")
+    (cache / ("0" * 24 + ".tmp4242")).write_bytes(b"half-written")
+    entries = cache_entries()
+    assert len(entries) == 3 and sum(e["source"] == str(folder) for e in entries) == 2
+    assert sorted((e["size"], e["channels"], e["images"]) for e in entries if e["source"] == str(folder)) == \
+        [(16, 3, 5), (32, 1, 5)]
+
+    listing = dcgan("cache", "list", cache=cache)
+    assert f"{folder} train 16x16x3, 5 images" in listing and f"{folder} train 32x32x1, 5 images" in listing
+    assert "unfinished" in listing and "3 file(s)" in listing and "notes.txt" not in listing
+
+    cleared = dcgan("cache", "clear", cache=cache)
+    assert "removed 3 cached dataset file(s)" in cleared
+    assert [p.name for p in cache.iterdir()] == ["notes.txt"]
+    assert "0 file(s)" in dcgan("cache", "list", cache=cache)
+
+
+def test_cache_list_of_a_missing_folder_is_empty(tmp_path):
+    assert "0 file(s), 0.0 MiB" in dcgan("cache", "list", cache=tmp_path / "never-made")
