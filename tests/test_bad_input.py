@@ -151,6 +151,7 @@ def _make_files(w: Path, run: Path) -> None:
     for i in range(8):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
     (w / "empty").mkdir()
+    (w / "x.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n")
     (w / "afile").write_text("not a folder")
     (w / "nonutf8.yaml").write_bytes(b"lr: 0.1\n# \xff\xfe\n")
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -423,6 +424,18 @@ CASES = {
                            ["index", "-1"], {}),
     "feature-maps max-channels": (["feature-maps", "{run}", "--max-channels", "0", "--out", "{w}/out/fm"],
                                   ["max_channels", "0"], {}),
+    # directions and project
+    "directions method": (["directions", "{run}", "--method", "ica", "--out", "{w}/out/dir"], ["ica"], {}),
+    "directions k zero": (["directions", "{run}", "--k", "0", "--out", "{w}/out/dir"], ["k", "0"], {}),
+    "directions out is a file": (["directions", "{run}", "--out", "{w}/afile"], ["afile"], {}),
+    "directions latents fifo": (["directions", "{run}", "--method", "svm", "--positive", "1,2", "--negative",
+                                 "3,4", "--latents", "{w}/fifo", "--out", "{w}/out/dir"], ["fifo"], {}),
+    "project eps named png": (["project", "{run}", "{w}/x.png", "--out", "{w}/out/p"], ["x.png"], {}),
+    "project image fifo": (["project", "{run}", "{w}/fifo", "--out", "{w}/out/p"], ["fifo"], {}),
+    "project steps zero": (["project", "{run}", "{w}/images/0.png", "--steps", "0", "--out", "{w}/out/p"],
+                           ["steps", "0"], {}),
+    "project lr nan": (["project", "{run}", "{w}/images/0.png", "--lr", "nan", "--out", "{w}/out/p"],
+                       ["lr", "nan"], {}),
     "feature-maps out in the run": (["feature-maps", "{run}", "--out", "{run}/snapshots"], ["snapshots"], {}),
 }
 
@@ -455,7 +468,8 @@ def test_at_least_sixty_cases_over_every_command():
     assert len(CASES) >= 60
     assert {argv[0] for argv, _, _ in CASES.values()} == {
         "train", "sample", "export", "evaluate", "train-classifier", "features", "probe", "walk",
-        "neighbours", "arithmetic", "forget", "dedup", "guided-backprop", "feature-maps"}
+        "neighbours", "arithmetic", "forget", "dedup", "guided-backprop", "feature-maps", "directions",
+        "project"}
 
 
 @pytest.mark.parametrize("name", list(CASES))
