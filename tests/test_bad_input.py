@@ -38,10 +38,14 @@ def digest(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def entries(folder):  # everything in the workspace but the driver's own files
+    return {str(p) for p in folder.rglob("*") if errs not in p.parents and "cache" not in p.parts}
+
+
 results = {}
 for n, (name, case) in enumerate(cases.items()):
     err = errs / f"{n}.err"
-    before = digest(run)
+    before, listed = digest(run), entries(run.parent)
     pid = os.fork()
     if pid == 0:  # the case: stderr to a file, stdout discarded, then what the dcgan script does
         os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
@@ -65,7 +69,8 @@ for n, (name, case) in enumerate(cases.items()):
             os.kill(pid, signal.SIGKILL)  # reported as rc -9: a hang
         time.sleep(0.01)
     results[name] = {"rc": os.waitstatus_to_exitcode(status), "stderr": err.read_text(errors="replace"),
-                     "run_changed": digest(run) != before}
+                     "run_changed": digest(run) != before,
+                     "left_behind": sorted(entries(run.parent) - listed)}
 json.dump(results, open(errs / "results.json", "w"))
 """
 
@@ -146,6 +151,7 @@ def _make_files(w: Path, run: Path) -> None:
     for i in range(8):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
     (w / "empty").mkdir()
+    (w / "x.png").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n")
     (w / "afile").write_text("not a folder")
     (w / "nonutf8.yaml").write_bytes(b"lr: 0.1\n# \xff\xfe\n")
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -418,6 +424,18 @@ CASES = {
                            ["index", "-1"], {}),
     "feature-maps max-channels": (["feature-maps", "{run}", "--max-channels", "0", "--out", "{w}/out/fm"],
                                   ["max_channels", "0"], {}),
+    # directions and project
+    "directions method": (["directions", "{run}", "--method", "ica", "--out", "{w}/out/dir"], ["ica"], {}),
+    "directions k zero": (["directions", "{run}", "--k", "0", "--out", "{w}/out/dir"], ["k", "0"], {}),
+    "directions out is a file": (["directions", "{run}", "--out", "{w}/afile"], ["afile"], {}),
+    "directions latents fifo": (["directions", "{run}", "--method", "svm", "--positive", "1,2", "--negative",
+                                 "3,4", "--latents", "{w}/fifo", "--out", "{w}/out/dir"], ["fifo"], {}),
+    "project eps named png": (["project", "{run}", "{w}/x.png", "--out", "{w}/out/p"], ["x.png"], {}),
+    "project image fifo": (["project", "{run}", "{w}/fifo", "--out", "{w}/out/p"], ["fifo"], {}),
+    "project steps zero": (["project", "{run}", "{w}/images/0.png", "--steps", "0", "--out", "{w}/out/p"],
+                           ["steps", "0"], {}),
+    "project lr nan": (["project", "{run}", "{w}/images/0.png", "--lr", "nan", "--out", "{w}/out/p"],
+                       ["lr", "nan"], {}),
     "feature-maps out in the run": (["feature-maps", "{run}", "--out", "{run}/snapshots"], ["snapshots"], {}),
 }
 
@@ -439,7 +457,7 @@ def outcomes(tmp_path_factory):
     env = {**os.environ, "DCGAN_CACHE_DIR": str(w / "cache")}
     env.pop("DCGAN_DEBUG", None)
     proc = subprocess.run([sys.executable, "-c", DRIVER, str(spec), str(errs), str(run)], capture_output=True,
-                          text=True, timeout=3600, env=env)
+                          text=True, timeout=3600, env=env, cwd=w)
     assert proc.returncode == 0, proc.stderr
     return json.loads((errs / "results.json").read_text()), w
 
@@ -450,7 +468,8 @@ def test_at_least_sixty_cases_over_every_command():
     assert len(CASES) >= 60
     assert {argv[0] for argv, _, _ in CASES.values()} == {
         "train", "sample", "export", "evaluate", "train-classifier", "features", "probe", "walk",
-        "neighbours", "arithmetic", "forget", "dedup", "guided-backprop", "feature-maps"}
+        "neighbours", "arithmetic", "forget", "dedup", "guided-backprop", "feature-maps", "directions",
+        "project"}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -464,4 +483,5 @@ def test_bad_input_is_one_clear_line_and_damages_nothing(outcomes, name):
     assert lines[0].startswith("error: ") and "this is a bug" not in lines[0], lines[0]
     assert all(word in lines[0] for word in words), (words, lines[0])
     assert not r["run_changed"]  # every file of the run byte-identical, none added or removed
+    assert not r["left_behind"]  # no output file or folder was started before the error
     assert not (w / "pwned").exists()  # the hostile Inception pickle never ran

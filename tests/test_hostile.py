@@ -208,3 +208,81 @@ def test_a_genuine_bug_is_one_line_naming_the_traceback_file(tmp_path):
 def test_a_bad_flag_is_one_error_line_with_exit_code_1():
     proc = cli("train", "--lr", "fast")
     assert proc.returncode == 1 and proc.stderr.count("error:") == 1 and "'fast'" in proc.stderr
+
+
+# ---- files: names that are not UTF-8, an unusable cache, float pixels -----------------------
+
+def test_a_folder_with_non_utf8_file_names_trains_and_dedups(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        name = os.fsdecode(b"caf\xe9-%d.png" % i) if i < 4 else f"{i}.png"  # Latin-1 names
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / name)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / os.fsdecode(b"dup\xff-a.png"))
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / os.fsdecode(b"dup\xff-b.png"))
+    proc = cli("train", "--data", root, *TINY, "--steps", 1, "--out", tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+    assert "10 images" in proc.stderr
+    proc = cli("dedup", root, "--out", tmp_path / "report", "--epochs", 1)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "report" / "duplicates.txt").read_bytes() == b"dup\xff-b.png\n"
+    exclude = tmp_path / "report" / "duplicates.txt"
+    proc = cli("train", "--data", root, *TINY, "--steps", 1, "--exclude", exclude, "--out", tmp_path / "run2")
+    assert proc.returncode == 0 and "9 images" in proc.stderr, proc.stderr
+
+
+def test_an_unusable_cache_warns_and_training_goes_on(tmp_path, folder_with_eps):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    proc = cli("train", "--data", folder_with_eps, *TINY, "--steps", 1, "--out", tmp_path / "run",
+               env={**os.environ, "DCGAN_CACHE_DIR": str(blocker / "sub")})
+    assert proc.returncode == 0, proc.stderr
+    assert "could not write dataset cache" in proc.stderr and "training without it" in proc.stderr
+
+
+def test_nan_float_pixels_are_refused_not_cast():
+    from dcgan.data import _to_mode
+
+    img = Image.fromarray(np.array([[0.0, np.nan], [1.0, 2.0]], dtype=np.float32), "F")
+    with pytest.raises(ValueError, match="NaN"):
+        _to_mode(img, "L")
+
+
+# ---- messages that name the real cause ---------------------------------------------------
+
+def test_failed_writes_name_the_real_cause(tmp_path):
+    from dcgan.checkpoint import atomic_write
+
+    with pytest.raises(DCGANError) as info:  # no folder: not a full disk, and nothing was there before
+        atomic_write(tmp_path / "missing" / "x.json", lambda f: f.write(b"{}"))
+    assert "no such file or folder" in str(info.value) and "disk" not in str(info.value)
+    assert "intact" not in str(info.value)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(DCGANError, match="folder"):
+        atomic_write(tmp_path / "folder.json", lambda f: f.write(b"{}"))
+
+
+def test_a_pickle_refusal_carries_no_advice_to_load_it_unsafely(tmp_path):
+    from dcgan import checkpoint
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"format": "dcgan-checkpoint", "x": Exploit()}, tmp_path / "evil.pt")
+    with pytest.raises(DCGANError) as info:
+        checkpoint.load(tmp_path / "evil.pt")
+    assert "refusing" in str(info.value) and "weights_only=False" not in str(info.value)
+    assert "\x1b[" not in str(info.value)  # none of torch's coloured advice
+
+
+def test_an_export_given_as_a_checkpoint_is_named_as_such(tmp_path):
+    from safetensors.torch import save_file
+
+    from dcgan import checkpoint
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "g.pt", metadata={"format": "dcgan-generator"})
+    with pytest.raises(DCGANError, match="exported generator") as info:
+        checkpoint.load(tmp_path / "g.pt")
+    assert "run code" not in str(info.value)

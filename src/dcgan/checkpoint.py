@@ -286,6 +286,7 @@ def export(source: str | Path, out: str | Path) -> Path:
     model = ckpt["config"]["model"]
     tensors = {k: v.contiguous() for k, v in ckpt["generator"].items()}
     meta = {"format": "dcgan-generator", "model": json.dumps(model), "step": str(ckpt["step"])}
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write(safetensors_bytes(tensors, metadata=meta)))
     return out
 

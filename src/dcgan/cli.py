@@ -12,7 +12,7 @@ from pathlib import Path
 from dcgan.config import check_count, check_seed
 from dcgan.errors import DCGANError
 from dcgan.metrics import INCEPTION_FILE
-from dcgan.outputs import IMAGE_SUFFIXES, check_output_file, prepare_out_dir, write_bytes, write_image
+from dcgan.outputs import IMAGE_SUFFIXES, check_out_dir, check_output_file, write_bytes, write_image
 
 MAX_SAMPLES = 4096  # images of one `dcgan sample`: one grid
 
@@ -122,7 +122,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.out or not args.individual:
         out = check_output_file(args.out or "samples.png", inputs=[args.source], suffixes=IMAGE_SUFFIXES)
     if args.individual:
-        prepare_out_dir(args.individual, inputs=[args.source], what="--individual")
+        check_out_dir(args.individual, inputs=[args.source], what="--individual")
     g = load_generator(args.source, pick_device(args.device))
     if args.latents:  # the rows of a latents file (`dcgan project`), not a seed's samples
         from dcgan.latent import load_latents

@@ -212,15 +212,15 @@ def dedup(data: str, out: str | Path, data_dir: str | None = None, channels: int
     keep.txt, groups.png}; optionally copy the kept files of a folder to `copy_to`."""
     from dcgan.config import check_count
     from dcgan.data import natural_shape
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     if channels is not None and channels not in (1, 3):
         raise DCGANError(f"--channels must be 1 or 3, got {channels}")
     config = config or DedupConfig()
     check_count(config.epochs, "epochs", 10_000)
-    prepare_out_dir(out, inputs=[data, data_dir])
+    check_out_dir(out, inputs=[data, data_dir])
     if copy_to is not None:
-        prepare_out_dir(copy_to, inputs=[data, data_dir, out], what="--copy-to")
+        check_out_dir(copy_to, inputs=[data, data_dir, out], what="--copy-to")
     channels = channels or natural_shape(data)[0]
     ds: ImageData = open_dataset(data, SIZE, channels, data_dir)
     if ds.images is None:
@@ -253,8 +253,11 @@ def write_report(result: DedupResult, images: torch.Tensor, out: Path, sheet_gro
         "warnings": result.warnings,
     }
     (out / "duplicates.json").write_text(json.dumps(report, indent=2))
-    (out / "duplicates.txt").write_text("".join(result.names[i] + "\n" for i in sorted(dup)))
-    (out / "keep.txt").write_text("".join(n + "\n" for i, n in enumerate(result.names) if i not in dup))
+    # file names are bytes: ones that are not UTF-8 are written back as the bytes they were
+    (out / "duplicates.txt").write_text("".join(result.names[i] + "\n" for i in sorted(dup)),
+                                        errors="surrogateescape")
+    (out / "keep.txt").write_text("".join(n + "\n" for i, n in enumerate(result.names) if i not in dup),
+                                  errors="surrogateescape")
     if result.groups:  # one row per group: the kept image first, then its duplicates
         rows = result.groups[:sheet_groups]
         width = min(max(len(g) for g in rows), 12)

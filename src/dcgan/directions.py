@@ -31,7 +31,7 @@ from dcgan.config import MAX_SEED, check_count, check_number, check_seed
 from dcgan.errors import DCGANError
 from dcgan.latent import load_direction, load_latents, pick, save_direction
 from dcgan.models import Generator
-from dcgan.outputs import prepare_out_dir
+from dcgan.outputs import check_out_dir
 from dcgan.visualize import annotate, grid
 
 METHODS = ("sefa", "pca", "svm")
@@ -172,7 +172,7 @@ def directions_report(source: str | Path, *, out: str | Path, method: str = "sef
             check_count(len(values), f"the number of {name} samples", 10_000)
             for v in values:
                 check_count(v, f"{name} sample number", 2**31 - 1, 0)
-    prepare_out_dir(out, inputs=[source, *[f for f in (condition, latents) if f]])
+    check_out_dir(out, inputs=[source, *[f for f in (condition, latents) if f]])
     g = load_generator(source)
     nz = g.config.nz
     tick = time.perf_counter()

@@ -225,12 +225,12 @@ def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "
     of rows: original, then forgotten; the boxed samples first, then n samples of `seed`) and
     forget.json."""
     from dcgan.checkpoint import load_generator
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     check_seed(seed, "seed", MAX_SEED)
     check_count(n, "n", 256, 0)
     choose_maps(np.zeros(1), drop)  # the rule is checked before any work
-    prepare_out_dir(out, inputs=[source, boxes])
+    check_out_dir(out, inputs=[source, boxes])
     g = load_generator(source)
     report = forget_maps(g, read_boxes(boxes, g.config.image_size), out, drop, n, seed, layer)
     (Path(out) / "forget.json").write_text(json.dumps(report, indent=2))

@@ -248,7 +248,7 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
                 factor: float = 3.0, latents: str | Path | None = None) -> dict:
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
     `latents` (a latents file of `dcgan project`), the walk passes through its rows."""
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     check_seed(seed, "seed", MAX_SEED)
     _check_indices(through, "through")
@@ -264,7 +264,7 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
     if frames > MAX_FRAMES:
         raise DCGANError(f"{frames} frames asked for (walks x (points - 1) x steps); at most {MAX_FRAMES} "
                          "fit one figure: lower --walks, --points or --steps")
-    prepare_out_dir(out, inputs=[source, *([latents] if latents else [])])
+    check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g, d = load_models(source)
     z = load_latents(latents, g.config.nz) if latents else None
     if z is not None and not through:
@@ -317,14 +317,14 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
     neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
     from dcgan.checkpoint import load_generator
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     check_seed(seed, "seed", MAX_SEED)
     for name, values in (("a", a), ("b", b), ("c", c)):
         _check_indices(values, name)
     check_number(noise, "noise")
     check_count(neighbours, "neighbours", 64)
-    prepare_out_dir(out, inputs=[source, *([latents] if latents else [])])
+    check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g = load_generator(source)
     z = load_latents(latents, g.config.nz) if latents else None
     r = arithmetic(g, seed, a, b, c, noise, neighbours, z)
@@ -353,7 +353,7 @@ def direction_report(source: str | Path, out: str | Path, start: list[int] | Non
     With `direction` (a file of `dcgan directions`), v is its unit vector times its sigma and the
     steps go from -scale to +scale sigma. With `latents`, the numbers index its rows."""
     from dcgan.checkpoint import load_generator
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     check_seed(seed, "seed", MAX_SEED - 1)  # the default targets are samples of seed + 1
     for name, values in (("from", start), ("to", end), ("targets", targets)):
@@ -363,7 +363,7 @@ def direction_report(source: str | Path, out: str | Path, start: list[int] | Non
     check_number(scale, "scale", minimum=-1e6)
     if scale > 1e6:
         raise DCGANError(f"scale must be a finite number from -1e6 to 1e6, got {scale!r}")
-    prepare_out_dir(out, inputs=[source, *[f for f in (latents, direction) if f]])
+    check_out_dir(out, inputs=[source, *[f for f in (latents, direction) if f]])
     g = load_generator(source)
     z_file = load_latents(latents, g.config.nz) if latents else None
     if direction is not None:

@@ -21,7 +21,7 @@ from torchvision.utils import save_image
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import open_dataset, to_float, to_uint8
 from dcgan.errors import DCGANError
-from dcgan.outputs import prepare_out_dir
+from dcgan.outputs import check_out_dir
 from dcgan.visualize import annotate, grid
 
 Embed = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (n, C, S, S) -> (n, d) float
@@ -89,7 +89,7 @@ def neighbours_report(source: str | Path, data: str, out: str | Path, n: int = 8
     check_count(n, "n", 256)
     check_count(k, "k", 64)
     check_seed(seed, "seed", MAX_SEED)
-    prepare_out_dir(out, inputs=[source, data, data_dir])
+    check_out_dir(out, inputs=[source, data, data_dir])
     g, d = load_models(source)
     c = g.config
     train = open_dataset(data, c.image_size, c.channels, data_dir)

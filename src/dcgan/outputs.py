@@ -78,15 +78,22 @@ def check_output_file(out: str | Path, inputs: Iterable = (), suffixes: Iterable
         if rel.parts[0] in RUN_FOLDERS or rel.name in RUN_FILES:
             raise DCGANError(f"{what} {out} is a file of the run {run}, which only `dcgan train` writes: "
                              "write the output elsewhere")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DCGANError(f"cannot create the folder of {what} {out}: {describe_os_error(e)}") from None
+    _check_creatable(out.parent, f"the folder of {what} {out}")
     return out
 
 
-def prepare_out_dir(out: str | Path, inputs: Iterable = (), what: str = "--out") -> Path:
-    """A report folder: created if needed; never a file, a run's own subfolder or inside an input folder."""
+def _check_creatable(folder: Path, what: str) -> None:
+    """`folder` exists as a writable folder, or can be made in one; nothing is created before the work."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise DCGANError(f"cannot create {what}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DCGANError(f"cannot write {what}: {existing} is not writable (permission denied)")
+
+
+def check_out_dir(out: str | Path, inputs: Iterable = (), what: str = "--out") -> Path:
+    """A report folder that can be created (when the report is written): never a file, a run's own
+    subfolder or inside an input folder."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DCGANError(f"{what} {out} is a file, not a folder: give a folder for the report")
@@ -101,17 +108,16 @@ def prepare_out_dir(out: str | Path, inputs: Iterable = (), what: str = "--out")
         rel = out.resolve().relative_to(run.resolve())
         if rel.parts and rel.parts[0] in RUN_FOLDERS:
             raise DCGANError(f"{what} {out} is a folder of the run {run}, which only `dcgan train` writes")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DCGANError(f"cannot create the report folder {out}: {describe_os_error(e)}") from None
-    if not os.access(out, os.W_OK):
-        raise DCGANError(f"cannot write to the report folder {out}: permission denied")
+    _check_creatable(out, f"the report folder {what} {out}")
     return out
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """The whole file at once: a temp file beside it, fsynced, renamed over it."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DCGANError(f"cannot create the folder of {path}: {describe_os_error(e)}") from None
     atomic_write(Path(path), lambda f: f.write(data))
     return Path(path)
 

@@ -207,7 +207,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     D's features are computed on `device`."""
     from dcgan import features as feats
     from dcgan.config import MAX_SEED, check_count, check_seed
-    from dcgan.outputs import prepare_out_dir
+    from dcgan.outputs import check_out_dir
 
     if protocol not in ("full", "few"):
         raise DCGANError(f"protocol must be full or few, got {protocol!r}")
@@ -224,7 +224,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     if "random" in baselines and random_inits < 1:
         raise DCGANError(f"--random-inits must be at least 1, got {random_inits}")
     if out is not None:
-        prepare_out_dir(out, inputs=[source, data, data_dir])
+        check_out_dir(out, inputs=[source, data, data_dir])
     d = feats.load_discriminator(source).to(device)
     feats.check_grid(grid, d)
     c = d.config

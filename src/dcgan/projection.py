@@ -31,7 +31,7 @@ from dcgan.errors import DCGANError
 from dcgan.features import load_discriminator
 from dcgan.latent import save_latents
 from dcgan.models import Discriminator, Generator, eval_mode
-from dcgan.outputs import prepare_out_dir
+from dcgan.outputs import check_out_dir
 from dcgan.visualize import annotate, grid
 
 MAX_IMAGES = 256  # per call: every image and restart is one row of the optimised batch
@@ -114,7 +114,7 @@ def project_report(source: str | Path, images: list[str | Path], *, out: str | P
     check_count(restarts, "restarts", 64)
     check_number(lr, "lr", positive=True)
     check_number(feature_weight, "feature-weight")
-    prepare_out_dir(out, inputs=[source, *images])
+    check_out_dir(out, inputs=[source, *images])
     g = load_generator(source)
     d = None if Path(source).suffix == ".safetensors" else load_discriminator(source)
     c = g.config

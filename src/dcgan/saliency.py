@@ -27,7 +27,7 @@ from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator, eval_mode
-from dcgan.outputs import prepare_out_dir
+from dcgan.outputs import check_out_dir
 
 NETWORKS = ("trained", "random")
 STRUCTURE_METRIC = ("structure: mean over the shown maps of the share of a map's squared-gradient energy "
@@ -243,7 +243,7 @@ def guided_backprop_report(source: str | Path, data: str, out: str | Path, n_fea
     check_count(top, "top", 64)
     check_count(max_images, "max_images", 10**6)
     check_seed(seed, "seed", MAX_SEED)
-    prepare_out_dir(out, inputs=[source, data, data_dir])
+    check_out_dir(out, inputs=[source, data, data_dir])
     d = load_discriminator(source)
     idx = _layer_index(d, layer)
     c = _channels(d, idx)
@@ -365,7 +365,7 @@ def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed
     check_seed(seed, "seed", MAX_SEED)
     check_count(index, "index", 2**31 - 1, 0)
     check_count(max_channels, "max_channels", 1024)
-    out = prepare_out_dir(out, inputs=[source, image])
+    out = check_out_dir(out, inputs=[source, image])
     report: dict = {"net": net, "source": str(source)}
     if net == "g":
         g = load_generator(source)

@@ -24,7 +24,14 @@ from torch import nn
 
 from dcgan import checkpoint, distributed, seeds
 from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
-from dcgan.data import fingerprint_changes, natural_shape, open_dataset, stream_batches, to_float
+from dcgan.data import (
+    check_regular_file,
+    fingerprint_changes,
+    natural_shape,
+    open_dataset,
+    stream_batches,
+    to_float,
+)
 from dcgan.errors import DCGANError, describe_os_error
 from dcgan.health import Diverged, Health, diversity, first_images, sample_images
 from dcgan.models import Discriminator, Generator, build
@@ -52,6 +59,15 @@ def pick_device(name: str) -> torch.device:
         raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DCGANError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index is not None and device.index >= gpus:
+        raise DCGANError(f"device {name!r} requested but only {gpus} GPU(s) are visible: "
+                         f"use cuda:0 .. cuda:{gpus - 1}")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps and mps.is_available()):
+        raise DCGANError(f"device {name!r} requested but Apple's MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto")
     return device
 
 
@@ -67,6 +83,8 @@ def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
         data = overrides.get("data", TrainConfig.data)
         config = resolve(overrides, data_shape=natural_shape(data))
         config.out = str(config.out or default_run_dir(config))
+        if config.exclude is not None:
+            check_regular_file(config.exclude, "exclude list")
         return config
     ckpt = checkpoint.load(resume)
     checkpoint.check_resumable(ckpt, Path(resume))
