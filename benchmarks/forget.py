@@ -110,7 +110,7 @@ def main() -> None:
             f"{r['eval_change_in_boxes']:.3f} vs outside {r['eval_change_outside']:.3f} "
             f"(ratio {r['eval_change_ratio']:.1f}). Control, as many random maps: presence -> "
             f"{c['presence_after']:.2f}, ratio {c['eval_change_ratio']:.1f}.")
-    name = f"forget_{result['date'][:10]}"  # date-stamped: earlier results stay
+    name = "forget"  # record.save date-stamps the file: earlier results stay
     record.save(name, result, title="Forgetting an object", lines=lines)
 
 

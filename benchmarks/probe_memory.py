@@ -47,14 +47,18 @@ def main() -> None:
     train_values = a.n * 4 // 5 * (a.dim + 1)
     per_value = (m["peak_bytes"] - m["before_fit_bytes"]) / train_values
     cifar = 50000 * 28673 * per_value / 2**30
-    result = {**record.header(), "config": vars(a), **m, "train_values": train_values,
-              "fit_bytes_per_train_value": per_value, "cifar10_full_estimate_gib": cifar}
     above = (m["peak_bytes"] - m["before_fit_bytes"]) / 2**30
-    record.save(f"probe_memory_{result['date'][:10]}", result, title="Memory of the full-label probe", lines=[
+    result = {**record.header(), "config": vars(a), **m, "train_values": train_values,
+              "train_rows": a.n * 4 // 5, "test_rows": a.n // 5, "peak_gib": m["peak_bytes"] / 2**30,
+              "above_features_gib": above, "fit_bytes_per_train_value": per_value,
+              "cifar10_shape": [50000, 28673], "cifar10_features_gib": 50000 * 28673 * 4 / 2**30,
+              "cifar10_full_estimate_gib": cifar}
+    record.save("probe_memory", result, title="Memory of the full-label probe", lines=[
         f"  full protocol on {a.n * 4 // 5:,} x {a.dim:,} float32 training features (+ {a.n // 5:,} test): "
         f"peak {m['peak_bytes'] / 2**30:.2f} GiB, {above:.2f} GiB "
         f"above the features ({per_value:.1f} bytes per training value), {m['seconds']:.0f} s. At that rate "
-        f"CIFAR-10's 50,000 x 28,673 needs about {cifar:.0f} GiB on top of its 5.3 GiB of features."])
+        f"CIFAR-10's 50,000 x 28,673 needs about {cifar:.0f} GiB on top of its "
+        f"{result['cifar10_features_gib']:.1f} GiB of features."])
 
 
 if __name__ == "__main__":

@@ -167,7 +167,8 @@ def few_protocol(pool_x, pool_y, val_x, val_y, test_x, test_y, per_class: int = 
         val_errors.append(1 - val_acc)
         chosen.append(c)
     t = t_interval(errors)
-    return {"protocol": "few", "error": t["mean"], "ci95": t["ci95"], "spread": t["spread"],
+    return {"protocol": "few", "error": t["mean"], "ci95": t["ci95"], "confidence": 0.95,
+            "spread": t["spread"],
             "errors": [float(e) for e in errors], "validation_error": float(np.mean(val_errors)),
             "validation_errors": val_errors, "C": chosen, "C_grid": list(cs),
             "C_at_edge": sum(at_edge(c, cs) for c in chosen),
