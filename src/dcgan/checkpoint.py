@@ -6,6 +6,7 @@ A checkpoint holds {generator, discriminator, optimizer_g, optimizer_d, step, ep
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -178,6 +179,7 @@ def load(path: str | Path) -> dict:
     if _is_safetensors(path):
         raise DCGANError(f"{path} is an exported generator (safetensors), not a training checkpoint: it "
                          "holds G alone; give the run directory or its checkpoint.pt")
+    snapshots = path.parent / "snapshots" if path.name == LATEST else path.parent
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -185,9 +187,11 @@ def load(path: str | Path) -> dict:
         raise DCGANError(f"refusing to load {path}: it holds objects other than tensors and plain "
                          "values, which could run code; it was not written by dcgan") from None
     except OSError as e:
-        raise DCGANError(f"cannot read checkpoint {path}: {describe_os_error(e)}") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.EISDIR):
+            raise DCGANError(f"cannot read checkpoint {path}: {describe_os_error(e)}") from None
+        raise DCGANError(f"checkpoint {path} is truncated or corrupt ({describe_os_error(e)} while reading "
+                         f"its archive); use an earlier snapshot from {snapshots} with --resume") from None
     except Exception as e:  # truncated zip, not a torch file, ...
-        snapshots = path.parent / "snapshots" if path.name == LATEST else path.parent
         raise DCGANError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); use an earlier "
                          f"snapshot from {snapshots} with --resume") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
