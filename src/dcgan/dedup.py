@@ -18,7 +18,6 @@ the autoencoder has collapsed there, and its group is not a set of duplicates.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -26,11 +25,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from dcgan import seeds
 from dcgan.data import ImageData, open_dataset, to_float
 from dcgan.errors import DCGANError
+from dcgan.outputs import write_image, write_json, write_text
 
 SIZE = 32  # the paper hashes 32x32 downsampled centre crops
 MAX_BUCKET = 2048  # distinct codes compared pairwise in one band bucket (hamming > 0)
@@ -252,15 +251,15 @@ def write_report(result: DedupResult, images: torch.Tensor, out: Path, sheet_gro
         "autoencoder_mse": result.reconstruction_mse,
         "warnings": result.warnings,
     }
-    (out / "duplicates.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "duplicates.json", report)
     # file names are bytes: ones that are not UTF-8 are written back as the bytes they were
-    (out / "duplicates.txt").write_text("".join(result.names[i] + "\n" for i in sorted(dup)),
-                                        errors="surrogateescape")
-    (out / "keep.txt").write_text("".join(n + "\n" for i, n in enumerate(result.names) if i not in dup),
-                                  errors="surrogateescape")
+    write_text(out / "duplicates.txt", "".join(result.names[i] + "\n" for i in sorted(dup)),
+               errors="surrogateescape")
+    write_text(out / "keep.txt", "".join(n + "\n" for i, n in enumerate(result.names) if i not in dup),
+               errors="surrogateescape")
     if result.groups:  # one row per group: the kept image first, then its duplicates
         rows = result.groups[:sheet_groups]
         width = min(max(len(g) for g in rows), 12)
         blank = torch.zeros_like(images[0])
         cells = [images[g[k]] if k < len(g) else blank for g in rows for k in range(width)]
-        save_image(torch.stack(cells).float() / 255, out / "groups.png", nrow=width, padding=2)
+        write_image(torch.stack(cells).float() / 255, out / "groups.png", nrow=width, padding=2)

@@ -17,21 +17,19 @@ standard deviation of u . z under the prior (1 for N(0, I), 1/sqrt(3) for U(-1, 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from dcgan.checkpoint import load_generator
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
 from dcgan.errors import DCGANError
 from dcgan.latent import load_direction, load_latents, pick, save_direction
 from dcgan.models import Generator
-from dcgan.outputs import check_out_dir
+from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.visualize import annotate, grid
 
 METHODS = ("sefa", "pca", "svm")
@@ -212,11 +210,11 @@ def directions_report(source: str | Path, *, out: str | Path, method: str = "sef
                               score=scores[i], source=str(source), layer=summary.get("layer"), seed=seed)
         images = strip(g, u, sigma, z, sigmas)
         labels = [f"{s:+.1f}sd" for s in sigmas.tolist()] * samples
-        save_image(grid(annotate(images.flatten(0, 1), labels), nrow=columns), path.with_suffix(".png"))
+        write_image(grid(annotate(images.flatten(0, 1), labels), nrow=columns), path.with_suffix(".png"))
         overview.append(images[0])
         files.append(str(path))
     labels = [f"#{i} {s:+.1f}sd" for i in range(len(overview)) for s in sigmas.tolist()]
-    save_image(grid(annotate(torch.cat(overview), labels), nrow=columns), out / "directions.png")
+    write_image(grid(annotate(torch.cat(overview), labels), nrow=columns), out / "directions.png")
     summary.update(files=files, sigmas=sigmas.tolist(), samples=samples)
-    (out / "directions.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "directions.json", summary)
     return summary

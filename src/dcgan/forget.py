@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import check_regular_file
 from dcgan.errors import DCGANError
 from dcgan.models import Generator, eval_mode
+from dcgan.outputs import write_image, write_json, write_text
 from dcgan.visualize import grid, pad_rows
 
 MAX_BOXED = 1024  # boxed samples: G runs on them in one batch, the detector on all their locations
@@ -100,7 +100,7 @@ def _integer(v) -> int:
 
 
 def write_boxes(path: str | Path, boxed: list[Boxed]) -> Path:
-    Path(path).write_text(json.dumps({"boxes": [{"seed": b.seed, "index": b.index,
+    write_text(path, json.dumps({"boxes": [{"seed": b.seed, "index": b.index,
                                                   "boxes": [list(x) for x in b.boxes]} for b in boxed]}))
     return Path(path)
 
@@ -233,7 +233,7 @@ def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "
     check_out_dir(out, inputs=[source, boxes])
     g = load_generator(source)
     report = forget_maps(g, read_boxes(boxes, g.config.image_size), out, drop, n, seed, layer)
-    (Path(out) / "forget.json").write_text(json.dumps(report, indent=2))
+    write_json(Path(out) / "forget.json", report)
     return report
 
 
@@ -250,7 +250,7 @@ def forget_maps(g: Generator, boxed: list[Boxed], out: str | Path, drop: str = "
     out.mkdir(parents=True, exist_ok=True)
     rows = [x for s in range(0, len(z), 8) for x in (before[s:s + 8], after[s:s + 8])]
     padded, width = pad_rows(rows, width=8)
-    save_image(grid(padded, nrow=width), out / "forget.png")
+    write_image(grid(padded, nrow=width), out / "forget.png")
     size = activations(g, z[:1], layer).shape[-1]
     report = {"drop": drop, "layer": layer, "layer_size": size, "dropped_maps": maps, "dropped": len(maps),
               "maps_in_layer": int(len(fit["weights"])), "detector_accuracy": fit["accuracy"],
@@ -336,5 +336,5 @@ def forget_synthetic(run: str | Path, out: str | Path, samples: int = 200, boxes
                    "eval_change_in_boxes": change["inside"], "eval_change_outside": change["outside"],
                    "eval_change_ratio": change["ratio"],
                    "evaluated": [[b.index, list(b.boxes[0])] for b in eval_set]})
-    (out / "forget.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "forget.json", report)
     return report

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
 from dcgan.data import check_regular_file, to_uint8
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator
-from dcgan.outputs import write_bytes
+from dcgan.outputs import write_bytes, write_image, write_json
 from dcgan.visualize import grid, pad_rows
 
 MODES = ("slerp", "linear")
@@ -239,7 +238,8 @@ def save_gif(frames: torch.Tensor, path: Path, fps: int = 12) -> Path:
 
     pictures = [grid(frames[:, t], nrow=len(frames)).mul(255).round().byte().permute(1, 2, 0).numpy()
                 for t in range(frames.shape[1])]
-    iio.imwrite(path, np.stack(pictures), duration=1000 / fps, loop=0)
+    data = iio.imwrite("<bytes>", np.stack(pictures), extension=".gif", duration=1000 / fps, loop=0)
+    write_bytes(path, data)
     return path
 
 
@@ -276,7 +276,7 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
     report = smoothness(frames, d_features(d) if d is not None else None, factor)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_image(grid(frames.flatten(0, 1), nrow=frames.shape[1]), out / "walk.png")
+    write_image(grid(frames.flatten(0, 1), nrow=frames.shape[1]), out / "walk.png")
     if gif:
         save_gif(frames, out / "walk.gif")
     report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1],
@@ -284,7 +284,7 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
                    [list(range(r * points, (r + 1) * points)) for r in range(walks)],
                    "latent_norms": path.norm(dim=-1).round(decimals=4).tolist(),
                    "feature_space": "D pooled conv features" if d is not None else None})
-    (out / "walk.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "walk.json", report)
     return report
 
 
@@ -333,14 +333,14 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
     batch, width = pad_rows(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_image(grid(batch, nrow=width), out / "arithmetic.png")
+    write_image(grid(batch, nrow=width), out / "arithmetic.png")
     report = {"seed": seed, "a": a, "b": b, "c": c, "noise": noise, "y_norm": float(r["y"].norm()),
               "y": r["y"].tolist(),
               "neighbour_rms_to_result": [_rms(x, r["result"]) for x in r["neighbours"]],
               "pixel_result_rms_to_result": _rms(r["pixel_result"], r["result"]),
               "layout": "rows A, B, C: exemplars then G(mean z); last row: G(Y), noise neighbours, "
                         "pixel-space A - B + C"}
-    (out / "arithmetic.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "arithmetic.json", report)
     return report
 
 
@@ -383,12 +383,12 @@ def direction_report(source: str | Path, out: str | Path, start: list[int] | Non
     images = images.view(*moved.shape[:2], *images.shape[1:])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_image(grid(images.flatten(0, 1), nrow=steps), out / "direction.png")
+    write_image(grid(images.flatten(0, 1), nrow=steps), out / "direction.png")
     base = g.generate(z).cpu()  # the unchanged samples
     change = (images - base[:, None]).flatten(2).pow(2).mean(2).sqrt().mean(0)
     report = {"seed": seed, "from": start, "to": end, "direction": str(direction) if direction else None,
               "targets": targets or (f"rows 0..{len(z) - 1} of {latents}" if z_file is not None
                                      else f"0..{n - 1} of seed {seed + 1}"),
               "alphas": alphas.tolist(), "v_norm": float(v.norm()), "mean_rms_change": change.tolist()}
-    (out / "direction.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "direction.json", report)
     return report

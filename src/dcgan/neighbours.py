@@ -10,18 +10,16 @@ The training set is embedded chunk by chunk, so memory stays bounded for large d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import open_dataset, to_float, to_uint8
 from dcgan.errors import DCGANError
-from dcgan.outputs import check_out_dir
+from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.visualize import annotate, grid
 
 Embed = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (n, C, S, S) -> (n, d) float
@@ -116,9 +114,9 @@ def neighbours_report(source: str | Path, data: str, out: str | Path, n: int = 8
             labels += [f"G#{i}"] + [f"{v:.2f}" for v in dist[i].tolist()]
         rows = torch.cat([torch.cat([to_float(samples[i:i + 1]), to_float(train.images[idx[i]])])
                           for i in range(n)])
-        save_image(grid(annotate(rows, labels), nrow=k + 1), out / f"neighbours_{space}.png")
+        write_image(grid(annotate(rows, labels), nrow=k + 1), out / f"neighbours_{space}.png")
         report[space] = {"distances": dist.tolist(),
                          "neighbours": [[train.name(int(j)) for j in row] for row in idx],
                          **summary(dist[:, 0], ref_dist[:, 0])}
-    (out / "neighbours.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "neighbours.json", report)
     return report

@@ -9,6 +9,7 @@ them, or to any of its own inputs, before it does any work.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -120,6 +121,14 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
         raise DCGANError(f"cannot create the folder of {path}: {describe_os_error(e)}") from None
     atomic_write(Path(path), lambda f: f.write(data))
     return Path(path)
+
+
+def write_text(path: str | Path, text: str, errors: str = "strict") -> Path:
+    return write_bytes(path, text.encode("utf-8", errors=errors))
+
+
+def write_json(path: str | Path, value) -> Path:
+    return write_text(path, json.dumps(value, indent=2))
 
 
 def write_image(tensor, path: str | Path, **kw) -> Path:

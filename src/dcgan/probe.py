@@ -15,7 +15,6 @@ penalty) on standardised features.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from sklearn.svm import LinearSVC
 from dcgan.data import labelled_splits
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator
+from dcgan.outputs import write_json, write_text
 
 # the C grid searched on validation, log-spaced and wide enough that the choice is rarely at an
 # edge (the paper's released SVHN script searched 1e-4..1e-2); how often it was is reported
@@ -306,7 +306,7 @@ def describe_paired(p: dict, first: str) -> str:
 
 def write_table(rows: list[dict], out: Path, data: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.json").write_text(json.dumps(rows, indent=2))
+    write_json(out / "probe.json", rows)
     few = rows[0]["protocol"] == "few"
     head = (f"| method | feature dim | test error ({rows[0]['labels']} labels, "
             f"{len(rows[0]['errors'])} draws: mean ± Student-t 95%; spread = sd of a draw) | "
@@ -330,4 +330,4 @@ def write_table(rows: list[dict], out: Path, data: str) -> None:
               if p else " | ")
         lines.append(f"| {r['method']} | {r['dim']:,} | {r['error']:.2%} ± {r['ci95']:.2%} "
                      f"(spread {r['spread']:.2%}{inits}) | {vs} | {r['C_at_edge']}/{n_c} |")
-    (out / "probe.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "probe.md", "\n".join(lines) + "\n")

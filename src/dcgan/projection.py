@@ -15,14 +15,12 @@ The result is a latents file (`dcgan.latent.save_latents`): `dcgan sample --late
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 
 from dcgan.checkpoint import load_generator
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
@@ -31,7 +29,7 @@ from dcgan.errors import DCGANError
 from dcgan.features import load_discriminator
 from dcgan.latent import save_latents
 from dcgan.models import Discriminator, Generator, eval_mode
-from dcgan.outputs import check_out_dir
+from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.visualize import annotate, grid
 
 MAX_IMAGES = 256  # per call: every image and restart is one row of the optimised batch
@@ -134,7 +132,7 @@ def project_report(source: str | Path, images: list[str | Path], *, out: str | P
     out.mkdir(parents=True, exist_ok=True)
     pairs = torch.stack([torch.stack(targets), r["reconstructions"]], 1).flatten(0, 1)
     labels = [f"{kind} {i}" for i in range(len(images)) for kind in ("target", "G(z)")]
-    save_image(grid(annotate(pairs, labels), nrow=min(8, len(pairs))), out / "projection.png")
+    write_image(grid(annotate(pairs, labels), nrow=min(8, len(pairs))), out / "projection.png")
     save_latents(out / "latents.json", r["z"], source=str(source), images=[str(p) for p in images])
     report = {"source": str(source), "images": [str(p) for p in images], "steps": steps, "restarts": restarts,
               "lr": lr, "feature_weight": feature_weight if d is not None else None, "seed": seed,
@@ -142,5 +140,5 @@ def project_report(source: str | Path, images: list[str | Path], *, out: str | P
               "feature_distance": r["feature_distance"].tolist() if d is not None else None,
               "seconds_per_image": seconds / len(images), "latents": str(out / "latents.json"),
               "z_norm": r["z"].norm(dim=1).tolist()}
-    (out / "projection.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "projection.json", report)
     return report

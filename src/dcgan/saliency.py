@@ -14,20 +14,19 @@ autograd function in place of each rectifier, so the modules, their `inplace` fl
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator, eval_mode
-from dcgan.outputs import check_out_dir
+from dcgan.outputs import check_out_dir, write_image, write_json
 
 NETWORKS = ("trained", "random")
 STRUCTURE_METRIC = ("structure: mean over the shown maps of the share of a map's squared-gradient energy "
@@ -276,8 +275,8 @@ def guided_backprop_report(source: str | Path, data: str, out: str | Path, n_fea
         figure = F.interpolate(figure[None], scale_factor=scale, mode="nearest")[0]
     report = {"source": str(source), "data": data, "images": len(images), "seed": seed, "top": top,
               **info, "png": str(out / "guided_backprop.png")}
-    save_image(figure, out / "guided_backprop.png")
-    (out / "guided_backprop.json").write_text(json.dumps(report, indent=2))
+    write_image(figure, out / "guided_backprop.png")
+    write_json(out / "guided_backprop.json", report)
     return report
 
 
@@ -341,7 +340,7 @@ def _save_image(x: torch.Tensor, path: Path, min_side: int = 64) -> None:
     """One image in [-1, 1], scaled up (nearest) to at least min_side pixels."""
     scale = max(1, min_side // x.shape[-1])
     x = x[None].add(1).div(2).clamp(0, 1).cpu()
-    save_image(F.interpolate(x, scale_factor=scale, mode="nearest"), path)
+    write_image(F.interpolate(x, scale_factor=scale, mode="nearest"), path)
 
 
 def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed: int = 0, index: int = 0,
@@ -394,8 +393,8 @@ def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"feature_maps_{net}.png"
     picture = out / (f"feature_maps_{net}_image.png" if net == "g" else f"feature_maps_{net}_input.png")
-    save_image(feature_map_figure(maps, max_channels), png)
+    write_image(feature_map_figure(maps, max_channels), png)
     _save_image(x[0], picture)
     report.update(layers=_layer_stats(maps), png=str(png), image_png=str(picture))
-    (out / f"feature_maps_{net}.json").write_text(json.dumps(report, indent=2))
+    write_json(out / f"feature_maps_{net}.json", report)
     return report

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from dcgan.models import Generator
+from dcgan.outputs import write_bytes, write_image
 
 
 @torch.no_grad()
@@ -24,7 +26,7 @@ def save_samples(generator: Generator, z: torch.Tensor, path: Path) -> torch.Ten
     """G(z) as a PNG grid, with BN in inference mode while sampling; returns the images."""
     images = generator.generate(z)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid(images), path)
+    write_image(grid(images), path)
     return images
 
 
@@ -67,7 +69,7 @@ def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[
     paths = []
     for i, x in enumerate(images.detach().cpu()):
         p = folder / f"{start + i:06d}.png"
-        save_image(x.add(1).div(2).clamp(0, 1), p)
+        write_image(x.add(1).div(2).clamp(0, 1), p)
         paths.append(p)
     return paths
 
@@ -97,6 +99,8 @@ def plot_losses(metrics_path: Path, out: Path) -> Path | None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format="png")
+    write_bytes(out, buffer.getvalue())
     plt.close(fig)
     return out
