@@ -224,7 +224,7 @@ CASES = {
     "train eval-n too small": (["train", *TINY, "--eval-every", "1", "--eval-n", "3"], ["eval_n", "3"], {}),
     "train steps zero": (["train", *TINY, "--steps", "0"], ["steps", "0"], {}),
     "train seed negative": (["train", *TINY, "--seed", "-1"], ["seed", "-1"], {}),
-    "train seed too large": (["train", *TINY, "--seed", str(2**32)], ["seed", str(2**32)], {}),
+    "train seed too large": (["train", *TINY, "--seed", str(2**63)], ["seed", str(2**63)], {}),
     "train batch size zero": (["train", *TINY, "--batch-size", "0"], ["batch_size", "0"], {}),
     "train ngf huge": (["train", *TINY, "--ngf", "100000"], ["ngf", "100000"], {}),
     "train unknown preset": (["train", "--preset", "stylegan"], ["stylegan"], {}),

@@ -445,3 +445,12 @@ def test_features_and_probe_take_a_device_and_stay_float32(trained, tmp_path):
     svm = LinearSVM(1e-2).fit(feats, labels)  # more rows than features: the full-protocol path
     assert svm.basis is None and svm._rows(feats).dtype == np.float32  # no float64 copy of ours
     assert svm.score(feats, labels) > 0.4
+
+
+def test_training_accepts_every_seed_up_to_2_63_minus_1(tmp_path):
+    """Seeds are 0..2^63-1 in every command; numpy's 32-bit global seed takes the seed modulo 2^32."""
+    from dcgan.train import train as train_run
+
+    run = train_run({"image_size": 16, "ngf": 8, "ndf": 8, "nz": 8, "batch_size": 16, "steps": 1,
+                     "seed": 2**63 - 1, "tensorboard": False, "out": str(tmp_path / "run")})
+    assert (run / "checkpoint.pt").is_file()

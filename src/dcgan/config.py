@@ -208,7 +208,7 @@ def check(config: TrainConfig) -> None:
     for name, minimum in (("eval_every", 0), ("max_rollbacks", 0), ("collapse_after", 0)):
         check_count(getattr(config, name), name, big, minimum)
     check_count(config.eval_n, "eval_n", 10**6, MIN_EVAL_N)
-    check_seed(config.seed, "seed", MAX_TRAIN_SEED)
+    check_seed(config.seed, "seed", MAX_SEED)
     check_count(config.workers, "workers", 1024, 0)
     for name in ("steps", "epochs"):
         value = getattr(config, name)
@@ -243,7 +243,6 @@ def check(config: TrainConfig) -> None:
 
 
 MAX_SEED = 2**63 - 1
-MAX_TRAIN_SEED = 2**32 - 1  # training also seeds numpy's global generator, whose seeds are 32-bit
 
 
 def check_seed(seed, name: str = "--seed", maximum: int = MAX_SEED) -> int:

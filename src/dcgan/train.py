@@ -188,7 +188,7 @@ def networks(config: TrainConfig, device: torch.device,
 def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: distributed.World,
            device: torch.device, rewind: Path | None = None) -> Path:
     torch.manual_seed(config.seed)  # the same on every rank: identical initial weights
-    np.random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)  # numpy's global seeds are 32-bit
     random.seed(config.seed)
 
     mc = config.model
