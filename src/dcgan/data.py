@@ -290,7 +290,7 @@ def _files_signature(root: Path, paths: list[Path] | None = None, depth: int = 3
                 dirnames.clear()
             paths += [Path(dirpath) / name for name in filenames]
     entries = sorted(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths)
-    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+    return hashlib.sha256(os.fsencode("\n".join(entries))).hexdigest()  # names need not be UTF-8
 
 
 def fingerprint_changes(old: dict | None, new: dict | None) -> list[str]:
@@ -305,7 +305,7 @@ def fingerprint_changes(old: dict | None, new: dict | None) -> list[str]:
 def _fingerprint(data: ImageData, size: int, channels: int, files: str | None,
                  excluded: set[str]) -> ImageData:
     data.fingerprint = dict(images=len(data), image_size=size, channels=channels, files=files,
-                            exclude=hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest()[:16]
+                            exclude=hashlib.sha256(os.fsencode("\n".join(sorted(excluded)))).hexdigest()[:16]
                             if excluded else None)
     return data
 
