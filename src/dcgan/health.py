@@ -20,22 +20,17 @@ def diversity(images: torch.Tensor) -> float:
 
 def first_images(data, n: int) -> torch.Tensor:
     """The first n readable images, in memory or decoded from the stream (stopping at n)."""
-    if data.images is not None:
-        return data.images[:n]
-    kept = []
-    for i in range(len(data)):
-        if len(kept) == n:
-            break
-        x = data.stream[i]
-        if x is not None:
-            kept.append(x)
-    return torch.stack(kept)
+    return _readable(data, torch.arange(len(data)), n)
 
 
 def sample_images(data, n: int, generator: torch.Generator) -> torch.Tensor:
     """n readable images drawn at random from the whole dataset (file order may be sorted by
     class: its first n would be a biased sample)."""
-    order = torch.randperm(len(data), generator=generator)
+    return _readable(data, torch.randperm(len(data), generator=generator), n)
+
+
+def _readable(data, order: torch.Tensor, n: int) -> torch.Tensor:
+    """The first n readable images in `order`; a stream is decoded only until n are found."""
     if data.images is not None:
         return data.images[order[:n]]
     kept = []
