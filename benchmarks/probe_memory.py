@@ -1,8 +1,9 @@
 """Peak memory of the full-label probe (paper §5.1's CIFAR-10 protocol) at a stated size.
 
-The full protocol fits LinearSVC (liblinear) on every training feature vector: C chosen on a
-validation split, then a refit on all. Features are float32 from extraction to the scaler; what
-remains is scikit-learn's float64 copy and liblinear's own copy of the rows. This script runs
+The full protocol fits the L2-SVM on every training feature vector: C chosen on a validation
+split, then a refit on all. Features are float32 from extraction to the solver, which multiplies
+them in place (standardisation folded into the weights), so what a fit adds is per-class vectors,
+column statistics and BLAS buffers. This script runs
 `probe.full_protocol` on N x D standard-normal float32 features with 10 classes (memory does not
 depend on the values, only on the shape; every value is nonzero, as D's max-pooled features are)
 in a fresh process and reports its peak resident memory, and that per feature value.

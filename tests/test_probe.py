@@ -143,6 +143,63 @@ def test_svm_fit_in_the_row_span_equals_liblinear_on_all_features():
     assert LinearSVM(1e-2).fit(x[:, :50], y).basis is None  # more samples than features: no projection
 
 
+@pytest.mark.parametrize("c", [1e-3, 1e-1])
+def test_svm_on_more_rows_than_features_equals_liblinear(c):
+    """The full-protocol path (float32 features, standardisation folded into the weights, no row-span
+    basis) solves LinearSVC's problem: same weights and intercepts, same predictions."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    x, y = synthetic(0, n=600, d=40)
+    x = (x * np.linspace(0.5, 5, 40) + 3).astype(np.float32)  # unequal scales and offsets to fold in
+    fast = LinearSVM(c).fit(x, y)
+    assert fast.basis is None and fast.w.dtype == torch.float32
+    plain = LinearSVC(C=c, loss="squared_hinge", penalty="l2", max_iter=50000, tol=1e-10)
+    scaler = StandardScaler().fit(x)
+    plain.fit(scaler.transform(x), y)
+    scale = np.abs(plain.coef_).max()
+    assert np.abs(fast.coef_[:, :-1] - plain.coef_).max() < 1e-3 * scale
+    assert np.abs(fast.coef_[:, -1] - plain.intercept_).max() < 1e-3 * scale
+    test_x, _ = synthetic(1, n=300, d=40)
+    test_x = (test_x * np.linspace(0.5, 5, 40) + 3).astype(np.float32)
+    assert (fast.predict(test_x) == plain.predict(scaler.transform(test_x))).mean() > 0.99
+
+
+def test_svm_reads_the_callers_float32_features_in_place():
+    """The solver multiplies the caller's array itself: no float64 or standardised copy of it."""
+    x, y = synthetic(0, n=300, d=20)
+    x = x.astype(np.float32)
+    before = x.copy()
+    svm = LinearSVM(1e-2).fit(x, y)
+    rows = svm._rows(x)
+    assert rows.x.dtype == torch.float32 and rows.x.data_ptr() == x.ctypes.data
+    assert np.array_equal(x, before)  # and never writes to it
+
+
+MEMORY_CHILD = """
+import resource, sys
+import numpy as np
+from dcgan.probe import LinearSVM
+rng = np.random.default_rng(0)
+x = rng.standard_normal((20000, 2000), dtype=np.float32)  # 160 MB of features
+y = rng.integers(0, 10, len(x))
+x[np.arange(len(x)), y] += 3  # learnable
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+acc = LinearSVM(1e-2).fit(x, y).score(x, y)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024 / x.nbytes, acc)
+"""
+
+
+def test_svm_fit_needs_a_fraction_of_the_features_memory():
+    """Peak memory of a fit above the features themselves, in a fresh process: under half the
+    features' size (BLAS buffers and per-class vectors; liblinear needed a float64 copy of the
+    features plus its own 16-byte-per-value rows: over 6x)."""
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    extra, acc = map(float, proc.stdout.split())
+    assert extra < 0.5 and acc > 0.9
+
+
 def test_paired_comparison_over_the_same_draws():
     rows = [{"errors": [0.10, 0.20, 0.30, 0.40]}, {"errors": [0.12, 0.21, 0.29, 0.40]}]
     add_paired(rows)
