@@ -62,15 +62,22 @@ def main() -> None:
            "real_vs_real_floor": floor, "trajectory": trajectory, "final": final, "best": best,
            "best_step": min(trajectory, key=lambda r: r["fid"])["step"], "train_seconds": train_s}
     steps = ", ".join(f"{r['step']}: {r['fid']:.1f}" for r in trajectory)
+    protocol = final["protocol"]
     record.save("quality", out, [
         f"  Fashion-MNIST 32x32, pytorch preset, batch 128, {a.steps} steps ({train_s / 60:.0f} min on CPU); "
-        f"features: a classifier with {accuracy:.1%} test accuracy (penultimate layer, 256-d)",
-        f"  real-vs-real floor (train vs test, n={a.n}): FID {floor['fid']:.2f}, KID {floor['kid']:.4f}, "
-        f"precision {floor['precision']:.3f}, recall {floor['recall']:.3f}",
-        f"  FID during training (n={a.eval_n} vs train split): {steps}",
-        f"  final vs test split (n={a.n}): FID {final['fid']:.2f}, KID {final['kid']:.4f}, precision "
-        f"{final['precision']:.3f}, recall {final['recall']:.3f}; best.pt (step {out['best_step']}): FID "
-        f"{best['fid']:.2f}, recall {best['recall']:.3f}"])
+        f"features: a classifier with {accuracy:.1%} test accuracy (penultimate layer, 256-d, weights sha256 "
+        f"{protocol.get('weights_sha256', '?')[:12]}), images {protocol.get('resize', 'at their size')}",
+        f"  real-vs-real floor (train vs test, {floor['n_real']} vs {floor['n_fake']} images): {scores(floor)}",
+        f"  FID during training ({a.eval_n} generated vs {a.eval_n} random train images): {steps}",
+        f"  final vs test split ({final['n_fake']} generated vs {final['n_real']} test images): {scores(final)}; "
+        f"best.pt (step {out['best_step']}): {scores(best)}",
+        "  (KID ± its sd over 100 subsets; KID is unbiased, FID is biased upward at these n < 10,000:"
+        " compare FIDs only at equal n)"])
+
+
+def scores(r: dict) -> str:
+    return (f"FID {r['fid']:.2f}, KID {r['kid']:.4f} ± {r['kid_std']:.4f}, precision {r['precision']:.3f}, "
+            f"recall {r['recall']:.3f}")
 
 
 if __name__ == "__main__":

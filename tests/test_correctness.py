@@ -326,6 +326,21 @@ def test_evaluating_during_training_changes_nothing_that_is_trained(trained, tmp
     assert all_finite(checkpoint.load(evaluated_run / "best.pt"))
 
 
+def test_training_time_evaluation_reports_kid_with_its_std_and_the_new_best(trained, tmp_path, capsys):
+    _, clf = trained
+    run = train(tiny(tmp_path, "evaluated", steps=4, eval_every=2, eval_n=32, eval_features=f"classifier:{clf}"))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in rows if "fid" in r]
+    assert [r["step"] for r in evaluated] == [2, 4]
+    assert all(r["kid_std"] > 0 for r in evaluated)
+    err = capsys.readouterr().err
+    for r in evaluated:
+        assert f"step {r['step']} FID {r['fid']:.3f}  KID {r['kid']:.5f} +- {r['kid_std']:.5f}" in err
+        assert "(n=32; FID is biased upward below 10,000)" in err
+    best = min(evaluated, key=lambda r: r["fid"])
+    assert f"step {best['step']} new best FID {best['fid']:.2f} -> {run / 'best.pt'}" in err
+
+
 def test_the_fid_reference_is_a_random_subset_of_class_sorted_data(trained, tmp_path, monkeypatch):
     from PIL import Image
 

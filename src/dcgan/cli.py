@@ -220,12 +220,11 @@ def cmd_dedup(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from dcgan.metrics import evaluate
+    from dcgan.metrics import describe_quality, evaluate
 
     r = evaluate(args.source, args.data, args.n, args.features, args.data_dir, args.split,
                  args.inception_weights, args.seed, args.out)
-    line = (f"FID {r['fid']:.3f}  KID {r['kid']:.5f} +- {r['kid_std']:.5f}  precision {r['precision']:.3f}"
-            f"  recall {r['recall']:.3f}")
+    line = describe_quality(r)
     if "inception_score" in r:
         line += f"  IS {r['inception_score']:.2f} +- {r['inception_score_std']:.2f}"
     print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {args.data} {args.split} images, "

@@ -308,6 +308,16 @@ def compare(real: torch.Tensor, fake: torch.Tensor, fake_logits: torch.Tensor | 
     return out
 
 
+def describe_quality(r: dict, n: int | None = None) -> str:
+    """FID, KID with its standard deviation over subsets, precision and recall in one line; at n <
+    10,000 a reminder that FID is biased there."""
+    line = (f"FID {r['fid']:.3f}  KID {r['kid']:.5f} +- {r['kid_std']:.5f}  precision {r['precision']:.3f}"
+            f"  recall {r['recall']:.3f}")
+    if n is not None:
+        line += f"  (n={n}{'; FID is biased upward below 10,000' if n < 10000 else ''})"
+    return line
+
+
 def evaluate(source: str | Path, data: str, n: int = 10000, features: str = "inception",
              data_dir: str | None = None, split: str = "test", inception: str | None = None,
              seed: int = 0, out: str | Path | None = None) -> dict:
@@ -368,5 +378,6 @@ class Evaluator:
             fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])  # uint8 per chunk
         fake_f, _ = extract(fake, self.extractor)
         precision, recall = precision_recall(self.real, fake_f)
-        return {"fid": frechet_distance(self.real, fake_f), "kid": kernel_distance(self.real, fake_f)[0],
+        kid, kid_std = kernel_distance(self.real, fake_f)
+        return {"fid": frechet_distance(self.real, fake_f), "kid": kid, "kid_std": kid_std,
                 "precision": precision, "recall": recall}

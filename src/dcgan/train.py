@@ -34,6 +34,7 @@ from dcgan.data import (
 )
 from dcgan.errors import DCGANError, describe_os_error
 from dcgan.health import Diverged, Health, diversity, first_images, sample_images
+from dcgan.metrics import describe_quality
 from dcgan.models import Discriminator, Generator, build
 from dcgan.runlog import RunLog
 from dcgan.step import Runtime, train_step
@@ -313,10 +314,13 @@ def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: di
                     log.row(row, console=step % config.sample_every == 0 or step == total)
                     sums.zero_()
                     counted, tick = 0, time.perf_counter()
+                if quality:
+                    log.message(f"step {step} {describe_quality(quality, config.eval_n)}")
                 if quality and quality["fid"] < best["fid"]:
                     best.update(fid=quality["fid"], step=step)
                     save(step)
                     checkpoint.link(latest, run / "best.pt")  # the checkpoint of the best FID so far
+                    log.message(f"step {step} new best FID {quality['fid']:.2f} -> {run / 'best.pt'}")
                 if step % config.checkpoint_every == 0 or step == total or stopping:
                     _check_finite(distributed.all_mean(sums, world), counted, step)
                     save(step)
