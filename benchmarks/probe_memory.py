@@ -4,11 +4,12 @@ The full protocol fits the L2-SVM on every training feature vector: C chosen on 
 split, then a refit on all. Features are float32 from extraction to the solver, which multiplies
 them in place (standardisation folded into the weights), so what a fit adds is per-class vectors,
 column statistics and BLAS buffers. This script runs
-`probe.full_protocol` on N x D standard-normal float32 features with 10 classes (memory does not
-depend on the values, only on the shape; every value is nonzero, as D's max-pooled features are)
+`probe.full_protocol` on N x D standard-normal float32 features with 10 classes, each shifting one
+feature (memory depends on the shape, not the values; every value is nonzero, as D's max-pooled
+features are). With 4/5 N > D the full-protocol path runs (no row-span basis)
 in a fresh process and reports its peak resident memory, and that per feature value.
 
-    python benchmarks/probe_memory.py --n 5000 --dim 7168    # Fashion-MNIST's 7,168 dims
+    python benchmarks/probe_memory.py --n 20000 --dim 7168    # Fashion-MNIST's 7,168 dims
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ n, dim = int(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(0)
 x = rng.standard_normal((n, dim), dtype=np.float32)
 y = rng.integers(0, 10, n)
+x[:, :10] += 2 * np.eye(10, dtype=np.float32)[y]  # learnable classes, so the solver converges as on real data
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t = time.perf_counter()
 r = full_protocol(x[: n * 4 // 5], y[: n * 4 // 5], x[n * 4 // 5:], y[n * 4 // 5:])
