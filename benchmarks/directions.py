@@ -33,6 +33,8 @@ from dcgan.features import load_discriminator
 from dcgan.metrics import load_classifier, train_classifier
 from dcgan.projection import project
 
+PCA_N = 5000  # sampled z of the PCA method
+
 
 def t_interval(x) -> tuple[float, float]:
     """Mean and the half-width of its 95% Student-t interval."""
@@ -64,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
 
     g, d = load_generator(args.run), load_discriminator(args.run)
-    clf_path = args.classifier
+    clf_path, acc = args.classifier, None
     if clf_path is None:
         clf_path = str(Path(tempfile.mkdtemp()) / "clf.safetensors")
         acc = train_classifier("fashion-mnist", clf_path, epochs=2)["test_accuracy"]
@@ -79,7 +81,7 @@ def main() -> None:
         times.append(time.perf_counter() - tick)
     sefa_dirs, _ = sefa(g, args.k)
     tick = time.perf_counter()
-    pca_out = pca(g, args.k, layer=1, n=5000)
+    pca_out = pca(g, args.k, layer=1, n=PCA_N)
     pca_seconds = time.perf_counter() - tick
     rng = torch.Generator().manual_seed(1)
     random_dirs = torch.nn.functional.normalize(torch.randn(args.random, c.nz, generator=rng), dim=1)
@@ -119,8 +121,10 @@ def main() -> None:
     projection = {"projected": errors(proj["reconstructions"]), "nearest_train": errors(near_images),
                   "random_z": errors(random_images), "seconds_per_image": per_image,
                   "images": args.images, "steps": args.steps, "restarts": 4}
-    out = {**record.header(), "run": args.run, "classifier": clf_path, "model": c.to_dict(),
-           "sefa_seconds_median": float(np.median(times)), "pca_seconds": pca_seconds,
+    out = {**record.header(), "config": {**vars(args), "pca_n": PCA_N}, "run": args.run,
+           "classifier": clf_path, "classifier_test_accuracy": acc, "model": c.to_dict(),
+           "sefa_seconds_median": float(np.median(times)), "sefa_ms_median": 1000 * float(np.median(times)),
+           "pca_seconds": pca_seconds,
            "pca_explained": pca_out["explained"], "pca_random_explained": pca_out["random_explained"],
            "effect": summary, "projection": projection}
 
@@ -128,7 +132,7 @@ def main() -> None:
         m, h = pair
         return f"{100 * m:.1f}% ± {100 * h:.1f}" if pct else f"{m:.4f} ± {h:.4f}"
 
-    lines = [f"  SeFa {1000 * out['sefa_seconds_median']:.1f} ms (median of 5); PCA of layer 1 over 5,000 z "
+    lines = [f"  SeFa {out['sefa_ms_median']:.1f} ms (median of 5); PCA of layer 1 over {PCA_N:,} z "
              f"{pca_seconds:.1f} s, top-{args.k} variance explained "
              f"{', '.join(f'{100 * v:.1f}%' for v in pca_out['explained'])} vs a random direction "
              f"{100 * pca_out['random_explained']:.2f}%"]
