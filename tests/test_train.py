@@ -13,7 +13,7 @@ from dcgan import checkpoint
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import build
-from dcgan.step import train_step
+from dcgan.step import Networks, train_step
 from dcgan.train import configure, train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=32, tensorboard=False,
@@ -132,7 +132,7 @@ def test_real_target_is_one_minus_the_smoothing(smoothing):
     real = torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8,
                          generator=torch.Generator().manual_seed(1))
     opts = [torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D)]
-    loss_d = train_step(G, D, *opts, iter([real]), torch.Generator().manual_seed(2), config)[0]
+    loss_d = train_step(Networks(G, D, *opts), iter([real]), torch.Generator().manual_seed(2), config)[0]
     with torch.no_grad():  # the same forward passes: train-mode BN, the same z
         out_real = D(to_float(real))
         out_fake = D(G(G.sample_latent(32, torch.Generator().manual_seed(2))))
