@@ -288,9 +288,10 @@ def test_library_calls_leave_the_global_random_state_alone(trained, tmp_path):
     import numpy as np
 
     from dcgan import dedup, features, metrics, probe, saliency
+    from dcgan.checkpoint import load_discriminator
 
     run, clf = trained
-    d = features.load_discriminator(run)
+    d = load_discriminator(run)
     images = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
     calls = {
         "metrics.train_classifier": lambda: metrics.train_classifier("digits", tmp_path / "c.safetensors",

@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from dcgan.checkpoint import load_generator
-    from dcgan.train import pick_device
+    from dcgan.distributed import pick_device
     from dcgan.visualize import annotate, grid, save_individual
 
     if args.n < 1 or args.start < 0:
@@ -243,12 +243,13 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 def cmd_features(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from dcgan.checkpoint import load_discriminator
     from dcgan.data import labelled_splits
-    from dcgan.features import check_grid, dcgan_features, load_discriminator
+    from dcgan.features import check_grid, dcgan_features
 
     if args.split not in ("train", "test"):
         raise DCGANError(f"--split must be train or test, got {args.split!r}")
-    from dcgan.train import pick_device
+    from dcgan.distributed import pick_device
 
     check_seed(args.seed)
     out = check_output_file(args.out, inputs=[args.source, args.data, args.data_dir], suffixes=(".npz",))
@@ -265,8 +266,8 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    from dcgan.distributed import pick_device
     from dcgan.probe import describe, describe_paired, probe
-    from dcgan.train import pick_device
 
     baselines = tuple(b for b in (args.baselines or "").split(",") if b)
     rows = probe(args.source, args.data, args.protocol, baselines, args.data_dir, args.per_class, args.draws,

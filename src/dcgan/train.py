@@ -26,13 +26,15 @@ from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict,
 from dcgan.data import (
     check_regular_file,
     fingerprint_changes,
+    first_images,
     natural_shape,
     open_dataset,
+    sample_images,
     stream_batches,
     to_float,
 )
 from dcgan.errors import DCGANError, describe_os_error
-from dcgan.health import Diverged, Health, diversity, first_images, sample_images
+from dcgan.health import Diverged, Health, diversity
 from dcgan.metrics import Evaluator, describe_quality
 from dcgan.outputs import atomic_write
 from dcgan.runlog import RunLog
@@ -44,31 +46,6 @@ DEFAULT_EPOCHS = 25
 
 class TrainingInterrupted(DCGANError):
     """SIGINT or SIGTERM arrived; a checkpoint at the current step was written first."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DCGANError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
-    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    if device.type == "cuda" and device.index is not None and device.index >= gpus:
-        raise DCGANError(f"device {name!r} requested but only {gpus} GPU(s) are visible: "
-                         f"use cuda:0 .. cuda:{gpus - 1}")
-    mps = getattr(torch.backends, "mps", None)
-    if device.type == "mps" and not (mps and mps.is_available()):
-        raise DCGANError(f"device {name!r} requested but Apple's MPS is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto")
-    return device
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -150,7 +127,7 @@ def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path
     world, device_name = distributed.setup(config.device)
     try:
         distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
-        return _train(config, bool(resume), run, world, pick_device(device_name), rewind)
+        return _train(config, bool(resume), run, world, distributed.pick_device(device_name), rewind)
     finally:
         distributed.teardown(world)
 

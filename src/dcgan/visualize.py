@@ -9,8 +9,10 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid
 
+from dcgan.data import to_float, to_uint8
 from dcgan.models import Generator
 from dcgan.outputs import write_bytes, write_image
+from dcgan.runlog import read_metrics
 
 
 @torch.no_grad()
@@ -36,8 +38,6 @@ def annotate(images: torch.Tensor, labels: list[str], min_size: int = 64) -> tor
     by an integer factor (nearest) to at least min_size pixels so the text stays legible."""
     import numpy as np
     from PIL import Image, ImageDraw
-
-    from dcgan.data import to_float, to_uint8
 
     images = images.detach().float().cpu()
     factor = max(1, -(-min_size // images.shape[-1]))
@@ -76,8 +76,6 @@ def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[
 
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     """loss_D and loss_G, D(x) and D(G(z)) against step, from metrics.jsonl."""
-    from dcgan.runlog import read_metrics
-
     rows = [r for r in read_metrics(metrics_path) if "loss_D" in r]
     if not rows:
         return None
