@@ -76,6 +76,33 @@ def test_dry_run_prints_resolved_settings_and_writes_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_every_setting_is_a_train_flag_with_its_default_shown(tmp_path):
+    """The flags of `dcgan train` are derived from the settings' dataclasses: each field once, with
+    its help and default; booleans take true|false, or nothing for true."""
+    import re
+    from dataclasses import fields
+
+    from dcgan.config import RESUMABLE_CHANGES, TrainConfig
+    from dcgan.models import ModelConfig
+
+    out = dcgan("train", "--help").stdout
+    options = {block.split()[0]: " ".join(block.split()) for block in re.split(r"\n  (?=-)", out)[1:]}
+    names = [f.name for f in fields(TrainConfig) if f.name != "model"] + [f.name for f in fields(ModelConfig)]
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        assert "(default: " in options[flag], flag
+    assert options["--ngf"].startswith("--ngf N G width: channels of G's last hidden layer (default: the "
+                                       "preset's: pytorch 64, paper 128")
+    assert options["--lr"] == "--lr X Adam learning rate for both networks (default: 0.0002)"
+    proc = dcgan("train", "--dry-run", "--sync-bn", "--channels-last", "false", "--n-samples", 16,
+                 "--weight-decay", 1e-4, "--out", tmp_path / "r")
+    cfg = json.loads(proc.stdout)
+    assert cfg["sync_bn"] is True and cfg["channels_last"] is False and cfg["n_samples"] == 16
+    assert cfg["weight_decay"] == 1e-4
+    assert {"steps", "lr", "device", "out", "data_dir"} <= RESUMABLE_CHANGES
+    assert not {"seed", "batch_size", "beta1", "data", "sync_bn", "augment"} & RESUMABLE_CHANGES
+
+
 def test_config_file_and_flags(tmp_path):
     (tmp_path / "c.yaml").write_text("batch_size: 64\nmodel:\n  ngf: 32\n")
     cfg = json.loads(dcgan("train", "--config", tmp_path / "c.yaml", "--ngf", 16, "--dry-run").stdout)

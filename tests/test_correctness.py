@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from dcgan import checkpoint
+from dcgan.config import configure
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Generator, build
 from dcgan.step import Networks, train_step
-from dcgan.train import configure, train
+from dcgan.train import train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, tensorboard=False,
             log_every=1, sample_every=1000, checkpoint_every=1000, n_samples=16)

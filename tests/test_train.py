@@ -10,11 +10,12 @@ import torch
 
 import dcgan
 from dcgan import checkpoint
+from dcgan.config import configure
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import build
 from dcgan.step import Networks, train_step
-from dcgan.train import configure, train
+from dcgan.train import train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=32, tensorboard=False,
             log_every=1, sample_every=4, checkpoint_every=2, snapshot_every=4, n_samples=16)

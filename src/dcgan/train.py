@@ -22,12 +22,10 @@ import numpy as np
 import torch
 
 from dcgan import checkpoint, distributed, seeds
-from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
+from dcgan.config import TrainConfig, configure, default_run_dir
 from dcgan.data import (
-    check_regular_file,
     fingerprint_changes,
     first_images,
-    natural_shape,
     open_dataset,
     sample_images,
     stream_batches,
@@ -48,42 +46,6 @@ class TrainingInterrupted(DCGANError):
     """SIGINT or SIGTERM arrived; a checkpoint at the current step was written first."""
 
 
-def default_run_dir(config: TrainConfig) -> Path:
-    name = Path(config.data).name if Path(config.data).exists() else config.data
-    return Path("runs") / f"{name}-{config.preset}"
-
-
-def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
-    """Resolve the settings of a new run, or of a resumed one (only run length and outputs may
-    change on resume: anything else is an error naming each difference)."""
-    if resume is None:
-        data = overrides.get("data", TrainConfig.data)
-        config = resolve(overrides, data_shape=natural_shape(data))
-        config.out = str(config.out or default_run_dir(config))
-        if config.exclude is not None:
-            check_regular_file(config.exclude, "exclude list")
-        return config
-    ckpt = checkpoint.load(resume)
-    checkpoint.check_resumable(ckpt, Path(resume))
-    try:
-        stored = from_dict(ckpt["config"])
-    except (TypeError, DCGANError) as e:
-        raise DCGANError(f"{resume}: the stored training config is invalid ({e})") from None
-    merged = {**{k: v for k, v in stored.to_dict().items() if k != "model"},
-              **stored.model.to_dict(), **overrides, "out": str(run_of(resume))}
-    if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
-        merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
-    try:
-        config = resolve(merged)
-    except DCGANError as e:
-        raise DCGANError(f"cannot resume {resume}: {e}") from None
-    changed = differences(stored, config, ignore=RESUMABLE_CHANGES)
-    if changed:
-        raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
-                         "Start a new run with --out instead.")
-    return config
-
-
 def check_run_dir(run: Path) -> None:
     """The run directory can be created and written: checked before any work."""
     if run.exists() and not run.is_dir():
@@ -93,15 +55,6 @@ def check_run_dir(run: Path) -> None:
         raise DCGANError(f"--out {run} cannot be created: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DCGANError(f"--out {run} cannot be created or written: {existing} is not writable")
-
-
-def run_of(resume: str | Path) -> Path:
-    """The run directory of a --resume argument: a run directory, its checkpoint.pt (or best.pt),
-    or one of its snapshots/step_N.pt."""
-    path = Path(resume)
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == "snapshots" else path.parent
 
 
 def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path:
