@@ -103,6 +103,30 @@ def test_every_setting_is_a_train_flag_with_its_default_shown(tmp_path):
     assert not {"seed", "batch_size", "beta1", "data", "sync_bn", "augment"} & RESUMABLE_CHANGES
 
 
+def test_every_option_of_every_command_shows_its_default():
+    import argparse
+    from dataclasses import fields
+
+    from dcgan.cli import parser
+    from dcgan.config import TrainConfig
+    from dcgan.models import ModelConfig
+
+    settings = {f.name for f in fields(TrainConfig)} | {f.name for f in fields(ModelConfig)}
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) == 17
+    for name, command in sub.choices.items():
+        text = " ".join(command.format_help().split())
+        for action in command._actions:
+            default = action.default
+            if not action.option_strings or default is None or default is False:
+                continue
+            if default == argparse.SUPPRESS:  # train: unset settings take the preset's; their help says which
+                assert action.dest not in settings or "(default: " in action.help, (name, action.dest)
+                continue
+            assert action.help and "default" in action.help, (name, action.option_strings)
+            assert str(default) in text or "default:" in action.help, (name, action.option_strings)
+
+
 def test_config_file_and_flags(tmp_path):
     (tmp_path / "c.yaml").write_text("batch_size: 64\nmodel:\n  ngf: 32\n")
     cfg = json.loads(dcgan("train", "--config", tmp_path / "c.yaml", "--ngf", 16, "--dry-run").stdout)

@@ -492,10 +492,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True, help="a labelled dataset with train and test splits")
     r.add_argument("--data-dir", dest="data_dir")
     r.add_argument("--protocol", default="few", help="few (default: N labels per class) or full")
-    r.add_argument("--per-class", dest="per_class", type=int, default=100)
-    r.add_argument("--draws", type=int, default=10)
+    r.add_argument("--per-class", dest="per_class", type=int, default=100,
+                   help="few: labelled training images per class")
+    r.add_argument("--draws", type=int, default=10, help="few: random draws of the labelled images")
     r.add_argument("--baselines", default="pixels,random,kmeans", help="comma list, or empty")
-    r.add_argument("--kmeans-k", dest="kmeans_k", type=int, default=400)
+    r.add_argument("--kmeans-k", dest="kmeans_k", type=int, default=400,
+                   help="centroids of the K-means baseline")
     r.add_argument("--max-train", dest="max_train", type=int, help="use at most this many training images")
     r.add_argument("--max-test", dest="max_test", type=int, help="use at most this many test images")
     r.add_argument("--seed", type=int, default=0)
@@ -531,7 +533,27 @@ def parser() -> argparse.ArgumentParser:
     _add_directions(sub)
     _add_project(sub)
     _add_cache(sub)
+    for command in sub.choices.values():
+        _show_defaults(command)
     return p
+
+
+# what an option without its own help text means, wherever it appears
+SHARED_HELP = {"seed": "random seed: the same seed gives the same samples and draws",
+               "out": "output folder", "data_dir": "where a named dataset's files are",
+               "device": "cpu | cuda | cuda:N | mps | auto", "data": "folder of images or a named dataset"}
+
+
+def _show_defaults(command: argparse.ArgumentParser) -> None:
+    """Every option's help ends with its default (`dcgan train` states its own)."""
+    for action in command._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        text = action.help or SHARED_HELP.get(action.dest, "")
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not hidden and "default" not in text:
+            text += " (default: %(default)s)"
+        action.help = text.strip() or None
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup,
