@@ -64,7 +64,7 @@ def _shown(f) -> str:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from dcgan.config import configure, read_config_file
-    from dcgan.train import train
+    from dcgan.train import plan, train
 
     opts = dict(vars(args))
     for k in ("command", "func"):
@@ -73,8 +73,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     dry_run = opts.pop("dry_run", False)
     overrides = {**(read_config_file(config_file) if config_file else {}), **opts}
     config = configure(overrides, resume=resume)
-    if dry_run:
-        print(json.dumps(config.to_dict(), indent=2))
+    if dry_run:  # the resolved settings, and what they mean for this data (one process)
+        print(json.dumps({**config.to_dict(), "plan": plan(config)}, indent=2))
         return
     run = train(config, resume=resume if resume is not None else False)
     print(f"done: {run} (samples in {run / 'samples'}, latest checkpoint {run / 'checkpoint.pt'})")

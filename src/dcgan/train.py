@@ -172,8 +172,7 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
     random.seed(config.seed)
     data = _open_data(config, run_dir, resume)
     B = config.batch_size  # per rank: the global batch is B * world.size
-    per_epoch = _batches_per_epoch(data, B, world)
-    total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
+    per_epoch, total = schedule(config, data, world.size)
     nets = Networks.build(config, device, world)
     run = _Run(run_dir, config, nets, seeds.generator(config.seed, "noise"), world, data.fingerprint,
                per_epoch, total)
@@ -268,14 +267,25 @@ def _open_data(config: TrainConfig, run_dir: Path, resume: bool):
     return data
 
 
-def _batches_per_epoch(data, batch_size: int, world: distributed.World) -> int:
-    """Real batches per rank and epoch (the last partial one dropped); at least one."""
-    per_rank = len(data) // world.size
-    if per_rank < batch_size:
+def schedule(config: TrainConfig, data, world_size: int = 1) -> tuple[int, int]:
+    """(real batches per rank and epoch, the last partial one dropped; total steps of the run)."""
+    per_rank, batch = len(data) // world_size, config.batch_size
+    if per_rank < batch:
         advice = f"use --batch-size {per_rank} or fewer" if per_rank else "add images (or run fewer ranks)"
-        raise DCGANError(f"batch size {batch_size} is larger than the dataset ({len(data)} images in "
-                         f"{data.source}, {world.size} rank(s)): {advice}")
-    return per_rank // batch_size
+        raise DCGANError(f"batch size {batch} is larger than the dataset ({len(data)} images in "
+                         f"{data.source}, {world_size} rank(s)): {advice}")
+    per_epoch = per_rank // batch
+    return per_epoch, config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
+
+
+def plan(config: TrainConfig) -> dict:
+    """What `dcgan train --dry-run` reports beyond the settings: the images found and the schedule
+    (opening the data, so a bad --data fails here, as training would)."""
+    data = _open_data(config, Path(config.out), resume=False)
+    per_epoch, total = schedule(config, data)
+    return {"images": len(data), "source": data.source, "batches_per_epoch": per_epoch,
+            "steps_per_epoch": round(per_epoch / config.d_steps, 2), "total_steps": total,
+            "epochs": round(total * config.d_steps / per_epoch, 2)}
 
 
 def _evaluator(config: TrainConfig, data) -> Evaluator:
