@@ -46,6 +46,14 @@ def test_run_directory_is_self_describing(tmp_path):
     assert rows[-1]["kimg"] == pytest.approx(8 * 32 / 1000)
     samples = sorted(p.name for p in (run / "samples").iterdir())
     assert samples == ["final.png", "step_00000004.png", "step_00000008.png"]
+    from PIL import Image
+
+    for name, title in (("samples/step_00000004.png", "step 4: G(z) for the run's 16 fixed z"),
+                        ("real_samples.png", "training images as the model sees them: 1x16x16")):
+        sheet = Image.open(run / name, formats=["PNG"])
+        assert sheet.text["title"] == title  # 16x16 tiles upscaled x4 to 64, 4 x 4 of them, a title band
+        assert (sheet.text["tile"], sheet.text["columns"], sheet.text["rows"]) == ("64", "4", "4")
+        assert sheet.size == (2 + 4 * 66, 16 + 2 + 4 * 66)
     assert (run / "losses.png").stat().st_size > 1000
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_00000004.pt",
                                                                      "step_00000008.pt"]

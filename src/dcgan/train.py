@@ -37,7 +37,7 @@ from dcgan.metrics import Evaluator, describe_quality
 from dcgan.outputs import atomic_write
 from dcgan.runlog import RunLog
 from dcgan.step import Networks, train_step
-from dcgan.visualize import grid, plot_losses, save_samples
+from dcgan.visualize import grid, plot_losses, save_samples, save_sheet
 
 DEFAULT_EPOCHS = 25
 
@@ -177,10 +177,15 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
     run = _Run(run_dir, config, nets, seeds.generator(config.seed, "noise"), world, data.fingerprint,
                per_epoch, total)
     fixed_z = nets.G.latent(config.seed, range(config.n_samples))  # the same z for every grid
-    health = Health(config, diversity(to_float(first_images(data, config.n_samples))))
+    first = first_images(data, config.n_samples)
+    health = Health(config, diversity(to_float(first)))
     evaluator = _evaluator(config, data) if config.eval_every and world.main else None
 
     lock = _prepare_dir(run, resume, rewind) if world.main else None
+    if world.main:  # check the data before waiting for samples: exactly what the model is shown
+        mc = config.model
+        save_sheet(to_float(first), run_dir / "real_samples.png",
+                   f"training images as the model sees them: {mc.channels}x{mc.image_size}x{mc.image_size}")
     if not resume:
         run.save(0)  # from the first moment on, there is a checkpoint to resume or roll back to
     start = run.restore() if resume else 0
@@ -206,7 +211,8 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
             stopping = distributed.any_rank(bool(stop), world, device)
             try:
                 if world.main and (step % config.sample_every == 0 or step == total):
-                    images = save_samples(nets.G, fixed_z, run_dir / "samples" / f"step_{step:08d}.png")
+                    images = save_samples(nets.G, fixed_z, run_dir / "samples" / f"step_{step:08d}.png",
+                                          f"step {step}: G(z) for the run's {len(fixed_z)} fixed z")
                     health.check_diversity(step, images)
                     log.image(grid(images), step)
                 evaluated = config.eval_every and step % config.eval_every == 0  # alike on every rank
@@ -239,7 +245,8 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                     f"stopped by signal {stop[0] if stop else 'on another rank'} at step {step}; "
                     f"checkpoint saved in {run.latest}. Continue with: dcgan train --resume {run_dir}")
         if world.main:
-            save_samples(nets.G, fixed_z, run_dir / "samples" / "final.png")
+            save_samples(nets.G, fixed_z, run_dir / "samples" / "final.png",
+                         f"final (step {total}): G(z) for the run's {len(fixed_z)} fixed z")
             plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
     except OSError as e:  # disk full, read-only folder, ...
         raise DCGANError(f"writing {e.filename or run_dir} failed: {describe_os_error(e)}; the last "
