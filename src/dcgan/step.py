@@ -71,9 +71,10 @@ class Networks:
     D_run: nn.Module | None = None
 
     def __post_init__(self):
-        self.rt = self.rt or Runtime(next(self.G.parameters()).device)
-        self.G_run = self.G_run or self.G
-        self.D_run = self.D_run or self.D
+        if self.rt is None:
+            self.rt = Runtime(next(self.G.parameters()).device)
+        self.G_run = self.G if self.G_run is None else self.G_run
+        self.D_run = self.D if self.D_run is None else self.D_run
 
     @classmethod
     def build(cls, config: TrainConfig, device: torch.device,
