@@ -26,10 +26,9 @@ import record
 import torch
 from scipy import stats
 
-from dcgan.checkpoint import load_generator
+from dcgan.checkpoint import load_discriminator, load_generator
 from dcgan.data import labelled_splits, to_float, to_uint8
 from dcgan.directions import pca, prior_sigma, sefa
-from dcgan.features import load_discriminator
 from dcgan.metrics import load_classifier, train_classifier
 from dcgan.projection import project
 

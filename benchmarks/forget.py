@@ -31,6 +31,7 @@ from PIL import Image
 from torchvision.utils import save_image
 
 from dcgan import forget as fg
+from dcgan import windows
 from dcgan.checkpoint import load, load_generator
 from dcgan.train import train
 
@@ -47,7 +48,7 @@ def random_control(run: Path, report: dict, seed: int, layer: int, draws: int = 
     for _ in range(draws):
         maps = rng.choice(report["maps_in_layer"], report["dropped"], replace=False).tolist()
         after = fg.generate_without(g, z, maps, layer)
-        presence.append(fg.window_presence(after, masks))
+        presence.append(windows.window_presence(after, masks))
         ratio.append(fg.change_in_boxes(before, after, boxed)["ratio"])
     return {"presence_after": float(np.mean(presence)), "eval_change_ratio": float(np.mean(ratio))}
 
@@ -69,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "windows"
         data.mkdir()
-        images, _ = fg.synthetic_windows(a.images, a.size, seed=a.seed) if not a.run else (None, None)
+        images, _ = windows.synthetic_windows(a.images, a.size, seed=a.seed) if not a.run else (None, None)
         for i, x in enumerate(images if images is not None else []):
             save_image(x.float() / 255, data / f"{i:05d}.png")
         t = time.perf_counter()
@@ -85,7 +86,7 @@ def main() -> None:
         per_layer = {}
         for layer in layers:
             out = Path(tmp) / f"forget{layer}"
-            r = fg.forget_synthetic(run, out, samples=a.samples, boxes_from=a.boxes_from, drop=a.drop,
+            r = windows.forget_synthetic(run, out, samples=a.samples, boxes_from=a.boxes_from, drop=a.drop,
                                     seed=a.seed, layer=layer)
             per_layer[layer] = {"forget": r, "random_maps_control": random_control(run, r, a.seed, layer)}
             if layer == layers[0]:

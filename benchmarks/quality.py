@@ -67,10 +67,11 @@ def main() -> None:
         f"  Fashion-MNIST 32x32, pytorch preset, batch 128, {a.steps} steps ({train_s / 60:.0f} min on CPU); "
         f"features: a classifier with {accuracy:.1%} test accuracy (penultimate layer, 256-d, weights sha256 "
         f"{protocol.get('weights_sha256', '?')[:12]}), images {protocol.get('resize', 'at their size')}",
-        f"  real-vs-real floor (train vs test, {floor['n_real']} vs {floor['n_fake']} images): {scores(floor)}",
+        f"  real-vs-real floor (train vs test, {floor['n_real']} vs {floor['n_fake']} images): "
+        f"{scores(floor)}",
         f"  FID during training ({a.eval_n} generated vs {a.eval_n} random train images): {steps}",
-        f"  final vs test split ({final['n_fake']} generated vs {final['n_real']} test images): {scores(final)}; "
-        f"best.pt (step {out['best_step']}): {scores(best)}",
+        f"  final vs test split ({final['n_fake']} generated vs {final['n_real']} test images): "
+        f"{scores(final)}; best.pt (step {out['best_step']}): {scores(best)}",
         "  (KID ± its sd over 100 subsets; KID is unbiased, FID is biased upward at these n < 10,000:"
         " compare FIDs only at equal n)"])
 

@@ -20,8 +20,9 @@ import numpy as np
 import record
 import torch
 
+from dcgan.checkpoint import load_discriminator
 from dcgan.data import labelled_splits
-from dcgan.features import average_bn_statistics, load_discriminator, pooled_features
+from dcgan.features import average_bn_statistics, pooled_features
 from dcgan.models import Discriminator
 from dcgan.probe import VAL_SIZE, describe, few_protocol, paired
 

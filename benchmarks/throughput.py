@@ -127,17 +127,17 @@ def run_baseline(a) -> float:
 # ---- ours ---------------------------------------------------------------------------------
 
 def ours_setup(a):
-    """Exactly what `dcgan train` runs: dcgan.train.networks and the in-memory dataset."""
+    """Exactly what `dcgan train` runs: dcgan.step.Networks.build and the in-memory dataset."""
     from dcgan.config import resolve
     from dcgan.data import open_dataset, stream_batches
-    from dcgan.train import networks
+    from dcgan.step import Networks
 
     config = resolve({"data": a.folder, "image_size": a.size, "channels": a.channels,
                       "batch_size": a.batch, "nz": a.nz, **json.loads(a.options)})
     t = time.perf_counter()
     data = open_dataset(a.folder, a.size, a.channels)
     decode_s = time.perf_counter() - t
-    nets = networks(config, torch.device("cpu"))
+    nets = Networks.build(config, torch.device("cpu"))
     reals = stream_batches(data, config.batch_size, config.seed, "cpu")
     return config, nets, reals, decode_s
 
@@ -145,8 +145,7 @@ def ours_setup(a):
 def ours_step(config, nets, reals, noise):
     from dcgan.step import train_step
 
-    return train_step(nets.G_run, nets.D_run, nets.opt_g, nets.opt_d, reals, noise, config, nets.rt,
-                      D_frozen=nets.D)
+    return train_step(nets, reals, noise, config)
 
 
 def run_ours(a) -> tuple[float, float]:

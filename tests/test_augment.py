@@ -110,12 +110,12 @@ def _step_setup(augment_policy):
 
 
 def test_d_and_g_see_the_same_augmented_fakes_and_reals_are_augmented_too():
-    from dcgan.step import train_step
+    from dcgan.step import Networks, train_step
 
     config, G, D, opt_g, opt_d, reals = _step_setup("translation,cutout")
     seen = []
     D.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
-    train_step(G, D, opt_g, opt_d, reals, torch.Generator().manual_seed(1), config)
+    train_step(Networks(G, D, opt_g, opt_d), reals, torch.Generator().manual_seed(1), config)
     real, fake_d, fake_g = seen  # D step: real, fake; G step: fake
     assert torch.equal(fake_d, fake_g)  # one draw of T for both passes
     for x in (real, fake_d):  # each image has its zeroed cutout square
@@ -123,27 +123,27 @@ def test_d_and_g_see_the_same_augmented_fakes_and_reals_are_augmented_too():
 
 
 def test_g_gets_gradients_through_the_augmentation():
-    from dcgan.step import train_step
+    from dcgan.step import Networks, train_step
 
     config, G, D, opt_g, opt_d, reals = _step_setup("translation,cutout,color")
     before = [p.detach().clone() for p in G.parameters()]
-    train_step(G, D, opt_g, opt_d, reals, torch.Generator().manual_seed(1), config)
+    train_step(Networks(G, D, opt_g, opt_d), reals, torch.Generator().manual_seed(1), config)
     assert all(not torch.equal(b, p) for b, p in zip(before, G.parameters(), strict=True))
 
 
 def test_without_augmentation_the_step_draws_nothing_more_from_the_noise():
     """Off is today's step: the only draws from the noise generator are the latents."""
-    from dcgan.step import train_step
+    from dcgan.step import Networks, train_step
 
     config, G, D, opt_g, opt_d, reals = _step_setup(None)
     noise = torch.Generator().manual_seed(1)
-    train_step(G, D, opt_g, opt_d, reals, noise, config)
+    train_step(Networks(G, D, opt_g, opt_d), reals, noise, config)
     expected = torch.Generator().manual_seed(1)
     G.sample_latent(8, expected, "cpu")
     assert torch.equal(noise.get_state(), expected.get_state())
     config, G, D, opt_g, opt_d, reals = _step_setup("cutout")
     noise = torch.Generator().manual_seed(1)
-    train_step(G, D, opt_g, opt_d, reals, noise, config)
+    train_step(Networks(G, D, opt_g, opt_d), reals, noise, config)
     assert not torch.equal(noise.get_state(), expected.get_state())
 
 

@@ -76,6 +76,68 @@ def test_dry_run_prints_resolved_settings_and_writes_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_every_setting_is_a_train_flag_with_its_default_shown(tmp_path):
+    """The flags of `dcgan train` are derived from the settings' dataclasses: each field once, with
+    its help and default; booleans take true|false, or nothing for true."""
+    import re
+    from dataclasses import fields
+
+    from dcgan.config import RESUMABLE_CHANGES, TrainConfig
+    from dcgan.models import ModelConfig
+
+    out = dcgan("train", "--help").stdout
+    options = {block.split()[0]: " ".join(block.split()) for block in re.split(r"\n  (?=-)", out)[1:]}
+    names = [f.name for f in fields(TrainConfig) if f.name != "model"] + [f.name for f in fields(ModelConfig)]
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        assert "(default: " in options[flag], flag
+    assert options["--ngf"].startswith("--ngf N G width: channels of G's last hidden layer (default: the "
+                                       "preset's: pytorch 64, paper 128")
+    assert options["--lr"] == "--lr X Adam learning rate for both networks (default: 0.0002)"
+    proc = dcgan("train", "--dry-run", "--sync-bn", "--channels-last", "false", "--n-samples", 16,
+                 "--weight-decay", 1e-4, "--out", tmp_path / "r")
+    cfg = json.loads(proc.stdout)
+    assert cfg["sync_bn"] is True and cfg["channels_last"] is False and cfg["n_samples"] == 16
+    assert cfg["weight_decay"] == 1e-4
+    assert {"steps", "lr", "device", "out", "data_dir"} <= RESUMABLE_CHANGES
+    assert not {"seed", "batch_size", "beta1", "data", "sync_bn", "augment"} & RESUMABLE_CHANGES
+
+
+def test_every_option_of_every_command_shows_its_default():
+    import argparse
+    from dataclasses import fields
+
+    from dcgan.cli import parser
+    from dcgan.config import TrainConfig
+    from dcgan.models import ModelConfig
+
+    settings = {f.name for f in fields(TrainConfig)} | {f.name for f in fields(ModelConfig)}
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) == 17
+    for name, command in sub.choices.items():
+        text = " ".join(command.format_help().split())
+        for action in command._actions:
+            default = action.default
+            if not action.option_strings or default is None or default is False:
+                continue
+            if default == argparse.SUPPRESS:  # train: unset settings take the preset's; their help says which
+                assert action.dest not in settings or "(default: " in action.help, (name, action.dest)
+                continue
+            assert action.help and "default" in action.help, (name, action.option_strings)
+            assert str(default) in text or "default:" in action.help, (name, action.option_strings)
+
+
+def test_dry_run_reports_the_images_and_the_schedule_and_checks_the_data(tmp_path):
+    plan = json.loads(dcgan("train", "--dry-run", "--batch-size", 100, "--d-steps", 2, "--epochs", 3,
+                            "--out", tmp_path / "r").stdout)["plan"]
+    # digits: 1,797 images -> 17 batches of 100 per epoch, 2 per step; 3 epochs -> 25 steps
+    assert plan == {"images": 1797, "source": "digits", "batches_per_epoch": 17, "steps_per_epoch": 8.5,
+                    "total_steps": 25, "epochs": 2.94}
+    proc = dcgan("train", "--dry-run", "--data", tmp_path / "typo", "--out", tmp_path / "r2", check=False)
+    assert proc.returncode == 1 and "typo does not exist" in proc.stderr
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r").exists()
+
+
 def test_config_file_and_flags(tmp_path):
     (tmp_path / "c.yaml").write_text("batch_size: 64\nmodel:\n  ngf: 32\n")
     cfg = json.loads(dcgan("train", "--config", tmp_path / "c.yaml", "--ngf", 16, "--dry-run").stdout)

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from dcgan import checkpoint
+from dcgan.config import configure
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Generator, build
-from dcgan.step import train_step
-from dcgan.train import configure, train
+from dcgan.step import Networks, train_step
+from dcgan.train import train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, tensorboard=False,
             log_every=1, sample_every=1000, checkpoint_every=1000, n_samples=16)
@@ -75,8 +76,7 @@ def test_sample_training_noise_and_data_order_streams_never_overlap(tmp_path, mo
 def inf_gradient_at(monkeypatch, g_step: int) -> None:
     """The G step number `g_step` gets +inf in one element of one G weight's gradient (the loss of
     that step is finite): Adam turns the weight into NaN."""
-    train_module = sys.modules["dcgan.train"]
-    real_networks = train_module.networks
+    real_build = Networks.build
     calls = {"n": 0}
 
     def poison(grad):
@@ -86,12 +86,12 @@ def inf_gradient_at(monkeypatch, g_step: int) -> None:
             grad[(0,) * grad.ndim] = float("inf")
         return grad
 
-    def networks(*args, **kw):
-        nets = real_networks(*args, **kw)
+    def build(*args, **kw):
+        nets = real_build(*args, **kw)
         nets.G.blocks[0][0].weight.register_hook(poison)
         return nets
 
-    monkeypatch.setattr(train_module, "networks", networks)
+    monkeypatch.setattr(Networks, "build", build)
 
 
 def all_finite(ckpt: dict) -> bool:
@@ -169,7 +169,7 @@ def test_d_trains_again_after_an_exception_in_the_g_step():
 
     D.register_forward_pre_hook(fail_when_frozen)
     with pytest.raises(RuntimeError, match="G step"):
-        train_step(G, D, opt_g, opt_d, reals, torch.Generator().manual_seed(0), config)
+        train_step(Networks(G, D, opt_g, opt_d), reals, torch.Generator().manual_seed(0), config)
     assert all(p.requires_grad for p in D.parameters())
 
 
@@ -289,9 +289,10 @@ def test_library_calls_leave_the_global_random_state_alone(trained, tmp_path):
     import numpy as np
 
     from dcgan import dedup, features, metrics, probe, saliency
+    from dcgan.checkpoint import load_discriminator
 
     run, clf = trained
-    d = features.load_discriminator(run)
+    d = load_discriminator(run)
     images = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
     calls = {
         "metrics.train_classifier": lambda: metrics.train_classifier("digits", tmp_path / "c.safetensors",
@@ -328,7 +329,8 @@ def test_evaluating_during_training_changes_nothing_that_is_trained(trained, tmp
 
 def test_training_time_evaluation_reports_kid_with_its_std_and_the_new_best(trained, tmp_path, capsys):
     _, clf = trained
-    run = train(tiny(tmp_path, "evaluated", steps=4, eval_every=2, eval_n=32, eval_features=f"classifier:{clf}"))
+    run = train(tiny(tmp_path, "evaluated", steps=4, eval_every=2, eval_n=32,
+                     eval_features=f"classifier:{clf}"))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r for r in rows if "fid" in r]
     assert [r["step"] for r in evaluated] == [2, 4]

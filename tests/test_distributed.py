@@ -34,11 +34,10 @@ WORKER = textwrap.dedent("""
     loop = importlib.import_module("dcgan.train")
     step, record, rank = loop.train_step, [], []
 
-    def checked(G, D, *args, **kw):
-        out = step(G, D, *args, **kw)
+    def checked(nets, *args, **kw):
+        out = step(nets, *args, **kw)
         rank[:] = [dist.get_rank()]
-        nets = [importlib.import_module("dcgan.step")._bare(G), kw["D_frozen"]]
-        flat = torch.cat([p.detach().flatten() for n in nets for p in n.parameters()])  # every weight
+        flat = torch.cat([p.detach().flatten() for n in (nets.G, nets.D) for p in n.parameters()])
         gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, flat)
         record.append({"elements": flat.numel(),

@@ -10,21 +10,14 @@ import torch
 from PIL import Image
 from torchvision.utils import save_image
 
-from dcgan.checkpoint import load_generator
+from dcgan.checkpoint import load_generator, load_networks
 from dcgan.data import to_float, to_uint8
-from dcgan.forget import (
-    box_mask,
-    choose_maps,
-    find_windows,
-    forget_synthetic,
-    generate_without,
-    layer_mask,
-    synthetic_windows,
-)
-from dcgan.latent import d_features, load_models, slerp, smoothness, walk, walk_path
+from dcgan.forget import box_mask, choose_maps, generate_without, layer_mask
+from dcgan.latent import d_features, slerp, smoothness, walk, walk_path
 from dcgan.models import Generator
 from dcgan.neighbours import nearest, pixel_embedding
 from dcgan.train import train
+from dcgan.windows import find_windows, forget_synthetic, synthetic_windows
 
 
 def dcgan(*args, ok=True):
@@ -70,7 +63,7 @@ def test_walk_path_frames():
 
 
 def test_smoothness_flags_a_discontinuity_made_on_purpose(run):
-    g, d = load_models(run)
+    g, d = load_networks(run)
     frames, _ = walk(g, seed=0, walks=2, points=3, steps=10)
     plain = smoothness(frames, d_features(d))
     spliced = torch.cat([frames[0, :12], frames[1, 12:]])[None]  # walk 0, then jump into walk 1

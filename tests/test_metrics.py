@@ -175,8 +175,7 @@ def test_training_evaluates_and_keeps_the_best(classifier, tmp_path):
     # the logged numbers are the metric of the network kept: recomputed from best.pt, they agree
     from dcgan import seeds
     from dcgan.checkpoint import load_generator
-    from dcgan.data import open_dataset
-    from dcgan.health import sample_images
+    from dcgan.data import open_dataset, sample_images
     from dcgan.metrics import Evaluator
 
     reference = sample_images(open_dataset("digits", 32, 1), 200, seeds.generator(0, "reference"))

@@ -10,7 +10,7 @@ from torch import nn
 from dcgan.config import PRESETS, resolve
 from dcgan.errors import DCGANError
 from dcgan.models import ModelConfig, build
-from dcgan.step import train_step
+from dcgan.step import Networks, train_step
 
 SMALL = dict(ngf=8, ndf=8)  # widths that keep every size fast
 WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
@@ -512,7 +512,7 @@ def test_one_training_step_updates_both_networks(preset):
         return result
 
     opt_d.step = spy
-    out = train_step(G, D, opt_g, opt_d, iter([real]), torch.Generator().manual_seed(0), config)
+    out = train_step(Networks(G, D, opt_g, opt_d), iter([real]), torch.Generator().manual_seed(0), config)
     every_d, every_g = list(dict(D.named_parameters())), list(dict(G.named_parameters()))
     assert changed(D, d_before) == every_d
     assert all(torch.equal(between["G"][k], g_before[k]) for k in every_g)  # the D update left G alone

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from dcgan import checkpoint
-from dcgan.config import resolve
+from dcgan.config import configure, resolve
 from dcgan.data import to_float
 from dcgan.models import build
-from dcgan.step import Runtime, train_step
-from dcgan.train import configure, train
+from dcgan.step import Networks, Runtime, train_step
+from dcgan.train import train
 
 
 def reference_loop(G, D, opt_g, opt_d, reals, noise, d_steps, smoothing):
@@ -65,7 +65,7 @@ def test_train_step_matches_the_reference_loop(channels_last, d_steps, smoothing
     noise = torch.Generator().manual_seed(5)
     rt = Runtime(torch.device("cpu"), channels_last=channels_last)
     for _ in range(steps):
-        train_step(G, D, opts[0], opts[1], it, noise, config, rt)
+        train_step(Networks(G, D, opts[0], opts[1], rt), it, noise, config)
     reference_loop(G2, D2, opts[2], opts[3], reals, torch.Generator().manual_seed(5), d_steps, smoothing)
     for name, ours, ref in [("G", G, G2), ("D", D, D2)]:
         a, b = state(ours), state(ref)

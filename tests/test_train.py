@@ -10,11 +10,12 @@ import torch
 
 import dcgan
 from dcgan import checkpoint
+from dcgan.config import configure
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import build
-from dcgan.step import train_step
-from dcgan.train import configure, train
+from dcgan.step import Networks, train_step
+from dcgan.train import train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=32, tensorboard=False,
             log_every=1, sample_every=4, checkpoint_every=2, snapshot_every=4, n_samples=16)
@@ -45,6 +46,14 @@ def test_run_directory_is_self_describing(tmp_path):
     assert rows[-1]["kimg"] == pytest.approx(8 * 32 / 1000)
     samples = sorted(p.name for p in (run / "samples").iterdir())
     assert samples == ["final.png", "step_00000004.png", "step_00000008.png"]
+    from PIL import Image
+
+    for name, title in (("samples/step_00000004.png", "step 4: G(z) for the run's 16 fixed z"),
+                        ("real_samples.png", "training images as the model sees them: 1x16x16")):
+        sheet = Image.open(run / name, formats=["PNG"])
+        assert sheet.text["title"] == title  # 16x16 tiles upscaled x4 to 64, 4 x 4 of them, a title band
+        assert (sheet.text["tile"], sheet.text["columns"], sheet.text["rows"]) == ("64", "4", "4")
+        assert sheet.size == (2 + 4 * 66, 16 + 2 + 4 * 66)
     assert (run / "losses.png").stat().st_size > 1000
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_00000004.pt",
                                                                      "step_00000008.pt"]
@@ -132,7 +141,7 @@ def test_real_target_is_one_minus_the_smoothing(smoothing):
     real = torch.randint(0, 256, (32, 1, 16, 16), dtype=torch.uint8,
                          generator=torch.Generator().manual_seed(1))
     opts = [torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D)]
-    loss_d = train_step(G, D, *opts, iter([real]), torch.Generator().manual_seed(2), config)[0]
+    loss_d = train_step(Networks(G, D, *opts), iter([real]), torch.Generator().manual_seed(2), config)[0]
     with torch.no_grad():  # the same forward passes: train-mode BN, the same z
         out_real = D(to_float(real))
         out_fake = D(G(G.sample_latent(32, torch.Generator().manual_seed(2))))

@@ -7,11 +7,11 @@
 """
 
 from dcgan.checkpoint import export, load_generator
-from dcgan.config import PRESETS, TrainConfig
+from dcgan.config import PRESETS, TrainConfig, configure
 from dcgan.data import open_dataset
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, Generator, ModelConfig, build
-from dcgan.train import configure, train
+from dcgan.train import train
 
 __version__ = "0.1.0"
 __all__ = [

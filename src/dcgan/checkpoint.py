@@ -1,6 +1,10 @@
-"""The one checkpoint format: written atomically, read with weights_only=True.
+"""The run checkpoint format, and the one way to load trained networks.
 
-A checkpoint holds {generator, discriminator, optimizer_g, optimizer_d, step, epoch, config, rng}.
+A checkpoint is a torch file written atomically and read with weights_only=True, holding the
+RUN_KEYS: G's and D's weights, both optimizers' states, the loss scalers (`amp`), the step and
+epoch, the training config, every random state (`rng`), the best FID so far and the fingerprint of
+the training data. `save_run`/`restore_run` write and read a training run's state;
+`load_networks` gives G and D (or G alone from an exported file) to every inspection command.
 `export` writes G alone to safetensors with its ModelConfig in the metadata, for sharing.
 """
 
@@ -24,44 +28,13 @@ from safetensors.torch import save as safetensors_bytes
 
 from dcgan import seeds
 from dcgan.errors import DCGANError, describe_os_error
-from dcgan.models import Discriminator, Generator, ModelConfig
+from dcgan.models import Discriminator, Generator, ModelConfig, build
+from dcgan.outputs import LATEST, atomic_write, check_output_file
 
 FORMAT = "dcgan-checkpoint"
 VERSION = 1
-LATEST = "checkpoint.pt"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write) -> None:
-    """write(file) into a temp file beside `path`, fsync, then rename over `path`.
-
-    A crash at any moment leaves either the old file or the new one, never a mix; a failed write
-    (disk full) removes the temp file and leaves the old one untouched.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    existed = path.is_file()
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        kept = "; the previous file is intact" if existed else ""
-        raise DCGANError(f"could not write {path}: {describe_os_error(e)}{kept}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+RUN_KEYS = ("generator", "discriminator", "optimizer_g", "optimizer_d", "amp", "step", "epoch", "config",
+            "rng", "best", "data_fingerprint")
 
 
 def lock_run(run: Path):
@@ -160,6 +133,26 @@ def set_rng_state(state: dict, noise: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_run(path: Path, networks: dict, *, step: int, epoch: int, config: dict, noise: torch.Generator,
+             best: dict, data_fingerprint: dict) -> None:
+    """A training run's state (`networks`: the weight and optimizer entries of RUN_KEYS) -> `path`."""
+    save(path, dict(**networks, step=step, epoch=epoch, config=config, rng=rng_state(noise), best=best,
+                    data_fingerprint=data_fingerprint))
+
+
+def restore_run(ckpt: dict, nets, noise: torch.Generator) -> int:
+    """Load a checkpoint's weights, optimizer and scaler states into `nets` (a step.Networks) and its
+    random states into `noise` and the global generators; the checkpoint's step. Never from one
+    with non-finite weights."""
+    bad = nonfinite(ckpt["generator"], ckpt["discriminator"])
+    if bad:  # written before this check existed: never continue from it
+        raise DCGANError(f"the checkpoint holds non-finite weights ({bad[0]}): copy the last finite "
+                         "snapshot over it, then resume")
+    nets.load_state_dict(ckpt)
+    set_rng_state(ckpt["rng"], noise)
+    return ckpt["step"]
+
+
 def save(path: Path, state: dict) -> None:
     buffer = io.BytesIO()  # serialize first, so a full disk surfaces as the OSError of one write
     torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
@@ -252,8 +245,6 @@ def check_weights(state, net: type, config: ModelConfig, path: Path, name: str) 
 
 def check_resumable(ckpt: dict, path: Path) -> None:
     """What resuming needs beyond the weights: both optimizers' states and every RNG state."""
-    from dcgan.models import build
-
     G, D = build(ModelConfig.from_dict(ckpt["config"]["model"]))
     for name, net in (("optimizer_g", G), ("optimizer_d", D)):
         state = ckpt.get(name)
@@ -283,8 +274,6 @@ def check_resumable(ckpt: dict, path: Path) -> None:
 
 def export(source: str | Path, out: str | Path) -> Path:
     """G's weights and ModelConfig from a run or checkpoint -> one safetensors file."""
-    from dcgan.outputs import check_output_file
-
     out = check_output_file(out, inputs=[source], suffixes=(".safetensors",), what="export file")
     ckpt = load(source)
     model = ckpt["config"]["model"]
@@ -295,41 +284,67 @@ def export(source: str | Path, out: str | Path) -> Path:
     return out
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """A trained G in eval mode, from a run directory, a checkpoint or an exported .safetensors."""
-    path = Path(path)
+def load_networks(source: str | Path, device: str | torch.device = "cpu",
+                  need_discriminator: bool = False) -> tuple[Generator, Discriminator | None]:
+    """G and D in eval mode on `device`, from a run directory, a checkpoint, or an exported
+    .safetensors (G alone: D is None, or an error naming the file when `need_discriminator`)."""
+    path = Path(source)
     if path.suffix == ".safetensors":
-        if not path.exists():
-            raise DCGANError(f"generator file {path} not found")
-        if not path.is_file():
-            raise DCGANError(f"generator file {path} is not a regular file (a FIFO or device)")
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-            weights = load_file(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise DCGANError(f"{path} is not a readable safetensors file "
-                             f"({' '.join(str(e).split())[:160]})") from None
-        if meta.get("format") != "dcgan-generator":
-            raise DCGANError(f"{path} is not a generator exported by `dcgan export` (its metadata has no "
-                             "format dcgan-generator)")
-        try:
-            config = ModelConfig.from_dict(json.loads(meta["model"]))
-        except (KeyError, ValueError, TypeError, RecursionError, DCGANError) as e:
-            raise DCGANError(f"{path}: the exported model config in its metadata is missing or invalid "
-                             f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
-        check_weights(weights, Generator, config, path, "generator")
+        if need_discriminator:
+            raise DCGANError(f"{path} holds the generator only: give the run directory or a checkpoint")
+        config, weights = _exported(path)
+        states = {"generator": weights}
     else:
         ckpt = load(path)
-        config = ModelConfig.from_dict(ckpt["config"]["model"])
-        weights = ckpt["generator"]
-    with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
-        g = Generator(config)
-    try:
-        g.load_state_dict(weights)
-    except RuntimeError as e:
-        problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
-        raise DCGANError(f"{path}: weights do not match the stored architecture "
-                         f"({len(problems)} problem(s), first: {problems[0] if problems else e})") from None
-    return g.to(device).eval()
+        config, states = ModelConfig.from_dict(ckpt["config"]["model"]), ckpt
+    nets = []
+    for name, net in (("generator", Generator), ("discriminator", Discriminator)):
+        if name not in states:
+            nets.append(None)
+            continue
+        with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
+            module = net(config)
+        try:
+            module.load_state_dict(states[name])
+        except RuntimeError as e:
+            problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+            first = problems[0] if problems else e
+            raise DCGANError(f"{path}: {name} weights do not match the stored architecture "
+                             f"({len(problems)} problem(s), first: {first})") from None
+        nets.append(module.to(device).eval())
+    return nets[0], nets[1]
 
+
+def load_generator(source: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """G alone (see load_networks)."""
+    return load_networks(source, device)[0]
+
+
+def load_discriminator(source: str | Path, device: str | torch.device = "cpu") -> Discriminator:
+    """D alone (see load_networks); an exported generator file is an error."""
+    return load_networks(source, device, need_discriminator=True)[1]
+
+
+def _exported(path: Path) -> tuple[ModelConfig, dict]:
+    """The ModelConfig and G weights of a file written by `export`, checked."""
+    if not path.exists():
+        raise DCGANError(f"generator file {path} not found")
+    if not path.is_file():
+        raise DCGANError(f"generator file {path} is not a regular file (a FIFO or device)")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        weights = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DCGANError(f"{path} is not a readable safetensors file "
+                         f"({' '.join(str(e).split())[:160]})") from None
+    if meta.get("format") != "dcgan-generator":
+        raise DCGANError(f"{path} is not a generator exported by `dcgan export` (its metadata has no "
+                         "format dcgan-generator)")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["model"]))
+    except (KeyError, ValueError, TypeError, RecursionError, DCGANError) as e:
+        raise DCGANError(f"{path}: the exported model config in its metadata is missing or invalid "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+    check_weights(weights, Generator, config, path, "generator")
+    return config, weights

@@ -7,14 +7,19 @@ import io
 import json
 import os
 import sys
+import types
+import typing
+from dataclasses import fields
 from pathlib import Path
 
-from dcgan.config import check_count, check_seed
+from dcgan.config import PRESETS, TrainConfig, check_count, check_seed
 from dcgan.errors import DCGANError
 from dcgan.metrics import INCEPTION_FILE
+from dcgan.models import ModelConfig
 from dcgan.outputs import IMAGE_SUFFIXES, check_out_dir, check_output_file, write_bytes, write_image
 
 MAX_SAMPLES = 4096  # images of one `dcgan sample`: one grid
+HINTS = {**typing.get_type_hints(ModelConfig), **typing.get_type_hints(TrainConfig)}
 
 
 def _bool(text: str) -> bool:
@@ -26,72 +31,40 @@ def _bool(text: str) -> bool:
 
 
 def _train_parser(sub) -> None:
+    """`dcgan train`: one flag per setting of ModelConfig and TrainConfig (--name-with-dashes), its
+    help and default read from the field, so each setting is written once, in its dataclass."""
     p = sub.add_parser("train", help="train a DCGAN", argument_default=argparse.SUPPRESS,
                        description="Train a DCGAN. Unset options take the preset's and the "
                                    "dataset's defaults; --dry-run shows the resolved settings.")
-    a = p.add_argument
-    a("--data", help="folder of images, or digits (default) | mnist | fashion-mnist | cifar10 | "
-                     "svhn | celeba | lsun")
-    a("--data-dir", dest="data_dir", help="where a named dataset's files are")
-    a("--exclude", help="text file of image paths (or dataset indices) to leave out")
-    a("--preset", help="pytorch (default) | paper | imagenet32")
-    a("--image-size", dest="image_size", type=int, help="power of two, 16..256")
-    a("--channels", type=int, help="1 (grey) or 3 (RGB)")
-    a("--nz", type=int, help="latent dimension")
-    a("--ngf", type=int, help="generator width")
-    a("--ndf", type=int, help="discriminator width")
-    a("--kernel-size", dest="kernel_size", type=int)
-    a("--projection", help="conv (pytorch preset) | linear (paper): how z becomes G's 4x4 map")
-    a("--latent", help="prior of z: normal (pytorch preset) | uniform (paper)")
-    a("--alternate-strides", dest="alternate_strides", type=_bool,
-      help="a stride-1 conv beside each stride-2 one (imagenet32 preset; needs an odd kernel)")
-    a("--batch-size", dest="batch_size", type=int)
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="total G updates")
-    length.add_argument("--epochs", type=int, help="passes over the data (default 25)")
-    a("--lr", type=float)
-    a("--beta1", type=float)
-    a("--beta2", type=float)
-    a("--weight-decay", dest="weight_decay", type=float)
-    a("--label-smoothing", dest="label_smoothing", type=float, help="one-sided, e.g. 0.1")
-    a("--d-steps", dest="d_steps", type=int, help="D updates per G update")
-    a("--augment", help="differentiable augmentation for small datasets (DiffAugment): a comma-separated "
-                        "list of translation, cutout, color (default: none)")
-    a("--seed", type=int)
-    a("--device", help="cpu | cuda | cuda:N | mps | auto")
-    a("--workers", type=int, help="DataLoader processes decoding a streamed dataset (default 2)")
-    a("--log-every", dest="log_every", type=int)
-    a("--sample-every", dest="sample_every", type=int)
-    a("--checkpoint-every", dest="checkpoint_every", type=int)
-    a("--snapshot-every", dest="snapshot_every", type=int)
-    a("--tensorboard", type=_bool, help="true | false")
-    a("--precision", help="fp32 (default) | bf16 | fp16 (mixed precision, for GPUs)")
-    a("--channels-last", dest="channels_last", type=_bool, help="NHWC layout (default true)")
-    a("--compile", type=_bool, help="torch.compile both networks (default false)")
-    a("--sync-bn", dest="sync_bn", action="store_true", help="under torchrun: BatchNorm statistics "
-      "over the global batch (default: per rank)")
-    a("--on-divergence", dest="on_divergence", help="stop (default) | rollback: on a non-finite loss, "
-      "reload the last checkpoint with lr x --rollback-lr-factor")
-    a("--rollback-lr-factor", dest="rollback_lr_factor", type=float)
-    a("--max-rollbacks", dest="max_rollbacks", type=int)
-    a("--vanishing-loss", dest="vanishing_loss", type=float, help="warn when loss_D stays below this")
-    a("--vanishing-patience", dest="vanishing_patience", type=int, help="... for this many steps")
-    a("--collapse-threshold", dest="collapse_threshold", type=float,
-      help="warn when sample diversity / real diversity falls below this")
-    a("--collapse-after", dest="collapse_after", type=int, help="... from this step on")
-    a("--eval-every", dest="eval_every", type=int, help="steps between FID/KID/precision/recall (0: off)")
-    a("--eval-features", dest="eval_features", help="inception (default) | classifier:PATH")
-    a("--eval-n", dest="eval_n", type=int, help="images per evaluation (default 2000)")
-    a("--inception-weights", dest="inception_weights", help=f"local {INCEPTION_FILE}")
-    a("--config", dest="config_file", help="YAML or JSON file of settings")
-    a("--out", help="run directory (default runs/<data>-<preset>)")
-    a("--resume", help="continue the run in this directory")
-    a("--dry-run", dest="dry_run", action="store_true", help="print the resolved settings, exit")
+    settings = [m for t in fields(TrainConfig) for m in (fields(ModelConfig) if t.name == "model" else [t])]
+    for f in settings:
+        hint = HINTS[f.name]
+        kind = typing.get_args(hint)[0] if isinstance(hint, types.UnionType) else hint
+        kw = dict(dest=f.name, help=f"{f.metadata['help']} (default: {_shown(f)})".replace("%", "%%"))
+        if kind is bool:  # --flag alone means true; --flag false turns a default-on setting off
+            kw.update(type=_bool, nargs="?", const=True, metavar="true|false")
+        else:
+            kw.update(type=kind, metavar={int: "N", float: "X"}.get(kind, f.name.upper()))
+        add = length.add_argument if f.name in ("steps", "epochs") else p.add_argument
+        add(f"--{f.name.replace('_', '-')}", **kw)
+    p.add_argument("--config", dest="config_file", help="YAML or JSON file of settings (flags override it)")
+    p.add_argument("--resume", help="continue the run in this directory (or from one of its snapshots)")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the resolved settings, exit")
+
+
+def _shown(f) -> str:
+    """A setting's default as --help states it: the preset's values for architecture fields."""
+    shown = f.metadata.get("shown")
+    if shown == "the preset's":
+        return "the preset's: " + ", ".join(f"{name} {str(preset.get(f.name, f.default)).lower()}"
+                                             for name, preset in PRESETS.items())
+    return shown or ("none" if f.default is None else str(f.default).lower())
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from dcgan.config import read_config_file
-    from dcgan.train import configure, train
+    from dcgan.config import configure, read_config_file
+    from dcgan.train import plan, train
 
     opts = dict(vars(args))
     for k in ("command", "func"):
@@ -100,8 +73,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     dry_run = opts.pop("dry_run", False)
     overrides = {**(read_config_file(config_file) if config_file else {}), **opts}
     config = configure(overrides, resume=resume)
-    if dry_run:
-        print(json.dumps(config.to_dict(), indent=2))
+    if dry_run:  # the resolved settings, and what they mean for this data (one process)
+        print(json.dumps({**config.to_dict(), "plan": plan(config)}, indent=2))
         return
     run = train(config, resume=resume if resume is not None else False)
     print(f"done: {run} (samples in {run / 'samples'}, latest checkpoint {run / 'checkpoint.pt'})")
@@ -109,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from dcgan.checkpoint import load_generator
-    from dcgan.train import pick_device
+    from dcgan.distributed import pick_device
     from dcgan.visualize import annotate, grid, save_individual
 
     if args.n < 1 or args.start < 0:
@@ -243,12 +216,13 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 def cmd_features(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from dcgan.checkpoint import load_discriminator
     from dcgan.data import labelled_splits
-    from dcgan.features import check_grid, dcgan_features, load_discriminator
+    from dcgan.features import check_grid, dcgan_features
 
     if args.split not in ("train", "test"):
         raise DCGANError(f"--split must be train or test, got {args.split!r}")
-    from dcgan.train import pick_device
+    from dcgan.distributed import pick_device
 
     check_seed(args.seed)
     out = check_output_file(args.out, inputs=[args.source, args.data, args.data_dir], suffixes=(".npz",))
@@ -265,8 +239,8 @@ def cmd_features(args: argparse.Namespace) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
+    from dcgan.distributed import pick_device
     from dcgan.probe import describe, describe_paired, probe
-    from dcgan.train import pick_device
 
     baselines = tuple(b for b in (args.baselines or "").split(",") if b)
     rows = probe(args.source, args.data, args.protocol, baselines, args.data_dir, args.per_class, args.draws,
@@ -518,10 +492,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data", required=True, help="a labelled dataset with train and test splits")
     r.add_argument("--data-dir", dest="data_dir")
     r.add_argument("--protocol", default="few", help="few (default: N labels per class) or full")
-    r.add_argument("--per-class", dest="per_class", type=int, default=100)
-    r.add_argument("--draws", type=int, default=10)
+    r.add_argument("--per-class", dest="per_class", type=int, default=100,
+                   help="few: labelled training images per class")
+    r.add_argument("--draws", type=int, default=10, help="few: random draws of the labelled images")
     r.add_argument("--baselines", default="pixels,random,kmeans", help="comma list, or empty")
-    r.add_argument("--kmeans-k", dest="kmeans_k", type=int, default=400)
+    r.add_argument("--kmeans-k", dest="kmeans_k", type=int, default=400,
+                   help="centroids of the K-means baseline")
     r.add_argument("--max-train", dest="max_train", type=int, help="use at most this many training images")
     r.add_argument("--max-test", dest="max_test", type=int, help="use at most this many test images")
     r.add_argument("--seed", type=int, default=0)
@@ -557,7 +533,27 @@ def parser() -> argparse.ArgumentParser:
     _add_directions(sub)
     _add_project(sub)
     _add_cache(sub)
+    for command in sub.choices.values():
+        _show_defaults(command)
     return p
+
+
+# what an option without its own help text means, wherever it appears
+SHARED_HELP = {"seed": "random seed: the same seed gives the same samples and draws",
+               "out": "output folder", "data_dir": "where a named dataset's files are",
+               "device": "cpu | cuda | cuda:N | mps | auto", "data": "folder of images or a named dataset"}
+
+
+def _show_defaults(command: argparse.ArgumentParser) -> None:
+    """Every option's help ends with its default (`dcgan train` states its own)."""
+    for action in command._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        text = action.help or SHARED_HELP.get(action.dest, "")
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not hidden and "default" not in text:
+            text += " (default: %(default)s)"
+        action.help = text.strip() or None
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup,

@@ -8,13 +8,14 @@ import re
 import reprlib
 import types
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+from dcgan import checkpoint
 from dcgan.augment import parse_policy
-from dcgan.data import check_regular_file
+from dcgan.data import check_regular_file, natural_shape
 from dcgan.errors import DCGANError, describe_os_error
 from dcgan.models import ModelConfig
 
@@ -39,70 +40,92 @@ PRESETS: dict[str, dict] = {
 MAX_CONFIG_BYTES = 1 << 20
 
 
+def setting(default, help: str, resumable: bool = False, shown: str | None = None):
+    """A TrainConfig field, written once: its default, the help text of its `dcgan train` flag (with
+    the unit), whether a resumed run may change it, and how --help shows the default when the value
+    alone would not say it (`shown`)."""
+    return field(default=default, metadata={"help": help, "resumable": resumable, "shown": shown})
+
+
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; the run directory's config.json is this, resolved."""
+    """Every setting of a training run; the run directory's config.json is this, resolved. Each field
+    is also a `dcgan train` flag (--name-with-dashes). A resumed run may change only what does not
+    change what is learned: how long it runs, what it writes, where it runs, the health settings,
+    and the learning rate."""
 
     # data
-    data: str = "digits"  # folder of images, or digits | mnist | fashion-mnist | cifar10 | ...
-    data_dir: str | None = None  # where a named dataset's files are
-    exclude: str | None = None  # text file of image paths to leave out (one per line)
+    data: str = setting("digits", "folder of images, or digits | mnist | fashion-mnist | cifar10 | svhn | "
+                        "celeba | lsun")
+    data_dir: str | None = setting(None, "where a named dataset's files are (may move on resume)",
+                                   resumable=True)
+    exclude: str | None = setting(None, "text file of image paths (or dataset indices) to leave out, "
+                                  "one per line")
     # model (see ModelConfig; image_size and channels default to the data's own)
-    preset: str = "pytorch"
+    preset: str = setting("pytorch", "pytorch | paper | imagenet32: architecture and training defaults")
     model: ModelConfig | None = None
     # optimisation (paper §4)
-    batch_size: int = 128
-    steps: int | None = None  # total G updates; defaults to `epochs` worth
-    epochs: int | None = None  # passes over the data when steps is not given (default 25)
-    lr: float = 2e-4  # Adam learning rate for both networks
-    beta1: float = 0.5  # Adam beta1 (0.9 oscillates, paper §4)
-    beta2: float = 0.999
-    weight_decay: float = 0.0  # L2, 1e-5 in the paper's code
-    label_smoothing: float = 0.0  # one-sided: real target is 1 - label_smoothing
-    d_steps: int = 1  # D updates per G update
-    augment: str | None = None  # DiffAugment for small datasets: e.g. translation,cutout (off: None)
-    seed: int = 0
-    device: str = "auto"  # cpu | cuda | cuda:N | mps | auto
-    workers: int = 2  # DataLoader processes decoding a streamed dataset (LSUN, large folders)
+    batch_size: int = setting(128, "images per step and rank")
+    steps: int | None = setting(None, "total G updates (steps)", resumable=True,
+                                shown="--epochs' worth")
+    epochs: int | None = setting(None, "passes over the data, when --steps is not given", resumable=True,
+                                 shown="25")
+    lr: float = setting(2e-4, "Adam learning rate for both networks", resumable=True)
+    beta1: float = setting(0.5, "Adam beta1 (0.9 oscillates, paper §4)")
+    beta2: float = setting(0.999, "Adam beta2")
+    weight_decay: float = setting(0.0, "L2 weight decay (the paper's code: 1e-5)", shown="the preset's")
+    label_smoothing: float = setting(0.0, "one-sided: the real target is 1 - this, e.g. 0.1")
+    d_steps: int = setting(1, "D updates per G update")
+    augment: str | None = setting(None, "differentiable augmentation for small datasets (DiffAugment): a "
+                                  "comma-separated list of translation, cutout, color")
+    seed: int = setting(0, "seed of every random stream of the run, 0..2^63-1")
+    device: str = setting("auto", "cpu | cuda | cuda:N | mps | auto", resumable=True)
+    workers: int = setting(2, "DataLoader processes decoding a streamed dataset (LSUN, large folders)",
+                           resumable=True)
     # speed (GPU levers; none changes what is learned beyond floating-point rounding)
-    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast; fp16 with one loss scaler per network
-    channels_last: bool = True  # NHWC layout: ~1.2x faster convolutions on CPU (oneDNN) and GPU
-    compile: bool = False  # torch.compile both networks
-    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
+    precision: str = setting("fp32", "fp32 | bf16 | fp16: mixed precision, for GPUs (fp16 with one loss "
+                             "scaler per network)", resumable=True)
+    channels_last: bool = setting(True, "NHWC memory layout: faster convolutions on CPU (oneDNN) and GPU",
+                                  resumable=True)
+    compile: bool = setting(False, "torch.compile both networks", resumable=True)
+    sync_bn: bool = setting(False, "under torchrun: BatchNorm statistics over the global batch, not per rank")
     # sample quality during training (dcgan.metrics)
-    eval_every: int = 0  # steps between FID/KID/precision/recall evaluations; 0: never
-    eval_features: str = "inception"  # inception, or classifier:PATH from dcgan train-classifier
-    eval_n: int = 2000  # generated and real images per evaluation
-    inception_weights: str | None = None  # local pt_inception-2015-12-05 file (or $DCGAN_INCEPTION_WEIGHTS)
+    eval_every: int = setting(0, "steps between FID/KID/precision/recall evaluations (0: never)",
+                              resumable=True)
+    eval_features: str = setting("inception", "inception, or classifier:PATH from dcgan train-classifier",
+                                 resumable=True)
+    eval_n: int = setting(2000, "generated and real images per evaluation", resumable=True)
+    inception_weights: str | None = setting(None, "local pt_inception-2015-12-05 weights file (or "
+                                            "$DCGAN_INCEPTION_WEIGHTS)", resumable=True)
     # health
-    on_divergence: str = "stop"  # non-finite loss: stop, or rollback to the last checkpoint
-    rollback_lr_factor: float = 0.5  # each rollback multiplies both learning rates by this
-    max_rollbacks: int = 3
-    vanishing_loss: float = 0.01  # warn when loss_D stays below this (G's gradient vanishes) ...
-    vanishing_patience: int = 200  # ... for this many steps
-    collapse_threshold: float = 0.1  # warn when sample diversity / real diversity falls below this
-    collapse_after: int = 200  # ... from this step on (an untrained G draws near-constant images)
+    on_divergence: str = setting("stop", "stop | rollback: on a non-finite loss or weight, reload the last "
+                                 "checkpoint with lr x --rollback-lr-factor", resumable=True)
+    rollback_lr_factor: float = setting(0.5, "each rollback multiplies both learning rates by this",
+                                        resumable=True)
+    max_rollbacks: int = setting(3, "rollbacks before training stops", resumable=True)
+    vanishing_loss: float = setting(0.01, "warn when loss_D stays below this (G's gradient vanishes) ...",
+                                    resumable=True)
+    vanishing_patience: int = setting(200, "... for this many steps", resumable=True)
+    collapse_threshold: float = setting(0.1, "warn when sample diversity / real diversity falls below this",
+                                        resumable=True)
+    collapse_after: int = setting(200, "... from this step on (an untrained G draws near-constant images)",
+                                  resumable=True)
     # outputs
-    out: str | None = None  # run directory; default runs/<data>-<preset>
-    log_every: int = 10  # steps between metrics.jsonl / TensorBoard rows
-    sample_every: int = 100  # steps between fixed-noise sample grids
-    checkpoint_every: int = 100  # steps between writes of checkpoint.pt (the latest)
-    snapshot_every: int = 1000  # steps between kept snapshots in snapshots/
-    n_samples: int = 64  # images in each sample grid
-    tensorboard: bool = True
+    out: str | None = setting(None, "run directory", resumable=True, shown="runs/<data>-<preset>")
+    log_every: int = setting(10, "steps between metrics.jsonl / TensorBoard rows", resumable=True)
+    sample_every: int = setting(100, "steps between fixed-noise sample grids", resumable=True)
+    checkpoint_every: int = setting(100, "steps between writes of checkpoint.pt (the latest)",
+                                    resumable=True)
+    snapshot_every: int = setting(1000, "steps between kept snapshots in snapshots/", resumable=True)
+    n_samples: int = setting(64, "images in each sample grid", resumable=True)
+    tensorboard: bool = setting(True, "write TensorBoard logs", resumable=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # Fields a resumed run may change: how long it runs and what it writes, never what it learns.
-RESUMABLE_CHANGES = {
-    "steps", "epochs", "device", "out", "log_every", "sample_every", "checkpoint_every",
-    "snapshot_every", "n_samples", "tensorboard", "data_dir", "lr", "on_divergence",
-    "rollback_lr_factor", "max_rollbacks", "vanishing_loss", "vanishing_patience", "collapse_threshold",
-    "collapse_after", "precision", "channels_last", "compile", "eval_every", "eval_features", "eval_n",
-    "inception_weights", "workers",
-}
+RESUMABLE_CHANGES = {f.name for f in fields(TrainConfig) if f.metadata.get("resumable")}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"model"}
 
@@ -282,3 +305,46 @@ def differences(old: TrainConfig, new: TrainConfig, ignore: set[str]) -> list[st
     return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in ignore and a[k] != b.get(k)]
 
 
+def default_run_dir(config: TrainConfig) -> Path:
+    name = Path(config.data).name if Path(config.data).exists() else config.data
+    return Path("runs") / f"{name}-{config.preset}"
+
+
+def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
+    """Resolve the settings of a new run, or of a resumed one (only run length and outputs may
+    change on resume: anything else is an error naming each difference)."""
+    if resume is None:
+        data = overrides.get("data", TrainConfig.data)
+        config = resolve(overrides, data_shape=natural_shape(data))
+        config.out = str(config.out or default_run_dir(config))
+        if config.exclude is not None:
+            check_regular_file(config.exclude, "exclude list")
+        return config
+    ckpt = checkpoint.load(resume)
+    checkpoint.check_resumable(ckpt, Path(resume))
+    try:
+        stored = from_dict(ckpt["config"])
+    except (TypeError, DCGANError) as e:
+        raise DCGANError(f"{resume}: the stored training config is invalid ({e})") from None
+    merged = {**{k: v for k, v in stored.to_dict().items() if k != "model"},
+              **stored.model.to_dict(), **overrides, "out": str(run_of(resume))}
+    if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
+        merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
+    try:
+        config = resolve(merged)
+    except DCGANError as e:
+        raise DCGANError(f"cannot resume {resume}: {e}") from None
+    changed = differences(stored, config, ignore=RESUMABLE_CHANGES)
+    if changed:
+        raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
+                         "Start a new run with --out instead.")
+    return config
+
+
+def run_of(resume: str | Path) -> Path:
+    """The run directory of a --resume argument: a run directory, its checkpoint.pt (or best.pt),
+    or one of its snapshots/step_N.pt."""
+    path = Path(resume)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "snapshots" else path.parent

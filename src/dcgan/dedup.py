@@ -27,9 +27,10 @@ import torch
 from torch import nn
 
 from dcgan import seeds
-from dcgan.data import ImageData, open_dataset, to_float
+from dcgan.config import check_count
+from dcgan.data import ImageData, natural_shape, open_dataset, to_float
 from dcgan.errors import DCGANError
-from dcgan.outputs import write_image, write_json, write_text
+from dcgan.outputs import check_out_dir, write_image, write_json, write_text
 
 SIZE = 32  # the paper hashes 32x32 downsampled centre crops
 MAX_BUCKET = 2048  # distinct codes compared pairwise in one band bucket (hamming > 0)
@@ -209,10 +210,6 @@ def dedup(data: str, out: str | Path, data_dir: str | None = None, channels: int
           config: DedupConfig | None = None, copy_to: str | Path | None = None) -> DedupResult:
     """Find the near-duplicates of a dataset and write REPORT_DIR/{duplicates.json, duplicates.txt,
     keep.txt, groups.png}; optionally copy the kept files of a folder to `copy_to`."""
-    from dcgan.config import check_count
-    from dcgan.data import natural_shape
-    from dcgan.outputs import check_out_dir
-
     if channels is not None and channels not in (1, 3):
         raise DCGANError(f"--channels must be 1 or 3, got {channels}")
     config = config or DedupConfig()

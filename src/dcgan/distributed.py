@@ -145,3 +145,28 @@ def any_rank(flag: bool, world: World, device: torch.device) -> bool:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DCGANError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index is not None and device.index >= gpus:
+        raise DCGANError(f"device {name!r} requested but only {gpus} GPU(s) are visible: "
+                         f"use cuda:0 .. cuda:{gpus - 1}")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps and mps.is_available()):
+        raise DCGANError(f"device {name!r} requested but Apple's MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto")
+    return device

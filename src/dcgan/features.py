@@ -10,7 +10,6 @@ features (Coates & Ng 2011).
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,19 +20,6 @@ from dcgan import seeds
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, ModelConfig
-
-
-def load_discriminator(path: str | Path) -> Discriminator:
-    """D of a run directory or checkpoint (exported .safetensors files hold G only)."""
-    from dcgan.checkpoint import load
-
-    if Path(path).suffix == ".safetensors":
-        raise DCGANError(f"{path} holds the generator only: give the run directory or a checkpoint")
-    ckpt = load(path)
-    with seeds.global_seed(0):  # its random init is overwritten: keep the caller's RNG as it was
-        d = Discriminator(ModelConfig.from_dict(ckpt["config"]["model"]))
-    d.load_state_dict(ckpt["discriminator"])
-    return d.eval()
 
 
 def feature_dim(config: ModelConfig) -> int:

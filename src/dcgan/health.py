@@ -18,31 +18,6 @@ def diversity(images: torch.Tensor) -> float:
     return float(torch.pdist(flat).mean()) if len(flat) > 1 else 0.0
 
 
-def first_images(data, n: int) -> torch.Tensor:
-    """The first n readable images, in memory or decoded from the stream (stopping at n)."""
-    return _readable(data, torch.arange(len(data)), n)
-
-
-def sample_images(data, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n readable images drawn at random from the whole dataset (file order may be sorted by
-    class: its first n would be a biased sample)."""
-    return _readable(data, torch.randperm(len(data), generator=generator), n)
-
-
-def _readable(data, order: torch.Tensor, n: int) -> torch.Tensor:
-    """The first n readable images in `order`; a stream is decoded only until n are found."""
-    if data.images is not None:
-        return data.images[order[:n]]
-    kept = []
-    for i in order.tolist():
-        if len(kept) == n:
-            break
-        x = data.stream[i]
-        if x is not None:
-            kept.append(x)
-    return torch.stack(kept)
-
-
 class Health:
     """Warnings for the two quiet failures of GAN training (paper §7)."""
 

@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dcgan.checkpoint import load_generator, load_networks
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
 from dcgan.data import check_regular_file, to_uint8
 from dcgan.errors import DCGANError
+from dcgan.features import pooled_features
 from dcgan.models import Discriminator, Generator
-from dcgan.outputs import write_bytes, write_image, write_json
+from dcgan.outputs import check_out_dir, write_bytes, write_image, write_json
 from dcgan.visualize import grid, pad_rows
 
 MODES = ("slerp", "linear")
@@ -108,21 +110,10 @@ def smoothness(frames: torch.Tensor, features: Callable[[torch.Tensor], np.ndarr
 
 def d_features(d: Discriminator) -> Callable[[torch.Tensor], np.ndarray]:
     """Images in [-1, 1] -> D's pooled conv features (the representation of paper §5)."""
-    from dcgan.features import pooled_features
-
     return lambda images: pooled_features(d, to_uint8(images))
 
 
 # ---- loading --------------------------------------------------------------------------------
-
-def load_models(source: str | Path) -> tuple[Generator, Discriminator | None]:
-    """G and D in eval mode; D is None for an exported generator (which holds G only)."""
-    from dcgan.checkpoint import load_generator
-    from dcgan.features import load_discriminator
-
-    g = load_generator(source)
-    return g, None if Path(source).suffix == ".safetensors" else load_discriminator(source)
-
 
 def _save_record(path: Path, record: dict) -> Path:
     return write_bytes(path, json.dumps(record, indent=2).encode())
@@ -248,8 +239,6 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
                 factor: float = 3.0, latents: str | Path | None = None) -> dict:
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
     `latents` (a latents file of `dcgan project`), the walk passes through its rows."""
-    from dcgan.outputs import check_out_dir
-
     check_seed(seed, "seed", MAX_SEED)
     _check_indices(through, "through")
     check_count(walks, "walks", 64)
@@ -265,7 +254,7 @@ def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int
         raise DCGANError(f"{frames} frames asked for (walks x (points - 1) x steps); at most {MAX_FRAMES} "
                          "fit one figure: lower --walks, --points or --steps")
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
-    g, d = load_models(source)
+    g, d = load_networks(source)
     z = load_latents(latents, g.config.nz) if latents else None
     if z is not None and not through:
         through = list(range(len(z)))
@@ -316,9 +305,6 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
                       latents: str | Path | None = None) -> dict:
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
     neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
-    from dcgan.checkpoint import load_generator
-    from dcgan.outputs import check_out_dir
-
     check_seed(seed, "seed", MAX_SEED)
     for name, values in (("a", a), ("b", b), ("c", c)):
         _check_indices(values, name)
@@ -352,9 +338,6 @@ def direction_report(source: str | Path, out: str | Path, start: list[int] | Non
     target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target.
     With `direction` (a file of `dcgan directions`), v is its unit vector times its sigma and the
     steps go from -scale to +scale sigma. With `latents`, the numbers index its rows."""
-    from dcgan.checkpoint import load_generator
-    from dcgan.outputs import check_out_dir
-
     check_seed(seed, "seed", MAX_SEED - 1)  # the default targets are samples of seed + 1
     for name, values in (("from", start), ("to", end), ("targets", targets)):
         _check_indices(values, name)

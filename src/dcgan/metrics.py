@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan import seeds
-from dcgan.data import check_regular_file, to_float
+from dcgan.checkpoint import load_generator
+from dcgan.config import MAX_SEED, MIN_EVAL_N, check_count, check_seed
+from dcgan.data import check_regular_file, labelled_splits, natural_shape, open_dataset, to_float, to_uint8
 from dcgan.errors import DCGANError
+from dcgan.models import eval_mode
 from dcgan.outputs import check_output_file, write_bytes
 
 INCEPTION_ENV = "DCGAN_INCEPTION_WEIGHTS"
@@ -54,9 +57,6 @@ def train_classifier(data: str, out: str | Path, data_dir: str | None = None, ep
                      batch_size: int = 128, seed: int = 0) -> dict:
     """Train on the train split, report accuracy on the test split, save weights + metadata."""
     from safetensors.torch import save as safetensors_bytes
-
-    from dcgan.config import MAX_SEED, check_count, check_seed
-    from dcgan.data import labelled_splits, natural_shape
 
     out = check_output_file(out, inputs=[data, data_dir], suffixes=(".safetensors",))
     check_count(epochs, "epochs", 1000)
@@ -322,10 +322,6 @@ def evaluate(source: str | Path, data: str, n: int = 10000, features: str = "inc
              data_dir: str | None = None, split: str = "test", inception: str | None = None,
              seed: int = 0, out: str | Path | None = None) -> dict:
     """Generated vs real images of a trained run, every metric; optionally written as JSON."""
-    from dcgan.checkpoint import load_generator
-    from dcgan.config import MAX_SEED, MIN_EVAL_N, check_count, check_seed
-    from dcgan.data import open_dataset, to_uint8
-
     check_count(n, "n", 10**6, MIN_EVAL_N)
     check_seed(seed, "seed", MAX_SEED)
     if split not in ("train", "test"):
@@ -370,9 +366,6 @@ class Evaluator:
         self.n, self.seed = n, seed
 
     def __call__(self, generator) -> dict:
-        from dcgan.data import to_uint8
-        from dcgan.models import eval_mode
-
         with eval_mode(generator), torch.no_grad():
             z = generator.latent(self.seed, range(self.n), stream="eval")
             fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])  # uint8 per chunk

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import reprlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -29,15 +29,27 @@ LATENT_PRIORS = ("normal", "uniform")
 class ModelConfig:
     """Everything that fixes the shapes of G and D."""
 
-    image_size: int = 64  # square side, a power of two from 16 to 256
-    channels: int = 3  # 1 grey, 3 RGB
-    nz: int = 100  # dimension of the latent z
-    ngf: int = 64  # G width: channels of G's last hidden layer
-    ndf: int = 64  # D width: channels of D's first layer
-    kernel_size: int = 4  # 4 in the Torch lineage, 5 in the paper, 3 for imagenet32
-    projection: str = "conv"  # conv: 4x4 transposed conv from 1x1; linear: linear + BN over all units
-    latent: str = "normal"  # prior of z: normal N(0, 1) or uniform U(-1, 1)
-    alternate_strides: bool = False  # a stride-1 conv beside each stride-2 one (imagenet32)
+    # each is also a `dcgan train` flag; `shown`: its default there (the preset's or the data's)
+    image_size: int = field(default=64, metadata={
+        "help": "square side in pixels, a power of two from 16 to 256",
+        "shown": "the dataset's; 64 for folders, 32 with the imagenet32 preset"})
+    channels: int = field(default=3, metadata={"help": "1 (grey) or 3 (RGB)", "shown": "the dataset's"})
+    nz: int = field(default=100, metadata={"help": "dimension of the latent z", "shown": "the preset's"})
+    ngf: int = field(default=64, metadata={
+        "help": "G width: channels of G's last hidden layer", "shown": "the preset's"})
+    ndf: int = field(default=64, metadata={
+        "help": "D width: channels of D's first layer", "shown": "the preset's"})
+    kernel_size: int = field(default=4, metadata={
+        "help": "conv kernel side in pixels: 4 in the Torch lineage, 5 in the paper, 3 for imagenet32",
+        "shown": "the preset's"})
+    projection: str = field(default="conv", metadata={
+        "help": "how z becomes G's 4x4 map: conv (a 4x4 transposed conv) | linear (linear + BN, the paper)",
+        "shown": "the preset's"})
+    latent: str = field(default="normal", metadata={
+        "help": "prior of z: normal N(0, 1) | uniform U(-1, 1) (the paper)", "shown": "the preset's"})
+    alternate_strides: bool = field(default=False, metadata={
+        "help": "a stride-1 conv beside each stride-2 one (imagenet32; needs an odd kernel)",
+        "shown": "the preset's"})
 
     def __post_init__(self) -> None:
         self.validate()

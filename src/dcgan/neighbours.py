@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dcgan.checkpoint import load_networks
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import open_dataset, to_float, to_uint8
 from dcgan.errors import DCGANError
+from dcgan.features import bn_averaged, pooled_features
 from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.visualize import annotate, grid
 
@@ -33,8 +35,6 @@ def pixel_embedding(images: torch.Tensor) -> torch.Tensor:
 
 def feature_embedding(d, train: torch.Tensor, seed: int = 0) -> Embed:
     """D's pooled features, L2-normalised, BN statistics averaged over (up to 10,000) training images."""
-    from dcgan.features import bn_averaged, pooled_features
-
     averaged = bn_averaged(d, train, seed=seed)
 
     def embed(images: torch.Tensor) -> torch.Tensor:
@@ -82,13 +82,11 @@ def neighbours_report(source: str | Path, data: str, out: str | Path, n: int = 8
                       data_dir: str | None = None, reference: int = 500) -> dict:
     """neighbours_pixels.png and neighbours_features.png (rows: sample | its k neighbours, distances
     printed on them) and neighbours.json."""
-    from dcgan.latent import load_models
-
     check_count(n, "n", 256)
     check_count(k, "k", 64)
     check_seed(seed, "seed", MAX_SEED)
     check_out_dir(out, inputs=[source, data, data_dir])
-    g, d = load_models(source)
+    g, d = load_networks(source)
     c = g.config
     train = open_dataset(data, c.image_size, c.channels, data_dir)
     if train.images is None:

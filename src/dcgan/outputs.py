@@ -14,12 +14,45 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dcgan.checkpoint import LATEST, atomic_write
 from dcgan.errors import DCGANError, describe_os_error
 
-RUN_FILES = {LATEST, "best.pt", "config.json", "metrics.jsonl", "losses.png", ".lock"}
+LATEST = "checkpoint.pt"  # a run directory's latest checkpoint
+RUN_FILES = {LATEST, "best.pt", "config.json", "metrics.jsonl", "losses.png", "real_samples.png", ".lock"}
 RUN_FOLDERS = {"snapshots", "samples", "tensorboard", "superseded"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what PIL writes for us, by name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """write(file) into a temp file beside `path`, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a mix; a failed write
+    (disk full) removes the temp file and leaves the old one untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    existed = path.is_file()
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        kept = "; the previous file is intact" if existed else ""
+        raise DCGANError(f"could not write {path}: {describe_os_error(e)}{kept}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run_dir_of(path: Path) -> Path | None:

@@ -22,10 +22,13 @@ import numpy as np
 import torch
 from scipy import stats
 
+from dcgan import features as feats
+from dcgan.checkpoint import load_discriminator
+from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import labelled_splits
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator
-from dcgan.outputs import write_json, write_text
+from dcgan.outputs import check_out_dir, write_json, write_text
 
 # the C grid searched on validation, log-spaced and wide enough that the choice is rarely at an
 # edge (the paper's released SVHN script searched 1e-4..1e-2); how often it was is reported
@@ -303,10 +306,6 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
     protocol on the same splits; a table in the shape of the paper's Tables 1-2. The random
     baseline is `random_inits` independently initialised copies of D's architecture, averaged.
     D's features are computed on `device`."""
-    from dcgan import features as feats
-    from dcgan.config import MAX_SEED, check_count, check_seed
-    from dcgan.outputs import check_out_dir
-
     if protocol not in ("full", "few"):
         raise DCGANError(f"protocol must be full or few, got {protocol!r}")
     check_seed(seed, "seed", MAX_SEED)
@@ -323,7 +322,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
         raise DCGANError(f"--random-inits must be at least 1, got {random_inits}")
     if out is not None:
         check_out_dir(out, inputs=[source, data, data_dir])
-    d = feats.load_discriminator(source).to(device)
+    d = load_discriminator(source, device)
     feats.check_grid(grid, d)
     c = d.config
     train, test = labelled_splits(data, c.image_size, c.channels, data_dir)

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dcgan.checkpoint import load_generator
+from dcgan.checkpoint import load_networks
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
 from dcgan.data import check_regular_file, decode_image, to_float
 from dcgan.errors import DCGANError
-from dcgan.features import load_discriminator
 from dcgan.latent import save_latents
 from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json
@@ -113,8 +112,7 @@ def project_report(source: str | Path, images: list[str | Path], *, out: str | P
     check_number(lr, "lr", positive=True)
     check_number(feature_weight, "feature-weight")
     check_out_dir(out, inputs=[source, *images])
-    g = load_generator(source)
-    d = None if Path(source).suffix == ".safetensors" else load_discriminator(source)
+    g, d = load_networks(source)
     c = g.config
     targets = []
     for path in images:

@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid
 
+from dcgan.checkpoint import load_discriminator, load_generator
 from dcgan.config import MAX_SEED, check_count, check_seed
-from dcgan.data import to_float
+from dcgan.data import check_regular_file, decode_image, first_images, open_dataset, to_float
 from dcgan.errors import DCGANError
+from dcgan.features import average_bn_statistics
 from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json
 
@@ -233,10 +235,6 @@ def guided_backprop_report(source: str | Path, data: str, out: str | Path, n_fea
     over those images for both. Writes out/guided_backprop.png (images scaled up to at least 64
     pixels) and out/guided_backprop.json; returns the JSON's content. Image indices are positions in
     the dataset (in the stream's readable images for streamed data)."""
-    from dcgan.data import open_dataset
-    from dcgan.features import average_bn_statistics, load_discriminator
-    from dcgan.health import first_images
-
     if n_features < 1:
         raise DCGANError(f"n_features must be at least 1, got {n_features}: ask for one feature or more")
     check_count(top, "top", 64)
@@ -353,10 +351,6 @@ def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed
     or if none on G's sample (seed, index); writes feature_maps_d.png, feature_maps_d_input.png and
     feature_maps_d.json. D uses the BN statistics stored by training. Returns the JSON's content:
     per layer (first input) name, shape, mean, inactive_fraction (units <= 0) and inactive_channels."""
-    from dcgan.checkpoint import load_generator
-    from dcgan.data import check_regular_file, decode_image
-    from dcgan.features import load_discriminator
-
     if net not in ("g", "d"):
         raise DCGANError(f"net must be g (generator) or d (discriminator), got {net!r}")
     if image is not None and net == "g":

@@ -1,4 +1,5 @@
-"""One GAN step (paper §4), and the runtime it runs in: precision, loss scaling, memory layout.
+"""One GAN step (paper §4), the networks it trains and the runtime it runs in (precision, loss
+scaling, memory layout).
 
   D maximizes log D(x) + log(1 - D(G(z)))   (real and fake in separate forward passes)
   G maximizes log D(G(z))                   (the non-saturating loss)
@@ -7,14 +8,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from dcgan import distributed
 from dcgan.augment import augment, parse_policy
 from dcgan.config import TrainConfig
 from dcgan.data import to_float
-from dcgan.models import Discriminator, Generator
+from dcgan.models import Discriminator, Generator, build
 
 
 class Runtime:
@@ -52,19 +56,74 @@ class Runtime:
             self.scaler_g.load_state_dict(state["scaler_g"])
 
 
-def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
-               opt_d: torch.optim.Optimizer, reals: Iterator[torch.Tensor], noise: torch.Generator,
-               config: TrainConfig, rt: Runtime | None = None,
-               D_frozen: Discriminator | None = None) -> torch.Tensor:
+@dataclass
+class Networks:
+    """What a training step updates: the bare G and D (checkpoints and sampling), their optimizers,
+    the runtime, and the views the step runs (DDP-wrapped and/or compiled; G and D themselves by
+    default)."""
+
+    G: Generator
+    D: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rt: Runtime | None = None
+    G_run: nn.Module | None = None
+    D_run: nn.Module | None = None
+
+    def __post_init__(self):
+        if self.rt is None:
+            self.rt = Runtime(next(self.G.parameters()).device)
+        self.G_run = self.G if self.G_run is None else self.G_run
+        self.D_run = self.D if self.D_run is None else self.D_run
+
+    @classmethod
+    def build(cls, config: TrainConfig, device: torch.device,
+              world: distributed.World | None = None) -> Networks:
+        """G, D, their optimizers and the step's runtime, as one training run sets them up."""
+        world = world or distributed.World()
+        G, D = build(config.model)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        G.to(device, memory_format=memory_format)
+        D.to(device, memory_format=memory_format)
+        G_run = distributed.wrap(G, world, device, config.sync_bn)
+        D_run = distributed.wrap(D, world, device, config.sync_bn)
+        if config.compile:  # compiled views share the parameters
+            G_run, D_run = torch.compile(G_run), torch.compile(D_run)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
+        adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
+        rt = Runtime(device, config.precision, config.channels_last, world.rank, world.size)
+        return cls(G, D, torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam),
+                   rt, G_run, D_run)
+
+    def state_dict(self) -> dict:
+        """The checkpoint entries of the networks (see checkpoint.RUN_KEYS)."""
+        return dict(generator=self.G.state_dict(), discriminator=self.D.state_dict(),
+                    optimizer_g=self.opt_g.state_dict(), optimizer_d=self.opt_d.state_dict(),
+                    amp=self.rt.state_dict())
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
+        self.rt.load_state_dict(state.get("amp", {}))
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt_g.param_groups + self.opt_d.param_groups:
+            group["lr"] = lr
+
+
+def train_step(nets: Networks, reals: Iterator[torch.Tensor], noise: torch.Generator,
+               config: TrainConfig) -> torch.Tensor:
     """d_steps updates of D, then one of G. Returns [loss_D, loss_G, D(x), D(G(z))], detached.
 
-    G and D may be DDP-wrapped or compiled; D_frozen is the bare D used in the G step, so that its
-    (absent) weight gradients are not all-reduced.
+    The step runs nets.G_run and nets.D_run (DDP-wrapped or compiled views); G's step calls the bare
+    D, so that its (absent) weight gradients are not all-reduced.
     """
-    device = next(G.parameters()).device
-    rt = rt or Runtime(device)
-    D_frozen = D_frozen or D
-    generator = _bare(G)
+    G, D, D_frozen, opt_g, opt_d, rt = nets.G_run, nets.D_run, nets.D, nets.opt_g, nets.opt_d, nets.rt
+    generator = nets.G
+    device = next(generator.parameters()).device
     policy = parse_policy(config.augment)  # DiffAugment: D sees T(x) and T(G(z)), G learns through T
     # (1) D: maximize log D(x) + log(1 - D(G(z)))
     for j in range(config.d_steps):
@@ -100,9 +159,3 @@ def train_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer,
         return torch.stack([loss_d, loss_g, torch.sigmoid(out_real).mean(),
                             torch.sigmoid(out_fake).mean()])
 
-
-def _bare(module):
-    """The Generator inside DDP and torch.compile wrappers."""
-    while not isinstance(module, Generator):
-        module = getattr(module, "module", None) or module._orig_mod
-    return module

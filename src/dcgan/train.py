@@ -15,97 +15,35 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from dcgan import checkpoint, distributed, seeds
-from dcgan.config import RESUMABLE_CHANGES, TrainConfig, differences, from_dict, resolve
+from dcgan.config import TrainConfig, configure, default_run_dir
 from dcgan.data import (
-    check_regular_file,
     fingerprint_changes,
-    natural_shape,
+    first_images,
     open_dataset,
+    sample_images,
     stream_batches,
     to_float,
 )
 from dcgan.errors import DCGANError, describe_os_error
-from dcgan.health import Diverged, Health, diversity, first_images, sample_images
-from dcgan.metrics import describe_quality
-from dcgan.models import Discriminator, Generator, build
+from dcgan.health import Diverged, Health, diversity
+from dcgan.metrics import Evaluator, describe_quality
+from dcgan.outputs import atomic_write
 from dcgan.runlog import RunLog
-from dcgan.step import Runtime, train_step
-from dcgan.visualize import grid, plot_losses, save_samples
+from dcgan.step import Networks, train_step
+from dcgan.visualize import grid, plot_losses, save_samples, save_sheet
 
 DEFAULT_EPOCHS = 25
 
 
 class TrainingInterrupted(DCGANError):
     """SIGINT or SIGTERM arrived; a checkpoint at the current step was written first."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DCGANError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")
-    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    if device.type == "cuda" and device.index is not None and device.index >= gpus:
-        raise DCGANError(f"device {name!r} requested but only {gpus} GPU(s) are visible: "
-                         f"use cuda:0 .. cuda:{gpus - 1}")
-    mps = getattr(torch.backends, "mps", None)
-    if device.type == "mps" and not (mps and mps.is_available()):
-        raise DCGANError(f"device {name!r} requested but Apple's MPS is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise DCGANError(f"unknown device {name!r}: use cpu, cuda, cuda:N, mps or auto")
-    return device
-
-
-def default_run_dir(config: TrainConfig) -> Path:
-    name = Path(config.data).name if Path(config.data).exists() else config.data
-    return Path("runs") / f"{name}-{config.preset}"
-
-
-def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
-    """Resolve the settings of a new run, or of a resumed one (only run length and outputs may
-    change on resume: anything else is an error naming each difference)."""
-    if resume is None:
-        data = overrides.get("data", TrainConfig.data)
-        config = resolve(overrides, data_shape=natural_shape(data))
-        config.out = str(config.out or default_run_dir(config))
-        if config.exclude is not None:
-            check_regular_file(config.exclude, "exclude list")
-        return config
-    ckpt = checkpoint.load(resume)
-    checkpoint.check_resumable(ckpt, Path(resume))
-    try:
-        stored = from_dict(ckpt["config"])
-    except (TypeError, DCGANError) as e:
-        raise DCGANError(f"{resume}: the stored training config is invalid ({e})") from None
-    merged = {**{k: v for k, v in stored.to_dict().items() if k != "model"},
-              **stored.model.to_dict(), **overrides, "out": str(run_of(resume))}
-    if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
-        merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
-    try:
-        config = resolve(merged)
-    except DCGANError as e:
-        raise DCGANError(f"cannot resume {resume}: {e}") from None
-    changed = differences(stored, config, ignore=RESUMABLE_CHANGES)
-    if changed:
-        raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
-                         "Start a new run with --out instead.")
-    return config
 
 
 def check_run_dir(run: Path) -> None:
@@ -117,15 +55,6 @@ def check_run_dir(run: Path) -> None:
         raise DCGANError(f"--out {run} cannot be created: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise DCGANError(f"--out {run} cannot be created or written: {existing} is not writable")
-
-
-def run_of(resume: str | Path) -> Path:
-    """The run directory of a --resume argument: a run directory, its checkpoint.pt (or best.pt),
-    or one of its snapshots/step_N.pt."""
-    path = Path(resume)
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == "snapshots" else path.parent
 
 
 def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path:
@@ -151,211 +80,242 @@ def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path
     world, device_name = distributed.setup(config.device)
     try:
         distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
-        return _train(config, bool(resume), run, latest, world, pick_device(device_name), rewind)
+        return _train(config, bool(resume), run, world, distributed.pick_device(device_name), rewind)
     finally:
         distributed.teardown(world)
 
 
-class Networks(NamedTuple):
-    G: Generator  # the bare modules: checkpoints and sampling
-    D: Discriminator
-    G_run: nn.Module  # what the step runs: DDP-wrapped and/or compiled views of G and D
-    D_run: nn.Module
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    rt: Runtime
+class _Window:
+    """Losses and D outputs summed over the steps since the last log row."""
+
+    def __init__(self, device: torch.device):
+        self.sums, self.steps, self.tick = torch.zeros(4, device=device), 0, time.perf_counter()
+
+    def add(self, values: torch.Tensor) -> None:
+        self.sums += values
+        self.steps += 1
+
+    def reset(self) -> None:
+        self.sums.zero_()
+        self.steps, self.tick = 0, time.perf_counter()
 
 
-def networks(config: TrainConfig, device: torch.device,
-             world: distributed.World | None = None) -> Networks:
-    """G, D, their optimizers and the step's runtime, as one training run sets them up."""
-    world = world or distributed.World()
-    G, D = build(config.model)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    G.to(device, memory_format=memory_format)
-    D.to(device, memory_format=memory_format)
-    G_run = distributed.wrap(G, world, device, config.sync_bn)
-    D_run = distributed.wrap(D, world, device, config.sync_bn)
-    if config.compile:  # compiled views share the parameters
-        G_run, D_run = torch.compile(G_run), torch.compile(D_run)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
-    adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
-    rt = Runtime(device, config.precision, config.channels_last, world.rank, world.size)
-    return Networks(G, D, G_run, D_run, torch.optim.Adam(G.parameters(), **adam),
-                    torch.optim.Adam(D.parameters(), **adam), rt)
+@dataclass
+class _Run:
+    """A run's directory and the state its checkpoints hold: saving, restoring, rolling back."""
+
+    dir: Path
+    config: TrainConfig
+    nets: Networks
+    noise: torch.Generator  # z for training steps, the same on every rank
+    world: distributed.World
+    fingerprint: dict  # of the training data
+    per_epoch: int  # real batches per rank and epoch
+    total: int  # steps
+    best: dict = field(default_factory=lambda: {"fid": float("inf"), "step": None})  # by FID: best.pt
+    rollbacks: int = 0
+
+    @property
+    def latest(self) -> Path:
+        return self.dir / checkpoint.LATEST
+
+    def save(self, step: int) -> None:
+        """checkpoint.pt (and a snapshot every snapshot_every steps), written by rank 0, checked
+        finite on every rank first: DDP keeps the weights equal, so all ranks agree."""
+        state = self.nets.state_dict()
+        bad = checkpoint.nonfinite(state)  # a finite loss can still leave NaN weights (an inf gradient)
+        if bad:
+            raise Diverged(f"non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} "
+                           f"at step {step}")
+        if not self.world.main:
+            return
+        checkpoint.save_run(self.latest, state, step=step, epoch=step * self.config.d_steps // self.per_epoch,
+                            config=self.config.to_dict(), noise=self.noise, best=self.best,
+                            data_fingerprint=self.fingerprint)
+        if step and (step % self.config.snapshot_every == 0 or step == self.total):
+            snap = self.dir / "snapshots" / f"step_{step:08d}.pt"
+            snap.parent.mkdir(exist_ok=True)
+            checkpoint.link(self.latest, snap)
+
+    def restore(self) -> int:
+        """The state of checkpoint.pt, on every rank; its step."""
+        distributed.barrier(self.world)  # rank 0 has finished writing
+        ckpt = checkpoint.load(self.latest)
+        try:
+            step = checkpoint.restore_run(ckpt, self.nets, self.noise)
+        except DCGANError as e:
+            raise DCGANError(f"{self.latest}: {e} (the snapshots are in {self.dir / 'snapshots'})") from None
+        self.nets.set_lr(self.config.lr)
+        self.best.update(ckpt.get("best", {}))
+        return step
+
+    def rollback(self, error: Diverged, log: RunLog) -> int:
+        """Back to the last good checkpoint with a lower learning rate, or stop if that is not allowed
+        or used up; the step to continue from."""
+        c = self.config
+        if c.on_divergence != "rollback" or self.rollbacks >= c.max_rollbacks:
+            raise DCGANError(f"{error}: training diverged. The last good checkpoint {self.latest} is "
+                             "intact; resume it with a lower --lr, or train with "
+                             "--on-divergence rollback") from None
+        self.rollbacks += 1
+        c.lr *= c.rollback_lr_factor
+        step = self.restore()
+        log.message(f"warning: {error}; rolled back to step {step} with lr {c.lr:g} "
+                    f"(rollback {self.rollbacks} of {c.max_rollbacks})")
+        return step
 
 
-def _train(config: TrainConfig, resume: bool, run: Path, latest: Path, world: distributed.World,
+def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.World,
            device: torch.device, rewind: Path | None = None) -> Path:
     torch.manual_seed(config.seed)  # the same on every rank: identical initial weights
     np.random.seed(config.seed % 2**32)  # numpy's global seeds are 32-bit
     random.seed(config.seed)
-
-    mc = config.model
-    data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir,
-                        exclude=config.exclude)
-    if resume:  # the same images as before: --data-dir may move them, never swap them
-        changed = fingerprint_changes(checkpoint.load(latest).get("data_fingerprint"), data.fingerprint)
-        if changed:
-            raise DCGANError(f"cannot resume {run} on other data than it was trained on: "
-                             f"{'; '.join(changed)} (files: their names, sizes and modification times). "
-                             "Give the original files, or start a new run with --out")
+    data = _open_data(config, run_dir, resume)
     B = config.batch_size  # per rank: the global batch is B * world.size
-    if len(data) // world.size < B:
-        per_rank = len(data) // world.size
-        advice = (f"use --batch-size {per_rank} or fewer" if per_rank else
-                  "add images (or run fewer ranks)")
-        raise DCGANError(f"batch size {B} is larger than the dataset ({len(data)} images in "
-                         f"{data.source}, {world.size} rank(s)): {advice}")
-    per_epoch = len(data) // world.size // B  # real batches per rank and epoch (last partial dropped)
-    total = config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
+    per_epoch, total = schedule(config, data, world.size)
+    nets = Networks.build(config, device, world)
+    run = _Run(run_dir, config, nets, seeds.generator(config.seed, "noise"), world, data.fingerprint,
+               per_epoch, total)
+    fixed_z = nets.G.latent(config.seed, range(config.n_samples))  # the same z for every grid
+    first = first_images(data, config.n_samples)
+    health = Health(config, diversity(to_float(first)))
+    evaluator = _evaluator(config, data) if config.eval_every and world.main else None
 
-    G, D, G_run, D_run, opt_g, opt_d, rt = networks(config, device, world)
-    noise = seeds.generator(config.seed, "noise")  # z for training steps, same on all ranks
-    fixed_z = G.latent(config.seed, range(config.n_samples))  # the same z for every grid
-    health = Health(config, diversity(to_float(first_images(data, config.n_samples))))
-    evaluator = None
-    if config.eval_every and world.main:
-        from dcgan.metrics import Evaluator
-
-        reference = sample_images(data, config.eval_n, seeds.generator(config.seed, "reference"))
-        evaluator = Evaluator(config.eval_features, reference, config.eval_n, config.seed,
-                              config.inception_weights)
-    best = {"fid": float("inf"), "step": None}  # by FID, kept as best.pt
-
-    def save(step: int) -> None:
-        state = dict(generator=G.state_dict(), discriminator=D.state_dict(),
-                     optimizer_g=opt_g.state_dict(), optimizer_d=opt_d.state_dict())
-        bad = checkpoint.nonfinite(state)  # alike on every rank: DDP keeps the weights equal
-        if bad:  # a finite loss can still leave NaN weights (an inf gradient): never save them
-            raise Diverged(f"non-finite values in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''} "
-                           f"at step {step}")
-        if not world.main:
-            return
-        checkpoint.save(latest, dict(
-            **state, step=step, epoch=step * config.d_steps // per_epoch, data_fingerprint=data.fingerprint,
-            config=config.to_dict(), rng=checkpoint.rng_state(noise), amp=rt.state_dict(), best=best))
-        if step and (step % config.snapshot_every == 0 or step == total):
-            snap = run / "snapshots" / f"step_{step:08d}.pt"
-            snap.parent.mkdir(exist_ok=True)
-            checkpoint.link(latest, snap)
-
-    def restore() -> int:
-        distributed.barrier(world)  # rank 0 has finished writing
-        ckpt = checkpoint.load(latest)
-        bad = checkpoint.nonfinite(ckpt["generator"], ckpt["discriminator"])
-        if bad:  # written before this check existed: never continue from it
-            raise DCGANError(f"{latest} holds non-finite weights ({bad[0]}): copy the last finite snapshot "
-                             f"from {run / 'snapshots'} over it, then resume")
-        G.load_state_dict(ckpt["generator"])
-        D.load_state_dict(ckpt["discriminator"])
-        opt_g.load_state_dict(ckpt["optimizer_g"])
-        opt_d.load_state_dict(ckpt["optimizer_d"])
-        for group in opt_g.param_groups + opt_d.param_groups:
-            group["lr"] = config.lr
-        checkpoint.set_rng_state(ckpt["rng"], noise)
-        rt.load_state_dict(ckpt.get("amp", {}))
-        best.update(ckpt.get("best", {}))
-        return ckpt["step"]
-
-    lock = None
-    if world.main:
-        run.mkdir(parents=True, exist_ok=True)
-        lock = checkpoint.lock_run(run)  # one training process per run directory, until it ends
-        if not resume and latest.exists():  # another process started this run first
-            lock.close()
-            raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
-                             "or choose another --out")
-        remove_stale_temps(run)
-        if rewind is not None:
-            _rewind(run, latest, rewind)
-        checkpoint.atomic_write(run / "config.json",
-                                lambda f: f.write(json.dumps({**config.to_dict(),
-                                                              "data_fingerprint": data.fingerprint},
-                                                             indent=2).encode()))
+    lock = _prepare_dir(run, resume, rewind) if world.main else None
+    if world.main:  # check the data before waiting for samples: exactly what the model is shown
+        mc = config.model
+        save_sheet(to_float(first), run_dir / "real_samples.png",
+                   f"training images as the model sees them: {mc.channels}x{mc.image_size}x{mc.image_size}")
     if not resume:
-        save(0)  # from the first moment on, there is a checkpoint to resume or roll back to
-    start = restore() if resume else 0
+        run.save(0)  # from the first moment on, there is a checkpoint to resume or roll back to
+    start = run.restore() if resume else 0
     images_per_step = B * world.size * config.d_steps
-    log = RunLog(run, total * images_per_step, start * images_per_step, start, config.tensorboard,
+    log = RunLog(run_dir, total * images_per_step, start * images_per_step, start, config.tensorboard,
                  active=world.main)
     if resume:
         log.rewind(start, start * images_per_step)
     stop = []  # the signal that asked us to stop, if any
     handlers = _install_stop_handlers(stop)
-    stream = stream_batches(data, B, config.seed, device, start * config.d_steps, world.rank, world.size,
-                            config.workers)
-    sums = torch.zeros(4, device=device)  # loss_D, loss_G, D(x), D(G(z)) since the last log
-    counted, tick = 0, time.perf_counter()
-    log.message(f"training {run}: {len(data)} images from {data.source}, steps {start}->{total}, "
+    log.message(f"training {run_dir}: {len(data)} images from {data.source}, steps {start}->{total}, "
                 f"device {device}" + (f", {world.size} ranks" if world.distributed else ""))
-    step, rollbacks = start, 0
+    step, stream, window = start, None, _Window(device)
     try:
         while step < total:
-            sums += train_step(G_run, D_run, opt_g, opt_d, stream, noise, config, rt, D_frozen=D)
-            counted += 1
+            if stream is None:  # the batches from this step on: at the start and after a rollback
+                stream = stream_batches(data, B, config.seed, device, step * config.d_steps, world.rank,
+                                        world.size, config.workers)
+                window.reset()
+            window.add(train_step(nets, stream, run.noise, config))
             step += 1
             log.advance(images_per_step)
             stopping = distributed.any_rank(bool(stop), world, device)
             try:
                 if world.main and (step % config.sample_every == 0 or step == total):
-                    images = save_samples(G, fixed_z, run / "samples" / f"step_{step:08d}.png")
+                    images = save_samples(nets.G, fixed_z, run_dir / "samples" / f"step_{step:08d}.png",
+                                          f"step {step}: G(z) for the run's {len(fixed_z)} fixed z")
                     health.check_diversity(step, images)
                     log.image(grid(images), step)
                 evaluated = config.eval_every and step % config.eval_every == 0  # alike on every rank
-                quality = evaluator(G) if evaluator and evaluated else {}
+                quality = evaluator(nets.G) if evaluator and evaluated else {}
                 if step % config.log_every == 0 or step == total or evaluated:
-                    means = distributed.all_mean(sums / counted, world)
+                    means = distributed.all_mean(window.sums / window.steps, world)
                     row = _log_row(means, step, step * config.d_steps / per_epoch, images_per_step,
-                                   counted, tick)  # raises Diverged on a non-finite loss
+                                   window.steps, window.tick)  # raises Diverged on a non-finite loss
                     row.update(quality)
                     row.update(diversity=health.diversity, warnings=health.check_losses(row))
                     log.row(row, console=step % config.sample_every == 0 or step == total)
-                    sums.zero_()
-                    counted, tick = 0, time.perf_counter()
+                    window.reset()
                 if quality:
                     log.message(f"step {step} {describe_quality(quality, config.eval_n)}")
-                if quality and quality["fid"] < best["fid"]:
-                    best.update(fid=quality["fid"], step=step)
-                    save(step)
-                    checkpoint.link(latest, run / "best.pt")  # the checkpoint of the best FID so far
-                    log.message(f"step {step} new best FID {quality['fid']:.2f} -> {run / 'best.pt'}")
+                if quality and quality["fid"] < run.best["fid"]:
+                    run.best.update(fid=quality["fid"], step=step)
+                    run.save(step)
+                    checkpoint.link(run.latest, run_dir / "best.pt")  # the checkpoint of the best FID so far
+                    log.message(f"step {step} new best FID {quality['fid']:.2f} -> {run_dir / 'best.pt'}")
                 if step % config.checkpoint_every == 0 or step == total or stopping:
-                    _check_finite(distributed.all_mean(sums, world), counted, step)
-                    save(step)
+                    _check_finite(distributed.all_mean(window.sums, world), window.steps, step)
+                    run.save(step)
             except Diverged as e:
-                if config.on_divergence != "rollback" or rollbacks >= config.max_rollbacks:
-                    raise DCGANError(f"{e}: training diverged. The last good checkpoint {latest} is "
-                                     "intact; resume it with a lower --lr, or train with "
-                                     "--on-divergence rollback") from None
-                rollbacks += 1
-                config.lr *= config.rollback_lr_factor
-                step = restore()
+                step = run.rollback(e, log)
                 log.rewind(step, step * images_per_step)
-                stream = stream_batches(data, B, config.seed, device, step * config.d_steps,
-                                        world.rank, world.size, config.workers)
-                sums.zero_()
-                counted, tick = 0, time.perf_counter()
-                log.message(f"warning: {e}; rolled back to step {step} with lr {config.lr:g} "
-                            f"(rollback {rollbacks} of {config.max_rollbacks})")
+                stream = None
                 continue
             if stopping:
                 raise TrainingInterrupted(
                     f"stopped by signal {stop[0] if stop else 'on another rank'} at step {step}; "
-                    f"checkpoint saved in {latest}. Continue with: dcgan train --resume {run}")
+                    f"checkpoint saved in {run.latest}. Continue with: dcgan train --resume {run_dir}")
         if world.main:
-            save_samples(G, fixed_z, run / "samples" / "final.png")
-            plot_losses(run / "metrics.jsonl", run / "losses.png")
+            save_samples(nets.G, fixed_z, run_dir / "samples" / "final.png",
+                         f"final (step {total}): G(z) for the run's {len(fixed_z)} fixed z")
+            plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
     except OSError as e:  # disk full, read-only folder, ...
-        raise DCGANError(f"writing {e.filename or run} failed: {describe_os_error(e)}; the last checkpoint "
-                         f"{latest} is intact: resume it with --resume {run}") from None
+        raise DCGANError(f"writing {e.filename or run_dir} failed: {describe_os_error(e)}; the last "
+                         f"checkpoint {run.latest} is intact: resume it with --resume {run_dir}") from None
     finally:
         log.close()
         _restore_handlers(handlers)
         if lock:
             lock.close()
-    return run
+    return run_dir
+
+
+def _open_data(config: TrainConfig, run_dir: Path, resume: bool):
+    """The training images; on resume, the same images as before (--data-dir may move them, never
+    swap them)."""
+    mc = config.model
+    data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir, exclude=config.exclude)
+    if resume:
+        stored = checkpoint.load(run_dir / checkpoint.LATEST).get("data_fingerprint")
+        changed = fingerprint_changes(stored, data.fingerprint)
+        if changed:
+            raise DCGANError(f"cannot resume {run_dir} on other data than it was trained on: "
+                             f"{'; '.join(changed)} (files: their names, sizes and modification times). "
+                             "Give the original files, or start a new run with --out")
+    return data
+
+
+def schedule(config: TrainConfig, data, world_size: int = 1) -> tuple[int, int]:
+    """(real batches per rank and epoch, the last partial one dropped; total steps of the run)."""
+    per_rank, batch = len(data) // world_size, config.batch_size
+    if per_rank < batch:
+        advice = f"use --batch-size {per_rank} or fewer" if per_rank else "add images (or run fewer ranks)"
+        raise DCGANError(f"batch size {batch} is larger than the dataset ({len(data)} images in "
+                         f"{data.source}, {world_size} rank(s)): {advice}")
+    per_epoch = per_rank // batch
+    return per_epoch, config.steps or max(1, (config.epochs or DEFAULT_EPOCHS) * per_epoch // config.d_steps)
+
+
+def plan(config: TrainConfig) -> dict:
+    """What `dcgan train --dry-run` reports beyond the settings: the images found and the schedule
+    (opening the data, so a bad --data fails here, as training would)."""
+    data = _open_data(config, Path(config.out), resume=False)
+    per_epoch, total = schedule(config, data)
+    return {"images": len(data), "source": data.source, "batches_per_epoch": per_epoch,
+            "steps_per_epoch": round(per_epoch / config.d_steps, 2), "total_steps": total,
+            "epochs": round(total * config.d_steps / per_epoch, 2)}
+
+
+def _evaluator(config: TrainConfig, data) -> Evaluator:
+    """The training-time metric: a seeded random reference subset, a fixed set of z."""
+    reference = sample_images(data, config.eval_n, seeds.generator(config.seed, "reference"))
+    return Evaluator(config.eval_features, reference, config.eval_n, config.seed, config.inception_weights)
+
+
+def _prepare_dir(run: _Run, resume: bool, rewind: Path | None):
+    """Rank 0: create and lock the run directory, clear stale temp files, rewind to a snapshot if
+    asked, write config.json. The lock, held until training ends."""
+    run.dir.mkdir(parents=True, exist_ok=True)
+    lock = checkpoint.lock_run(run.dir)  # one training process per run directory, until it ends
+    if not resume and run.latest.exists():  # another process started this run first
+        lock.close()
+        raise DCGANError(f"{run.dir} already holds a run: continue it with --resume {run.dir}, "
+                         "or choose another --out")
+    remove_stale_temps(run.dir)
+    if rewind is not None:
+        _rewind(run.dir, run.latest, rewind)
+    config = {**run.config.to_dict(), "data_fingerprint": run.fingerprint}
+    atomic_write(run.dir / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+    return lock
 
 
 def _rewind(run: Path, latest: Path, source: Path) -> None:
@@ -373,12 +333,12 @@ def _rewind(run: Path, latest: Path, source: Path) -> None:
                 shutil.copy2(run / name, kept / name)
         note = f"; the checkpoint it replaces (step {old}) and its metrics are kept in {kept}"
     data = source.read_bytes()
-    checkpoint.atomic_write(latest, lambda f: f.write(data))
+    atomic_write(latest, lambda f: f.write(data))
     print(f"resuming {run} from step {step} of {source}{note}", file=sys.stderr)
 
 
 def remove_stale_temps(run: Path) -> list[Path]:
-    """Delete the temp files of writes killed midway: only names checkpoint.atomic_write makes
+    """Delete the temp files of writes killed midway: only names outputs.atomic_write makes
     (.NAME.tmpPID), only regular files, and only when process PID is gone (a live process may still
     be writing its own)."""
     removed = []

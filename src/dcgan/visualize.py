@@ -7,10 +7,13 @@ import math
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, PngImagePlugin
 from torchvision.utils import make_grid
 
+from dcgan.data import to_float, to_uint8
 from dcgan.models import Generator
 from dcgan.outputs import write_bytes, write_image
+from dcgan.runlog import read_metrics
 
 
 @torch.no_grad()
@@ -22,12 +25,39 @@ def grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def save_samples(generator: Generator, z: torch.Tensor, path: Path) -> torch.Tensor:
-    """G(z) as a PNG grid, with BN in inference mode while sampling; returns the images."""
+def save_samples(generator: Generator, z: torch.Tensor, path: Path, title: str) -> torch.Tensor:
+    """G(z) as a titled PNG sheet (see save_sheet), with BN in inference mode while sampling;
+    returns the images."""
     images = generator.generate(z)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(grid(images), path)
+    save_sheet(images, path, title)
     return images
+
+
+@torch.no_grad()
+def save_sheet(images: torch.Tensor, path: Path, title: str, min_tile: int = 64, **meta) -> dict:
+    """Images in [-1, 1] as one PNG grid that explains itself: tiles upscaled by an integer factor
+    (nearest) to at least min_tile pixels, a title band on top, and the layout in the PNG's text
+    chunks (title, tile, columns, rows, images, header, and `meta`); returns that layout."""
+    images = images.detach().float().cpu()
+    factor = max(1, -(-min_tile // images.shape[-1]))
+    big = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
+    columns = max(1, int(math.ceil(math.sqrt(len(images)))))
+    pixels = to_uint8(grid(big, nrow=columns) * 2 - 1).permute(1, 2, 0).numpy()
+    sheet = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+    header = 16
+    titled = Image.new("RGB", (sheet.width, sheet.height + header))
+    titled.paste(sheet, (0, header))
+    ImageDraw.Draw(titled).text((3, 2), title, fill=(255, 255, 255))
+    layout = {"title": title, "tile": images.shape[-1] * factor, "columns": columns,
+              "rows": -(-len(images) // columns), "images": len(images), "header": header, **meta}
+    info = PngImagePlugin.PngInfo()
+    for key, value in layout.items():
+        info.add_text(key, str(value))
+    buffer = io.BytesIO()
+    titled.save(buffer, format="PNG", pnginfo=info)
+    write_bytes(path, buffer.getvalue())
+    return layout
 
 
 @torch.no_grad()
@@ -35,9 +65,6 @@ def annotate(images: torch.Tensor, labels: list[str], min_size: int = 64) -> tor
     """Images in [-1, 1] with a text label in the top-left corner of each (white on black), upscaled
     by an integer factor (nearest) to at least min_size pixels so the text stays legible."""
     import numpy as np
-    from PIL import Image, ImageDraw
-
-    from dcgan.data import to_float, to_uint8
 
     images = images.detach().float().cpu()
     factor = max(1, -(-min_size // images.shape[-1]))
@@ -76,8 +103,6 @@ def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[
 
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     """loss_D and loss_G, D(x) and D(G(z)) against step, from metrics.jsonl."""
-    from dcgan.runlog import read_metrics
-
     rows = [r for r in read_metrics(metrics_path) if "loss_D" in r]
     if not rows:
         return None
