@@ -72,7 +72,7 @@ def main() -> None:
         f"  FID during training ({a.eval_n} generated vs {a.eval_n} random train images): {steps}",
         f"  final vs test split ({final['n_fake']} generated vs {final['n_real']} test images): "
         f"{scores(final)}; best.pt (step {out['best_step']}): {scores(best)}",
-        "  (KID ± its sd over 100 subsets; KID is unbiased, FID is biased upward at these n < 10,000:"
+        "  (KID ± its sd over subsets; KID is unbiased, FID is biased upward at these n (below ten thousand):"
         " compare FIDs only at equal n)"])
 
 

@@ -56,7 +56,7 @@ def main() -> None:
             tables[protocol] = {"rows": json.loads((Path(tmp) / protocol / "probe.json").read_text()),
                                 "markdown": (Path(tmp) / protocol / "probe.md").read_text(),
                                 "seconds": time.perf_counter() - t}
-    out = {**record.header(), "config": vars(a), "train_seconds": train_s, **tables}
+    out = {**record.header(), "config": {**vars(a), "image_size": 32}, "train_seconds": train_s, **tables}
     step = checkpoint.load(a.run)["step"] if a.run else a.steps
     out["probed_step"] = step
     trained = f"{step} steps ({train_s / 60:.0f} min)" if a.run is None else f"{step} steps ({a.run})"
