@@ -360,7 +360,7 @@ def test_the_fid_reference_is_a_random_subset_of_class_sorted_data(trained, tmp_
             seen.append(real.clone())
             super().__init__(features, real, *args, **kw)
 
-    monkeypatch.setattr(metrics, "Evaluator", Recording)
+    monkeypatch.setattr(sys.modules["dcgan.train"], "Evaluator", Recording)
     train(configure({**TINY, "data": str(folder), "channels": 1, "steps": 2, "eval_every": 2, "eval_n": 16,
                      "eval_features": f"classifier:{clf}", "out": str(tmp_path / "run")}))
     white = (seen[0].flatten(1).float().mean(1) > 127).float().mean()
