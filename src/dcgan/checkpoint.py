@@ -284,10 +284,11 @@ def export(source: str | Path, out: str | Path) -> Path:
     return out
 
 
-def load_networks(source: str | Path, device: str | torch.device = "cpu",
-                  need_discriminator: bool = False) -> tuple[Generator, Discriminator | None]:
+def load_networks(source: str | Path, device: str | torch.device = "cpu", need_discriminator: bool = False,
+                  discriminator: bool = True) -> tuple[Generator, Discriminator | None]:
     """G and D in eval mode on `device`, from a run directory, a checkpoint, or an exported
-    .safetensors (G alone: D is None, or an error naming the file when `need_discriminator`)."""
+    .safetensors (G alone: D is None, or an error naming the file when `need_discriminator`).
+    With discriminator=False, D is not built (None)."""
     path = Path(source)
     if path.suffix == ".safetensors":
         if need_discriminator:
@@ -296,7 +297,8 @@ def load_networks(source: str | Path, device: str | torch.device = "cpu",
         states = {"generator": weights}
     else:
         ckpt = load(path)
-        config, states = ModelConfig.from_dict(ckpt["config"]["model"]), ckpt
+        config = ModelConfig.from_dict(ckpt["config"]["model"])
+        states = ckpt if discriminator else {"generator": ckpt["generator"]}
     nets = []
     for name, net in (("generator", Generator), ("discriminator", Discriminator)):
         if name not in states:
@@ -317,7 +319,7 @@ def load_networks(source: str | Path, device: str | torch.device = "cpu",
 
 def load_generator(source: str | Path, device: str | torch.device = "cpu") -> Generator:
     """G alone (see load_networks)."""
-    return load_networks(source, device)[0]
+    return load_networks(source, device, discriminator=False)[0]
 
 
 def load_discriminator(source: str | Path, device: str | torch.device = "cpu") -> Discriminator:
