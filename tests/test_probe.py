@@ -165,6 +165,19 @@ def test_svm_on_more_rows_than_features_equals_liblinear(c):
     assert (fast.predict(test_x) == plain.predict(scaler.transform(test_x))).mean() > 0.99
 
 
+@pytest.mark.parametrize("d", [40, 400])  # both paths: more rows than features, and the row span
+def test_a_warm_started_svm_reaches_the_same_optimum(d):
+    """The C search starts each C from the previous C's solution: the same weights as a cold start."""
+    x, y = synthetic(0, n=300, d=d)
+    previous = LinearSVM(1e-3).fit(x, y)
+    warm = LinearSVM(1e-1).prepare(x)
+    warm.fit_rows(warm._rows(x), y, start=previous)
+    cold = LinearSVM(1e-1).fit(x, y)
+    scale = np.abs(cold.coef_).max()
+    assert np.abs(warm.coef_ - cold.coef_).max() < 2e-3 * scale
+    assert (warm.predict(x) == cold.predict(x)).mean() > 0.99
+
+
 def test_svm_reads_the_callers_float32_features_in_place():
     """The solver multiplies the caller's array itself: no float64 or standardised copy of it."""
     x, y = synthetic(0, n=300, d=20)

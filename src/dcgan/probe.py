@@ -102,13 +102,16 @@ def _column_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), scale.float()
 
 
-def _newton(op, y: torch.Tensor, c: float, tol: float = 1e-6, max_iter: int = 100) -> torch.Tensor:
+def _newton(op, y: torch.Tensor, c: float, tol: float = 1e-6, max_iter: int = 100,
+            start: torch.Tensor | None = None) -> torch.Tensor:
     """Minimise sum_k 0.5 |w_k|^2 + C sum_i max(0, 1 - y_ik <w_k, row_i>)^2 (one-vs-rest L2-SVM, all
     classes at once: the problem is separable in k) by Newton-CG with the generalised Hessian
     I + 2C A^T D A and an Armijo line search, as liblinear's primal solver does. Stops when the
-    gradient norm falls below tol times its value at w = 0."""
-    w = torch.zeros(op.width, y.shape[1], dtype=y.dtype, device=y.device)
-    z = torch.zeros_like(y)
+    gradient norm falls below tol times its value at w = 0, or when no step lowers the objective at
+    this precision. `start`: the solution of a nearby problem (the previous C of a search), a warm
+    start."""
+    w = torch.zeros(op.width, y.shape[1], dtype=y.dtype, device=y.device) if start is None else start.clone()
+    z = torch.zeros_like(y) if start is None else op.mv(w)
 
     def objective(w, z):
         slack = (1 - y * z).clamp_min(0)
@@ -116,7 +119,7 @@ def _newton(op, y: torch.Tensor, c: float, tol: float = 1e-6, max_iter: int = 10
 
     f, slack = objective(w, z)
     g = w - 2 * c * op.rmv(y * slack)
-    g0 = float(g.norm())
+    g0 = float(g.norm()) if start is None else float((2 * c * op.rmv(y)).norm())  # the gradient at w = 0
     for _ in range(max_iter):
         if float(g.norm()) <= tol * g0:
             break
@@ -180,14 +183,18 @@ class LinearSVM:
             self.span = _Matrix(upper.T)
         return self
 
-    def fit_rows(self, rows: _Rows, y: np.ndarray) -> LinearSVM:
-        """Fit on the training rows of this (prepared) SVM."""
+    def fit_rows(self, rows: _Rows, y: np.ndarray, start: LinearSVM | None = None) -> LinearSVM:
+        """Fit on the training rows of this (prepared) SVM; `start`: an SVM of another C on the same
+        rows, whose solution starts the solver (a warm start: same optimum, fewer steps)."""
         self.classes = np.unique(y)
         signs = torch.as_tensor(np.where(y[:, None] == self.classes[None], 1.0, -1.0), device=self.device)
+        warm = None if start is None else start.solution
         if self.span is not None:
-            self.w = (self.basis @ _newton(self.span, signs, self.c)).float()
+            self.solution = _newton(self.span, signs, self.c, start=warm)
+            self.w = (self.basis @ self.solution).float()
         else:
-            self.w = _newton(rows, signs.float(), self.c)
+            self.solution = _newton(rows, signs.float(), self.c, start=warm)
+            self.w = self.solution
         return self
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> LinearSVM:
@@ -212,11 +219,11 @@ def select_c(x, y, val_x, val_y, cs=CS, device="cpu") -> tuple[float, float, Lin
     """The C with the best validation accuracy (ties: the smaller C), and its SVM."""
     prepared = LinearSVM(None, device).prepare(x)
     rows, val_rows = prepared._rows(x), prepared._rows(val_x)
-    best = None
+    best = model = None
     for c in sorted(cs):
-        model = copy.copy(prepared)
+        previous, model = model, copy.copy(prepared)
         model.c = c
-        model.fit_rows(rows, y)
+        model.fit_rows(rows, y, start=previous)  # each C starts from the last one's solution
         acc = float((model.classes[model.decision(val_rows).argmax(1).cpu().numpy()] == val_y).mean())
         if best is None or acc > best[1]:
             best = (c, acc, model)
