@@ -38,12 +38,22 @@ def test_parsing_every_command_imports_no_torch():
     assert out.strip() == "[]"
 
 
-def test_every_public_name_loads_and_a_submodule_import_does_not_hide_a_function():
-    for name in dcgan.__all__:
-        assert getattr(dcgan, name) is not None
-    importlib.import_module("dcgan.dedup")  # what `import dcgan.dedup` does
-    importlib.import_module("dcgan.probe")
-    assert all(inspect.isfunction(f) for f in (dcgan.train, dcgan.dedup, dcgan.probe))
+def test_every_public_name_loads_from_the_one_module_that_lists_it():
+    owners = {}
+    for module in dcgan.MODULES:
+        for name in importlib.import_module(f"dcgan.{module}").__all__:
+            owners.setdefault(name, []).append(module)
+    assert {n: m for n, m in owners.items() if len(m) > 1} == {}
+    assert sorted(owners) == dcgan.__all__ and set(dcgan.__all__) <= set(dir(dcgan))
+    for name, (module, ) in owners.items():
+        assert getattr(dcgan, name) is getattr(importlib.import_module(f"dcgan.{module}"), name)
+
+
+def test_a_submodule_import_does_not_hide_the_function_of_its_name():
+    code = ("import inspect, dcgan, dcgan.dedup, dcgan.probe, dcgan.forget, dcgan.train; "
+            "print([inspect.isfunction(f) for f in (dcgan.dedup, dcgan.probe, dcgan.forget, dcgan.train)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[True, True, True, True]"
     with pytest.raises(AttributeError):
         dcgan.no_such_thing  # noqa: B018
 

@@ -7,8 +7,9 @@
     dcgan.sample_sheet(run, out="sheet.png", n=64, numbered=True)
 
 Everything the `dcgan` command does is a function here, called the way the command calls it:
-`(source, *, out, data=None, data_dir=None, seed=0, ...)`. The names load on first use, so that
-`import dcgan` (and `dcgan --help`) does not import torch.
+`(source, *, out, data=None, data_dir=None, seed=0, ...)`. A module makes a name public by listing
+it in its `__all__`; the package finds it there on first use, so `import dcgan` (and `dcgan --help`)
+does not import torch.
 """
 
 import importlib
@@ -17,45 +18,37 @@ import types
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it
-_API = {
-    "DCGANError": "errors",
-    "PRESETS": "config", "TrainConfig": "config", "ModelConfig": "config",
-    "Generator": "models", "Discriminator": "models", "build": "models",
-    "open_dataset": "data", "cache_dir": "data", "cache_entries": "data", "clear_cache": "data",
-    "configure": "train", "plan": "train", "train": "train",
-    "load_networks": "checkpoint", "load_generator": "checkpoint", "load_discriminator": "checkpoint",
-    "export": "checkpoint",
-    "sample_sheet": "latent", "walk_report": "latent", "arithmetic_report": "latent",
-    "direction_report": "latent",
-    "directions_report": "directions", "project_report": "projection",
-    "neighbours_report": "neighbours", "forget": "forget", "dedup": "dedup",
-    "evaluate": "metrics", "describe_quality": "metrics", "train_classifier": "metrics",
-    "write_features": "representation",
-    "probe": "probe", "describe_probe": "probe", "describe_paired": "probe",
-    "guided_backprop_report": "saliency", "feature_map_report": "saliency",
-}
-__all__ = sorted(_API)
+# the modules whose __all__ names are the package's, searched in this order (lightest first)
+MODULES = ("errors", "config", "models", "data", "checkpoint", "train", "latent", "directions", "projection",
+           "neighbours", "forget", "dedup", "metrics", "representation", "probe", "saliency")
+
+
+def _public(module: str) -> list[str]:
+    return importlib.import_module(f"dcgan.{module}").__all__
 
 
 def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module 'dcgan' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"dcgan.{_API[name]}"), name)
+    if name == "__all__":
+        value = sorted(n for m in MODULES for n in _public(m))
+    else:
+        module = next((m for m in MODULES if name in _public(m)), None)
+        if module is None:
+            raise AttributeError(f"module 'dcgan' has no attribute {name!r}")
+        value = getattr(sys.modules[f"dcgan.{module}"], name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+    return sorted({*globals(), *__getattr__("__all__")})
 
 
 class _Package(types.ModuleType):
-    """Importing the submodule dcgan.train (or dedup, probe, forget) must not hide the function of
-    the same name: the package attribute stays the function, as `from dcgan import train` expects."""
+    """Importing the submodule dcgan.train (or dedup, probe, forget) must not hide the public
+    function of the same name: `dcgan.train` stays the function."""
 
     def __setattr__(self, name: str, value) -> None:
-        if isinstance(value, types.ModuleType) and _API.get(name) == name:
+        if isinstance(value, types.ModuleType) and name in getattr(value, "__all__", ()):
             return
         super().__setattr__(name, value)
 

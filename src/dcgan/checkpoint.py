@@ -31,6 +31,8 @@ from dcgan.errors import DCGANError, describe_os_error
 from dcgan.models import Discriminator, Generator, ModelConfig, build
 from dcgan.outputs import LATEST, atomic_write, check_output_file
 
+__all__ = ["export", "load_discriminator", "load_generator", "load_networks"]  # public: dcgan.NAME
+
 FORMAT = "dcgan-checkpoint"
 VERSION = 1
 RUN_KEYS = ("generator", "discriminator", "optimizer_g", "optimizer_d", "amp", "step", "epoch", "config",

@@ -16,6 +16,8 @@ import yaml
 from dcgan.datasets import NAMED, natural_shape
 from dcgan.errors import DCGANError, check_regular_file, describe_os_error
 
+__all__ = ["ModelConfig", "PRESETS", "TrainConfig"]  # public: dcgan.NAME
+
 PROJECTIONS = ("conv", "linear")
 LATENT_PRIORS = ("normal", "uniform")
 
@@ -150,7 +152,7 @@ class TrainConfig:
     exclude: str | None = setting(None, "text file of image paths (or dataset indices) to leave out, "
                                   "one per line")
     # model (see ModelConfig; image_size and channels default to the data's own)
-    preset: str = setting("pytorch", "pytorch | paper | imagenet32: architecture and training defaults")
+    preset: str = setting("pytorch", " | ".join(PRESETS) + ": architecture and training defaults")
     model: ModelConfig | None = None
     # optimisation (paper §4)
     batch_size: int = setting(128, "images per step and rank")

@@ -32,6 +32,8 @@ from dcgan import seeds
 from dcgan.datasets import NAMED, labelled_names, natural_shape  # noqa: F401 - natural_shape is re-exported
 from dcgan.errors import DCGANError, check_regular_file, describe_os_error
 
+__all__ = ["cache_dir", "cache_entries", "clear_cache", "open_dataset"]  # public: dcgan.NAME
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # The only decoders PIL may use, whatever a file's name or first bytes say: never EPS (Ghostscript)
 # or any of PIL's other plugins for untrusted files.
@@ -94,19 +96,15 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
 
 
 def decode_image(path: Path, size: int, channels: int, crop: int | None = None) -> torch.Tensor:
-    """One image file -> uint8 (C, size, size): centre crop to a square (or to `crop` pixels of the
-    full-size image), then resize."""
+    """One image file -> uint8 (C, size, size): decoded at full resolution (a JPEG and a PNG of the
+    same picture give the same pixels), centre crop to a square (or to `crop` pixels), then resize."""
     mode = "RGB" if channels == 3 else "L"
     with Image.open(path, formats=IMAGE_FORMATS) as img:
         w, h = img.size
         if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
             raise Image.DecompressionBombError(f"{w}x{h} pixels exceeds PIL's limit")
-        side = crop or min(w, h)
-        wanted = -(-size * min(w, h) // side)  # so that the crop still has >= size pixels
-        img.draft(mode, (wanted, wanted))  # JPEG: decode at a reduced scale where that suffices
-        scale = img.size[0] / w
         img = _to_mode(img, mode)
-        img = TF.center_crop(img, round(side * scale))
+        img = TF.center_crop(img, crop or min(w, h))
         img = TF.resize(img, [size, size], interpolation=TF.InterpolationMode.BICUBIC,
                         antialias=True)
         return TF.pil_to_tensor(img)
@@ -374,7 +372,7 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
         raise DCGANError(f"data must be a folder or one of {', '.join(sorted(NAMED))}, got {spec!r}")
     excluded = _read_exclude(exclude)
     key = dict(spec=spec, data_dir=data_dir, split=split, size=image_size, channels=channels,
-               exclude=sorted(excluded), version=2)
+               exclude=sorted(excluded), version=3)  # 3: JPEGs at full resolution
     if spec == "lsun":
         stream = LMDBStream(Path(data_dir or ""), image_size, channels)
         return _fingerprint(ImageData(spec, stream=stream), image_size, channels,

@@ -32,6 +32,8 @@ from dcgan.data import ImageData, natural_shape, open_dataset, to_float
 from dcgan.errors import DCGANError
 from dcgan.outputs import check_out_dir, write_image, write_json, write_text
 
+__all__ = ["dedup"]  # public: dcgan.NAME
+
 SIZE = 32  # the paper hashes 32x32 downsampled centre crops
 MAX_BUCKET = 2048  # distinct codes compared pairwise in one band bucket (hamming > 0)
 DEGENERATE_SHARE = 0.01  # a code shared by more than this share of the images (and > 20) is reported

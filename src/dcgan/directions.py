@@ -32,6 +32,8 @@ from dcgan.models import Generator
 from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.visualize import annotate, grid
 
+__all__ = ["directions_report"]  # public: dcgan.NAME
+
 METHODS = ("sefa", "pca", "svm")
 MAX_ACTIVATION_BYTES = 4 * 2**30  # pca holds one layer's activations for every sample
 

@@ -4,6 +4,8 @@ import errno
 import stat
 from pathlib import Path
 
+__all__ = ["DCGANError", "TrainingInterrupted"]  # public: dcgan.NAME
+
 
 class DCGANError(Exception):
     """A problem the user can fix: the message names the file or value and what to do.

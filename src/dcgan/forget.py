@@ -39,6 +39,8 @@ from dcgan.models import Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json, write_text
 from dcgan.visualize import grid, pad_rows
 
+__all__ = ["forget"]  # public: dcgan.NAME
+
 MAX_BOXED = 1024  # boxed samples: G runs on them in one batch, the detector on all their locations
 MAX_BOXES = 64  # boxes per sample
 MAX_BOXES_BYTES = 16 << 20

@@ -40,6 +40,8 @@ from dcgan.outputs import (
 from dcgan.representation import pooled_features
 from dcgan.visualize import annotate, grid, pad_rows, save_individual
 
+__all__ = ["arithmetic_report", "direction_report", "sample_sheet", "walk_report"]  # public: dcgan.NAME
+
 MODES = ("slerp", "linear")
 LATENTS_FORMAT = "dcgan-latents"
 DIRECTION_FORMAT = "dcgan-direction"

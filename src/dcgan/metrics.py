@@ -28,6 +28,8 @@ from dcgan.errors import DCGANError
 from dcgan.models import eval_mode
 from dcgan.outputs import check_output_file, write_bytes
 
+__all__ = ["describe_quality", "evaluate", "train_classifier"]  # public: dcgan.NAME
+
 INCEPTION_ENV = "DCGAN_INCEPTION_WEIGHTS"
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 

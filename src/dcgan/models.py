@@ -18,6 +18,8 @@ from torch import nn
 from dcgan import seeds
 from dcgan.config import ModelConfig
 
+__all__ = ["Discriminator", "Generator", "build"]  # public: dcgan.NAME
+
 
 @contextmanager
 def eval_mode(net: nn.Module):

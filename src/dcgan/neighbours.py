@@ -24,6 +24,8 @@ from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.representation import bn_averaged, pooled_features
 from dcgan.visualize import annotate, grid
 
+__all__ = ["neighbours_report"]  # public: dcgan.NAME
+
 Embed = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (n, C, S, S) -> (n, d) float
 
 

@@ -31,6 +31,8 @@ from dcgan.errors import DCGANError
 from dcgan.models import Discriminator
 from dcgan.outputs import check_out_dir, write_json, write_text
 
+__all__ = ["describe_paired", "describe_probe", "probe"]  # public: dcgan.NAME
+
 # the C grid searched on validation, log-spaced and wide enough that the choice is rarely at an
 # edge (the paper's released SVHN script searched 1e-4..1e-2); how often it was is reported
 CS = tuple(10.0 ** k for k in range(-5, 1))

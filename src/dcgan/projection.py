@@ -31,6 +31,8 @@ from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.visualize import annotate, grid
 
+__all__ = ["project_report"]  # public: dcgan.NAME
+
 MAX_IMAGES = 256  # per call: every image and restart is one row of the optimised batch
 
 

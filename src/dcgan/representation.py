@@ -27,6 +27,8 @@ from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, ModelConfig
 from dcgan.outputs import check_output_file, write_bytes
 
+__all__ = ["write_features"]  # public: dcgan.NAME
+
 
 def feature_dim(config: ModelConfig) -> int:
     """Length of the pooled feature vector: 16 per channel of every conv layer."""

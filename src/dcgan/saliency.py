@@ -30,6 +30,8 @@ from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.representation import average_bn_statistics
 
+__all__ = ["feature_map_report", "guided_backprop_report"]  # public: dcgan.NAME
+
 NETWORKS = ("trained", "random")
 STRUCTURE_METRIC = ("structure: mean over the shown maps of the share of a map's squared-gradient energy "
                     "(summed over channels) held by its top 10% of pixels; 0.1 for a flat map, 1 when all "

@@ -39,6 +39,8 @@ from dcgan.runlog import RunLog
 from dcgan.step import Networks, train_step
 from dcgan.visualize import grid, plot_losses, save_samples, save_sheet
 
+__all__ = ["configure", "plan", "train"]  # public: dcgan.NAME
+
 DEFAULT_EPOCHS = 25
 
 
