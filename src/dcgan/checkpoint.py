@@ -29,7 +29,7 @@ from safetensors.torch import save as safetensors_bytes
 from dcgan import seeds
 from dcgan.errors import DCGANError, describe_os_error
 from dcgan.models import Discriminator, Generator, ModelConfig, build
-from dcgan.outputs import LATEST, atomic_write, check_output_file
+from dcgan.outputs import BEST, LATEST, atomic_write, check_output_file
 
 __all__ = ["export", "load_discriminator", "load_generator", "load_networks"]  # public: dcgan.NAME
 
@@ -286,20 +286,45 @@ def export(source: str | Path, *, out: str | Path) -> Path:
     return out
 
 
-def load_networks(source: str | Path, device: str | torch.device = "cpu", need_discriminator: bool = False,
-                  discriminator: bool = True) -> tuple[Generator, Discriminator | None]:
-    """G and D in eval mode on `device`, from a run directory, a checkpoint, or an exported
-    .safetensors (G alone: D is None, or an error naming the file when `need_discriminator`).
-    With discriminator=False, D is not built (None)."""
+def choose(source: str | Path, which: str = "latest") -> Path:
+    """The checkpoint file `which` names in a run directory: latest (checkpoint.pt), best (best.pt,
+    the best evaluated step) or a step number (snapshots/step_N.pt). A file is itself."""
     path = Path(source)
+    if not path.is_dir():
+        if which != "latest":
+            raise DCGANError(f"--which {which} needs a run directory; {path} is one checkpoint file")
+        return path
+    if which == "latest":
+        return path / LATEST
+    if which == "best":
+        if not (path / BEST).is_file():
+            raise DCGANError(f"{path} has no {BEST}: it is written when training evaluates its samples "
+                             "(--eval-every N); use --which latest or a snapshot step")
+        return path / BEST
+    steps = sorted(int(p.stem[5:]) for p in (path / "snapshots").glob("step_*.pt") if p.stem[5:].isdigit())
+    if not which.isdigit() or int(which) not in steps:
+        listed = ", ".join(map(str, steps)) or "none yet"
+        raise DCGANError(f"--which must be latest, best or a snapshot step of {path} ({listed}), "
+                         f"got {which!r}")
+    return path / "snapshots" / f"step_{int(which):08d}.pt"
+
+
+def load_networks(source: str | Path, device: str | torch.device = "cpu", need_discriminator: bool = False,
+                  discriminator: bool = True, which: str = "latest",
+                  ) -> tuple[Generator, Discriminator | None]:
+    """G and D in eval mode on `device`, from a run directory (its checkpoint `which`, see choose),
+    a checkpoint, or an exported .safetensors (G alone: D is None, or an error naming the file when
+    `need_discriminator`). With discriminator=False, D is not built (None). Each network's `origin`
+    says where it came from: {"file": path, "step": the training step of its weights}."""
+    path = choose(source, which)
     if path.suffix == ".safetensors":
         if need_discriminator:
             raise DCGANError(f"{path} holds the generator only: give the run directory or a checkpoint")
-        config, weights = _exported(path)
+        config, weights, step = _exported(path)
         states = {"generator": weights}
     else:
         ckpt = load(path)
-        config = ModelConfig.from_dict(ckpt["config"]["model"])
+        config, step = ModelConfig.from_dict(ckpt["config"]["model"]), ckpt["step"]
         states = ckpt if discriminator else {"generator": ckpt["generator"]}
     nets = []
     for name, net in (("generator", Generator), ("discriminator", Discriminator)):
@@ -315,13 +340,15 @@ def load_networks(source: str | Path, device: str | torch.device = "cpu", need_d
             first = problems[0] if problems else e
             raise DCGANError(f"{path}: {name} weights do not match the stored architecture "
                              f"({len(problems)} problem(s), first: {first})") from None
+        module.origin = {"file": str(path), "step": step}
         nets.append(module.to(device).eval())
     return nets[0], nets[1]
 
 
-def load_generator(source: str | Path, device: str | torch.device = "cpu") -> Generator:
+def load_generator(source: str | Path, device: str | torch.device = "cpu",
+                   which: str = "latest") -> Generator:
     """G alone (see load_networks)."""
-    return load_networks(source, device, discriminator=False)[0]
+    return load_networks(source, device, discriminator=False, which=which)[0]
 
 
 def load_discriminator(source: str | Path, device: str | torch.device = "cpu") -> Discriminator:
@@ -329,7 +356,7 @@ def load_discriminator(source: str | Path, device: str | torch.device = "cpu") -
     return load_networks(source, device, need_discriminator=True)[1]
 
 
-def _exported(path: Path) -> tuple[ModelConfig, dict]:
+def _exported(path: Path) -> tuple[ModelConfig, dict, int | None]:
     """The ModelConfig and G weights of a file written by `export`, checked."""
     if not path.exists():
         raise DCGANError(f"generator file {path} not found")
@@ -351,4 +378,5 @@ def _exported(path: Path) -> tuple[ModelConfig, dict]:
         raise DCGANError(f"{path}: the exported model config in its metadata is missing or invalid "
                          f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     check_weights(weights, Generator, config, path, "generator")
-    return config, weights
+    step = meta.get("step", "")
+    return config, weights, int(step) if step.isdigit() else None

@@ -107,6 +107,8 @@ def _add_sample(sub) -> None:
                         "arithmetic and forget")
     s.add_argument("--latents", help="generate the rows of this latents file (from `dcgan project`) "
                                      "instead of seed's samples")
+    s.add_argument("--which", default="latest", help="a run directory's checkpoint: latest | best (the best "
+                   "evaluated step) | a snapshot step")
     s.set_defaults(func=cmd_sample)
 
 
@@ -114,7 +116,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = args.out or (None if args.individual else "samples.png")
     r = dcgan.sample_sheet(args.source, out=out, n=args.n, seed=args.seed, start=args.start, nrow=args.nrow,
                            numbered=args.numbered, individual=args.individual, latents=args.latents,
-                           device=args.device)
+                           which=args.which, device=args.device)
+    step = "an unknown step" if r["step"] is None else f"step {r['step']:,}"
+    print(f"generator of {step}, from {r['checkpoint']}")
     if "individual" in r:
         print(f"wrote {len(r['individual'])} images to {args.individual}")
     if "out" in r:

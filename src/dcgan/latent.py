@@ -205,10 +205,12 @@ def _check_indices(values: list[int] | None, name: str) -> None:
 def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", n: int = 64, seed: int = 0,
                  start: int = 0, nrow: int | None = None, numbered: bool = False,
                  individual: str | Path | None = None, latents: str | Path | None = None,
-                 device: str = "cpu") -> dict:
+                 which: str = "latest", device: str = "cpu") -> dict:
     """Samples start..start+n-1 of `seed` (or rows start.. of a latents file from `dcgan project`)
     as one grid image `out` (numbered: each tile shows its sample number, which names its z for
-    walk, arithmetic and forget) and/or one PNG per sample in the folder `individual`."""
+    walk, arithmetic and forget) and/or one PNG per sample in the folder `individual`. `which`
+    picks a run directory's checkpoint: latest, best or a snapshot step; the report names the
+    checkpoint file and its step."""
     check_count(n, "--n", MAX_SAMPLES)
     check_count(start, "--start", MAX_INDEX, minimum=0)
     check_seed(seed)
@@ -220,7 +222,7 @@ def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", 
         out = check_output_file(out, inputs=[source, latents], suffixes=IMAGE_SUFFIXES)
     if individual is not None:
         check_out_dir(individual, inputs=[source, latents], what="--individual")
-    g = load_generator(source, pick_device(device))
+    g = load_generator(source, pick_device(device), which=which)
     if latents is not None:
         rows = load_latents(latents, g.config.nz)
         z = rows[start: start + n]
@@ -229,7 +231,8 @@ def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", 
         images = g.generate(z).cpu()
     else:
         images = g.sample(n, seed=seed, start=start).cpu()
-    report = {"images": len(images), "start": start, "seed": None if latents is not None else seed}
+    report = {"images": len(images), "start": start, "seed": None if latents is not None else seed,
+              "checkpoint": g.origin["file"], "step": g.origin["step"]}
     if individual is not None:
         report["individual"] = [str(p) for p in save_individual(images, Path(individual), start=start)]
     if out is not None:

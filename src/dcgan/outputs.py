@@ -17,7 +17,8 @@ from pathlib import Path
 from dcgan.errors import DCGANError, describe_os_error
 
 LATEST = "checkpoint.pt"  # a run directory's latest checkpoint
-RUN_FILES = {LATEST, "best.pt", "config.json", "metrics.jsonl", "losses.png", "real_samples.png", ".lock"}
+BEST = "best.pt"  # the checkpoint of the best evaluated step
+RUN_FILES = {LATEST, BEST, "config.json", "metrics.jsonl", "losses.png", "real_samples.png", ".lock"}
 RUN_FOLDERS = {"snapshots", "samples", "tensorboard", "superseded"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # what PIL writes for us, by name
 
