@@ -197,6 +197,7 @@ def test_signal_saves_a_checkpoint_then_resume(tmp_path, sig):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "checkpoint saved" in err and "--resume" in err
+    assert err.strip().splitlines()[-1].startswith("stopped: ") and "error:" not in err  # a stop
     step = checkpoint.load(run)["step"]
     assert step >= 3  # not one checkpoint interval (100000 steps) lost: the current step is saved
     dcgan("train", "--resume", run, "--steps", step + 2)

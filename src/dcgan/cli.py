@@ -63,7 +63,8 @@ def _add_train(sub) -> None:
         add = length.add_argument if f.name in ("steps", "epochs") else p.add_argument
         add(f"--{f.name.replace('_', '-')}", **kw)
     p.add_argument("--config", dest="config_file", help="YAML or JSON file of settings (flags override it)")
-    p.add_argument("--resume", help="continue the run in this directory (or from one of its snapshots)")
+    p.add_argument("--resume", help="continue the run in this directory (or from one of its snapshots); "
+                   "with --out NEW, a new run NEW branches from it")
     p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the resolved settings, exit")
     p.set_defaults(func=cmd_train)
 
@@ -607,9 +608,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
+    except TrainingInterrupted as e:  # a clean stop asked for by the user, not an error
+        print("stopped: " + " ".join(str(e).split()), file=sys.stderr)
+        return 130
     except DCGANError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
-        return 130 if isinstance(e, TrainingInterrupted) else 1
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -413,13 +413,14 @@ def configure_new(overrides: dict) -> TrainConfig:
 def configure_resumed(stored: dict, overrides: dict, resume: str | Path) -> TrainConfig:
     """The settings of a resumed run: those `stored` in its checkpoint, with `overrides` of what may
     change on resume (RESUMABLE_CHANGES: run length, outputs, device, health, learning rate);
-    anything else is an error naming each difference."""
+    anything else is an error naming each difference. An `out` other than the resumed run's own
+    directory makes a branch: a new run there that starts from the resumed checkpoint."""
     try:
         old = from_dict(stored)
     except (TypeError, DCGANError) as e:
         raise DCGANError(f"{resume}: the stored training config is invalid ({e})") from None
     merged = {**{k: v for k, v in old.to_dict().items() if k != "model"},
-              **old.model.to_dict(), **overrides, "out": str(run_of(resume))}
+              **old.model.to_dict(), **overrides, "out": str(overrides.get("out") or run_of(resume))}
     if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
         merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
     try:
@@ -429,7 +430,7 @@ def configure_resumed(stored: dict, overrides: dict, resume: str | Path) -> Trai
     changed = differences(old, config, ignore=RESUMABLE_CHANGES)
     if changed:
         raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
-                         "Start a new run with --out instead.")
+                         "Start a new run (without --resume) instead.")
     return config
 
 

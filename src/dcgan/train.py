@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dcgan import checkpoint, distributed, seeds
-from dcgan.config import TrainConfig, configure_new, configure_resumed, default_run_dir
+from dcgan.config import TrainConfig, configure_new, configure_resumed, default_run_dir, run_of
 from dcgan.data import (
     fingerprint_changes,
     first_images,
@@ -70,17 +70,28 @@ def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path
 
     With resume=True (or the run directory), continues the run in config.out from its checkpoint.pt.
     With resume=a checkpoint file of the run (a snapshot, best.pt), the run continues from that file's
-    step: it becomes checkpoint.pt, and the checkpoint it replaces is kept in superseded/. Under
-    torchrun, each process trains one shard with DistributedDataParallel and rank 0 writes the run.
+    step: it becomes checkpoint.pt, and the checkpoint it replaces is kept in superseded/. With
+    resume=another run (its directory or one of its checkpoints), config.out becomes a branch: a new
+    run that starts from that checkpoint, its metrics up to that step copied, and its config.json
+    noting where it came from. Under torchrun, each process trains one shard with
+    DistributedDataParallel and rank 0 writes the run.
     """
     if isinstance(config, dict):
         config = configure_new(config)
     run = Path(config.out or default_run_dir(config))
     latest = run / checkpoint.LATEST
-    rewind = None  # a snapshot to continue from, when it is not the latest checkpoint itself
-    if not isinstance(resume, bool) and Path(resume).is_file():
-        if not (latest.exists() and Path(resume).samefile(latest)):
-            rewind = Path(resume)
+    rewind = None  # a checkpoint to continue from, when it is not this run's latest checkpoint itself
+    branch = None  # {run, checkpoint, step} of the run this one branches from
+    if not isinstance(resume, bool):
+        source = Path(resume) / checkpoint.LATEST if Path(resume).is_dir() else Path(resume)
+        if run.resolve() != run_of(resume).resolve():
+            if latest.exists():
+                raise DCGANError(f"{run} already holds a run: a branch from {resume} needs a new --out")
+            rewind = source
+            branch = {"run": str(run_of(resume)), "checkpoint": str(source),
+                      "step": checkpoint.load(source)["step"]}
+        elif source.is_file() and not (latest.exists() and source.samefile(latest)):
+            rewind = source
     if not resume and latest.exists():
         raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
                          "or choose another --out")
@@ -88,7 +99,7 @@ def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path
     world, device_name = distributed.setup(config.device)
     try:
         distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
-        return _train(config, bool(resume), run, world, distributed.pick_device(device_name), rewind)
+        return _train(config, bool(resume), run, world, distributed.pick_device(device_name), rewind, branch)
     finally:
         distributed.teardown(world)
 
@@ -174,11 +185,12 @@ class _Run:
 
 
 def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.World,
-           device: torch.device, rewind: Path | None = None) -> Path:
+           device: torch.device, rewind: Path | None = None, branch: dict | None = None) -> Path:
     torch.manual_seed(config.seed)  # the same on every rank: identical initial weights
     np.random.seed(config.seed % 2**32)  # numpy's global seeds are 32-bit
     random.seed(config.seed)
-    data = _open_data(config, run_dir, resume)
+    resumed = checkpoint.load(rewind or run_dir / checkpoint.LATEST) if resume else None
+    data = _open_data(config, run_dir, resumed)
     B = config.batch_size  # per rank: the global batch is B * world.size
     per_epoch, total = schedule(config, data, world.size)
     nets = Networks.build(config, device, world)
@@ -189,7 +201,11 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
     health = Health(config, diversity(to_float(first)))
     evaluator = _evaluator(config, data) if config.eval_every and world.main else None
 
-    lock = _prepare_dir(run, resume, rewind) if world.main else None
+    if resumed is not None and resumed["step"] > total:  # checked before anything is written
+        done = resumed["step"]
+        raise DCGANError(f"{run_dir} is at step {done:,}; it cannot be resumed to {total:,} steps: give "
+                         f"--steps above {done:,} (or --resume a snapshot of an earlier step)")
+    lock = _prepare_dir(run, resume, rewind, branch) if world.main else None
     if world.main:  # check the data before waiting for samples: exactly what the model is shown
         mc = config.model
         save_sheet(to_float(first), run_dir / "real_samples.png",
@@ -267,13 +283,13 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
     return run_dir
 
 
-def _open_data(config: TrainConfig, run_dir: Path, resume: bool):
-    """The training images; on resume, the same images as before (--data-dir may move them, never
-    swap them)."""
+def _open_data(config: TrainConfig, run_dir: Path, resumed: dict | None):
+    """The training images; on resume, the same images as the `resumed` checkpoint's (--data-dir may
+    move them, never swap them)."""
     mc = config.model
     data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir, exclude=config.exclude)
-    if resume:
-        stored = checkpoint.load(run_dir / checkpoint.LATEST).get("data_fingerprint")
+    if resumed is not None:
+        stored = resumed.get("data_fingerprint")
         changed = fingerprint_changes(stored, data.fingerprint)
         if changed:
             raise DCGANError(f"cannot resume {run_dir} on other data than it was trained on: "
@@ -309,9 +325,9 @@ def _evaluator(config: TrainConfig, data) -> Evaluator:
     return Evaluator(config.eval_features, reference, config.eval_n, config.seed, config.inception_weights)
 
 
-def _prepare_dir(run: _Run, resume: bool, rewind: Path | None):
-    """Rank 0: create and lock the run directory, clear stale temp files, rewind to a snapshot if
-    asked, write config.json. The lock, held until training ends."""
+def _prepare_dir(run: _Run, resume: bool, rewind: Path | None, branch: dict | None = None):
+    """Rank 0: create and lock the run directory, clear stale temp files, rewind to a snapshot (or
+    start a branch) if asked, write config.json. The lock, held until training ends."""
     run.dir.mkdir(parents=True, exist_ok=True)
     lock = checkpoint.lock_run(run.dir)  # one training process per run directory, until it ends
     if not resume and run.latest.exists():  # another process started this run first
@@ -319,11 +335,28 @@ def _prepare_dir(run: _Run, resume: bool, rewind: Path | None):
         raise DCGANError(f"{run.dir} already holds a run: continue it with --resume {run.dir}, "
                          "or choose another --out")
     remove_stale_temps(run.dir)
+    if branch is not None:
+        metrics = Path(branch["run"]) / "metrics.jsonl"
+        if metrics.is_file():  # its history up to the branch point (RunLog.rewind drops the rest)
+            data = metrics.read_bytes()
+            atomic_write(run.dir / "metrics.jsonl", lambda f: f.write(data))
     if rewind is not None:
         _rewind(run.dir, run.latest, rewind)
     config = {**run.config.to_dict(), "data_fingerprint": run.fingerprint}
+    origin = branch or _branched_from(run.dir)  # a branch stays one when it is resumed
+    if origin:
+        config["branched_from"] = origin
     atomic_write(run.dir / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
     return lock
+
+
+def _branched_from(run: Path) -> dict | None:
+    """Where a run came from, as its config.json says (None for a run that is not a branch)."""
+    try:
+        origin = json.loads((run / "config.json").read_text()).get("branched_from")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return origin if isinstance(origin, dict) else None
 
 
 def _rewind(run: Path, latest: Path, source: Path) -> None:
