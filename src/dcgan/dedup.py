@@ -28,9 +28,11 @@ from torch import nn
 
 from dcgan import seeds
 from dcgan.config import check_count
-from dcgan.data import ImageData, natural_shape, open_dataset, to_float
+from dcgan.data import ImageData, open_dataset, to_float
+from dcgan.datasets import natural_shape
 from dcgan.errors import DCGANError
 from dcgan.outputs import check_out_dir, write_image, write_json, write_text
+from dcgan.progress import Progress
 
 __all__ = ["dedup"]  # public: dcgan.NAME
 
@@ -91,7 +93,8 @@ class DedupResult:
         return sorted(i for g in self.groups for i in g[1:])
 
 
-def train_autoencoder(x: torch.Tensor, config: DedupConfig) -> tuple[HashingAutoencoder, float]:
+def train_autoencoder(x: torch.Tensor, config: DedupConfig,
+                      progress: str | None = None) -> tuple[HashingAutoencoder, float]:
     """Denoising training on flattened images in [-1, 1]; returns the model and its final MSE."""
     gen = torch.Generator().manual_seed(config.seed)
     with seeds.global_seed(config.seed):  # init and dropout draw from it
@@ -100,14 +103,16 @@ def train_autoencoder(x: torch.Tensor, config: DedupConfig) -> tuple[HashingAuto
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
         model.train()
         loss = torch.tensor(0.0)
-        for _ in range(config.epochs):
-            for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
-                clean = x[idx]
-                noisy = clean + config.noise * torch.randn(clean.shape, generator=gen)
-                loss = nn.functional.mse_loss(model(noisy), clean)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        with Progress(config.epochs, progress, "epochs") as bar:
+            for _ in range(config.epochs):
+                for idx in torch.randperm(len(x), generator=gen).split(config.batch_size):
+                    clean = x[idx]
+                    noisy = clean + config.noise * torch.randn(clean.shape, generator=gen)
+                    loss = nn.functional.mse_loss(model(noisy), clean)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                bar.update()
     return model.eval(), float(loss.detach())
 
 
@@ -179,7 +184,7 @@ def _buckets(keys: list, indices: list[int]) -> list[list[int]]:
 
 
 def find_duplicates(images: torch.Tensor, config: DedupConfig | None = None,
-                    names: list[str] | None = None) -> DedupResult:
+                    names: list[str] | None = None, progress: str | None = None) -> DedupResult:
     """images: uint8 (N, C, 32, 32). Exact duplicates first, then equal (or near) hash codes."""
     config = config or DedupConfig()
     n = len(images)
@@ -190,7 +195,7 @@ def find_duplicates(images: torch.Tensor, config: DedupConfig | None = None,
         groups.join(g)
     firsts = sorted({groups.find(i) for i in range(n)})  # one image per exact group
     x = to_float(images[firsts]).flatten(1)
-    model, mse = train_autoencoder(x, config)
+    model, mse = train_autoencoder(x, config, progress)
     codes = hash_codes(model, x)
     found, info = code_groups(codes, config.hamming)
     for g in found:
@@ -226,7 +231,7 @@ def dedup(data: str, *, out: str | Path, data_dir: str | None = None, channels: 
     if ds.images is None:
         raise DCGANError(f"{data} is too large to hash in memory: raise DCGAN_MAX_MEMORY_GB")
     names = [ds.name(i) for i in range(len(ds))]
-    result = find_duplicates(ds.images, config, names)
+    result = find_duplicates(ds.images, config, names, progress=f"hashing autoencoder on {data}")
     write_report(result, ds.images, Path(out))
     if copy_to is not None:
         if ds.names is None:

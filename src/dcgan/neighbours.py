@@ -21,6 +21,7 @@ from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import open_dataset, to_float, to_uint8
 from dcgan.errors import DCGANError
 from dcgan.outputs import check_out_dir, write_image, write_json
+from dcgan.progress import Progress
 from dcgan.representation import bn_averaged, pooled_features
 from dcgan.visualize import annotate, grid
 
@@ -48,7 +49,8 @@ def feature_embedding(d, train: torch.Tensor, seed: int = 0) -> Embed:
 
 @torch.no_grad()
 def nearest(queries: torch.Tensor, bank: torch.Tensor, embed: Embed, k: int,
-            query_index: torch.Tensor | None = None, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+            query_index: torch.Tensor | None = None, chunk: int = 2048,
+            progress: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Distances (n, k) and indices (n, k) of the k nearest `bank` images (uint8) to the embedded
     queries (n, d), ascending. query_index[i] >= 0 excludes that bank image from query i's list
     (a training image is not its own neighbour); -1 excludes nothing."""
@@ -56,15 +58,17 @@ def nearest(queries: torch.Tensor, bank: torch.Tensor, embed: Embed, k: int,
         raise DCGANError(f"k={k} neighbours asked for but the training set has {len(bank)} images")
     best_d = torch.full((len(queries), k), float("inf"))
     best_i = torch.zeros((len(queries), k), dtype=torch.long)
-    for start in range(0, len(bank), chunk):
-        dist = torch.cdist(queries, embed(bank[start:start + chunk]))
-        ids = torch.arange(start, start + dist.shape[1])
-        if query_index is not None:
-            dist[query_index[:, None] == ids[None]] = float("inf")
-        all_d = torch.cat([best_d, dist], 1)
-        all_i = torch.cat([best_i, ids.expand(len(queries), -1)], 1)
-        best_d, pos = all_d.topk(k, dim=1, largest=False)
-        best_i = all_i.gather(1, pos)
+    with Progress(len(bank), progress) as bar:
+        for start in range(0, len(bank), chunk):
+            dist = torch.cdist(queries, embed(bank[start:start + chunk]))
+            ids = torch.arange(start, start + dist.shape[1])
+            if query_index is not None:
+                dist[query_index[:, None] == ids[None]] = float("inf")
+            all_d = torch.cat([best_d, dist], 1)
+            all_i = torch.cat([best_i, ids.expand(len(queries), -1)], 1)
+            best_d, pos = all_d.topk(k, dim=1, largest=False)
+            best_i = all_i.gather(1, pos)
+            bar.update(dist.shape[1])
     return best_d, best_i
 
 
@@ -107,7 +111,8 @@ def neighbours_report(source: str | Path, *, data: str, out: str | Path, n: int 
     for space, embed in spaces.items():
         queries = torch.cat([embed(samples), embed(train.images[ref])])  # one pass over the training set
         exclude = torch.cat([torch.full((n,), -1), ref])
-        dist, idx = nearest(queries, train.images, embed, k, query_index=exclude)
+        dist, idx = nearest(queries, train.images, embed, k, query_index=exclude,
+                            progress=f"nearest training images in {space}")
         dist, idx, ref_dist = dist[:n], idx[:n], dist[n:]
         labels = []
         for i in range(n):

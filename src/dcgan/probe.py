@@ -30,6 +30,7 @@ from dcgan.distributed import pick_device
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator
 from dcgan.outputs import check_out_dir, write_json, write_text
+from dcgan.progress import Progress
 
 __all__ = ["describe_paired", "describe_probe", "probe"]  # public: dcgan.NAME
 
@@ -364,19 +365,22 @@ def probe(source: str | Path, *, data: str, protocol: str = "few", baselines: tu
         km = feats.KMeansFeatures(k=kmeans_k, seed=seed).fit(images["train"])
         extractors[f"K-means, K={kmeans_k} (Coates & Ng)"] = [km]
     rows = []
-    for method, extracts in extractors.items():
-        results = []
-        for extract in extracts:
-            x = {split: extract(imgs) if len(imgs) else None for split, imgs in images.items()}
-            if protocol == "full":
-                results.append(full_protocol(x["train"], ys["train"], x["test"], ys["test"], seed=seed,
-                                             device=device))
-            else:
-                results.append(few_protocol(x["train"], ys["train"], x["val"], ys["val"], x["test"],
-                                            ys["test"], per_class, draws, seed=seed, device=device))
-            dim = int(x["train"].shape[1])
-        result = results[0] if len(results) == 1 else mean_of_inits(results)
-        rows.append({"method": method, "dim": dim, **result})
+    jobs = sum(len(extracts) for extracts in extractors.values())  # features, then the SVMs, of each
+    with Progress(jobs, f"probe ({protocol}) on {data}", "feature sets") as bar:
+        for method, extracts in extractors.items():
+            results = []
+            for extract in extracts:
+                x = {split: extract(imgs) if len(imgs) else None for split, imgs in images.items()}
+                if protocol == "full":
+                    results.append(full_protocol(x["train"], ys["train"], x["test"], ys["test"], seed=seed,
+                                                 device=device))
+                else:
+                    results.append(few_protocol(x["train"], ys["train"], x["val"], ys["val"], x["test"],
+                                                ys["test"], per_class, draws, seed=seed, device=device))
+                dim = int(x["train"].shape[1])
+                bar.update()
+            result = results[0] if len(results) == 1 else mean_of_inits(results)
+            rows.append({"method": method, "dim": dim, **result})
     if protocol == "few":
         add_paired(rows)
     if out is not None:

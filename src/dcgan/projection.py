@@ -29,6 +29,7 @@ from dcgan.errors import DCGANError, check_regular_file
 from dcgan.latent import save_latents
 from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json
+from dcgan.progress import Progress
 from dcgan.visualize import annotate, grid
 
 __all__ = ["project_report"]  # public: dcgan.NAME
@@ -54,7 +55,7 @@ def _feature_distance(d: Discriminator, x: torch.Tensor, target_maps: list[torch
 
 def project(g: Generator, targets: torch.Tensor, d: Discriminator | None = None, steps: int = 500,
             restarts: int = 4, lr: float = 0.05, feature_weight: float = 1.0, norm_weight: float = 1.0,
-            seed: int = 0) -> dict:
+            seed: int = 0, progress: str | None = None) -> dict:
     """targets: (N, C, S, S) in [-1, 1] at G's size. Returns z (N, nz), the reconstructions and,
     per image, the pixel MSE and D-feature distance of the kept restart."""
     if steps < 1 or restarts < 1 or not (lr > 0 and np.isfinite(lr)):
@@ -72,6 +73,7 @@ def project(g: Generator, targets: torch.Tensor, d: Discriminator | None = None,
     z = g.sample_latent(n * restarts, torch.Generator().manual_seed(seed), device).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     with ExitStack() as stack:
+        bar = stack.enter_context(Progress(steps, progress, "steps"))
         _frozen(stack, g)
         if d is not None:
             _frozen(stack, d)
@@ -90,6 +92,7 @@ def project(g: Generator, targets: torch.Tensor, d: Discriminator | None = None,
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
+            bar.update()
             if c.latent == "uniform":
                 with torch.no_grad():
                     z.clamp_(-1, 1)
@@ -126,7 +129,8 @@ def project_report(source: str | Path, images: list[str | Path], *, out: str | P
         except Exception as e:
             raise DCGANError(f"cannot read image {path} ({type(e).__name__}: {e})") from None
     tick = time.perf_counter()
-    r = project(g, torch.stack(targets), d, steps, restarts, lr, feature_weight, seed=seed)
+    r = project(g, torch.stack(targets), d, steps, restarts, lr, feature_weight, seed=seed,
+                progress=f"projecting {len(images)} image(s)")
     seconds = time.perf_counter() - tick
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from dcgan.distributed import pick_device
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, ModelConfig
 from dcgan.outputs import check_output_file, write_bytes
+from dcgan.progress import Progress
 
 __all__ = ["write_features"]  # public: dcgan.NAME
 
@@ -54,21 +55,23 @@ def average_bn_statistics(d: Discriminator, images: torch.Tensor, batch_size: in
 
 @torch.no_grad()
 def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 256, grid: int = 4,
-                    pool: str = "max") -> np.ndarray:
+                    pool: str = "max", progress: str | None = None) -> np.ndarray:
     """uint8 images (N, C, S, S) -> float32 (N, feature_dim): every conv layer max-pooled to 4x4
     (the paper; `grid` and `pool="avg"` for ablations), layer by layer in D's order.
     Batched on D's device: only one batch of full-resolution feature maps exists at a time, and
-    the result is filled in place (float32, one copy)."""
+    the result is filled in place (float32, one copy). `progress` names the work for a progress bar."""
     check_grid(grid, d)
     reduce = {"max": F.adaptive_max_pool2d, "avg": F.adaptive_avg_pool2d}[pool]
     device = next(d.parameters()).device
     out = None
-    for start in range(0, len(images), batch_size):
-        _, maps = d(to_float(images[start:start + batch_size].to(device)), return_features=True)
-        x = torch.cat([reduce(m, grid).flatten(1) for m in maps], 1).float().cpu().numpy()
-        if out is None:
-            out = np.empty((len(images), x.shape[1]), dtype=np.float32)
-        out[start:start + len(x)] = x
+    with Progress(len(images), progress) as bar:
+        for start in range(0, len(images), batch_size):
+            _, maps = d(to_float(images[start:start + batch_size].to(device)), return_features=True)
+            x = torch.cat([reduce(m, grid).flatten(1) for m in maps], 1).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(images), x.shape[1]), dtype=np.float32)
+            out[start:start + len(x)] = x
+            bar.update(len(x))
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
@@ -89,11 +92,12 @@ def bn_averaged(d: Discriminator, train: torch.Tensor, bn_images: int = 10000,
 
 
 def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, bn_images: int = 10000,
-                   seed: int = 0, grid: int = 4, device: str | torch.device | None = None) -> np.ndarray:
+                   seed: int = 0, grid: int = 4, device: str | torch.device | None = None,
+                   progress: str | None = None) -> np.ndarray:
     """Pooled features of `images` (each layer max-pooled to grid x grid, 4 in the paper), with BN
     statistics averaged over up to bn_images training images; computed on `device` (default: D's)."""
     d = copy.deepcopy(d).to(device) if device is not None else d  # the caller's D stays where it is
-    return pooled_features(bn_averaged(d, train, bn_images, seed), images, grid=grid)
+    return pooled_features(bn_averaged(d, train, bn_images, seed), images, grid=grid, progress=progress)
 
 
 def write_features(source: str | Path, *, data: str, out: str | Path, split: str = "train",
@@ -108,7 +112,8 @@ def write_features(source: str | Path, *, data: str, out: str | Path, split: str
     check_grid(grid, d)
     train, test = labelled_splits(data, d.config.image_size, d.config.channels, data_dir)
     chosen = train if split == "train" else test
-    x = dcgan_features(d, train.images, chosen.images, seed=seed, grid=grid, device=pick_device(device))
+    x = dcgan_features(d, train.images, chosen.images, seed=seed, grid=grid, device=pick_device(device),
+                       progress=f"D features of {data} {split}")
     buffer = io.BytesIO()
     np.savez(buffer, features=x, labels=chosen.labels.numpy())
     write_bytes(out, buffer.getvalue())
