@@ -30,26 +30,26 @@ import torch
 from PIL import Image
 from torchvision.utils import save_image
 
-from dcgan import forget as fg
 from dcgan import windows
 from dcgan.checkpoint import load, load_generator
+from dcgan.forget import Boxed, box_mask, change_in_boxes, generate_without
 from dcgan.train import train
 
 
 def random_control(run: Path, report: dict, seed: int, layer: int, draws: int = 10) -> dict:
     """Drop as many random maps as the detector chose, on the same evaluation samples."""
     g = load_generator(run)
-    boxed = [fg.Boxed(seed, i, [tuple(b)]) for i, b in report["evaluated"]]
+    boxed = [Boxed(seed, i, [tuple(b)]) for i, b in report["evaluated"]]
     z = torch.cat([g.latent(seed, [b.index]) for b in boxed])
-    masks = torch.stack([fg.box_mask(b.boxes, g.config.image_size) for b in boxed])
+    masks = torch.stack([box_mask(b.boxes, g.config.image_size) for b in boxed])
     before = g.generate(z)
     rng = np.random.default_rng(seed)
     presence, ratio = [], []
     for _ in range(draws):
         maps = rng.choice(report["maps_in_layer"], report["dropped"], replace=False).tolist()
-        after = fg.generate_without(g, z, maps, layer)
+        after = generate_without(g, z, maps, layer)
         presence.append(windows.window_presence(after, masks))
-        ratio.append(fg.change_in_boxes(before, after, boxed)["ratio"])
+        ratio.append(change_in_boxes(before, after, boxed)["ratio"])
     return {"presence_after": float(np.mean(presence)), "eval_change_ratio": float(np.mean(ratio))}
 
 

@@ -187,7 +187,7 @@ def test_resume_from_a_snapshot_or_the_checkpoint_file(tmp_path):
 
 BUGGY = ("import sys, dcgan.cli as c\n"
          "def broken(args): raise ZeroDivisionError('division by zero in the sampler')\n"
-         "c.COMMANDS['sample'] = broken\n"
+         "c.cmd_sample = broken  # the handler `dcgan sample` calls\n"
          "sys.exit(c.main(['sample', 'x']))\n")
 
 

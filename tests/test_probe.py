@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from dcgan import probe as probe_module
 from dcgan.config import resolve
 from dcgan.models import Discriminator
 from dcgan.probe import (
@@ -86,13 +85,13 @@ def test_c_is_never_chosen_on_the_test_split(monkeypatch):
     test_x, test_y = synthetic(1, n=200)
     test_x = test_x + 1000
     seen = []  # (C of the SVM, whether the rows were test rows)
-    real_rows = probe_module.LinearSVM._rows
+    real_rows = LinearSVM._rows
 
     def spy(self, x):
         seen.append((self.c, bool(x.min() > 500)))
         return real_rows(self, x)
 
-    monkeypatch.setattr(probe_module.LinearSVM, "_rows", spy)
+    monkeypatch.setattr(LinearSVM, "_rows", spy)
     full = full_protocol(train_x, train_y, test_x, test_y)
     assert [c for c, is_test in seen if is_test] == [full["C"]]
     assert sum(1 for _, is_test in seen if not is_test) >= 3  # the search ran, on other rows

@@ -15,6 +15,7 @@ does not import torch.
 import importlib
 import sys
 import types
+from pathlib import Path
 
 __version__ = "0.1.0"
 
@@ -24,12 +25,15 @@ MODULES = ("errors", "config", "models", "data", "checkpoint", "train", "latent"
 
 
 def _public(module: str) -> list[str]:
-    return importlib.import_module(f"dcgan.{module}").__all__
+    return getattr(importlib.import_module(f"dcgan.{module}"), "__all__", [])
 
 
 def __getattr__(name: str):
     if name == "__all__":
         value = sorted(n for m in MODULES for n in _public(m))
+    elif (Path(__file__).parent / f"{name}.py").is_file():  # a submodule (`from dcgan import seeds`),
+        module = importlib.import_module(f"dcgan.{name}")  # or the function named like it (dcgan.train)
+        value = getattr(module, name) if name in module.__all__ else module
     else:
         module = next((m for m in MODULES if name in _public(m)), None)
         if module is None:

@@ -160,7 +160,8 @@ def read_cifar10(data_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarr
         batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
         data, lab = batch.get("data"), batch.get("labels")
         if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 \
-                or not isinstance(lab, (list, tuple, np.ndarray)) or len(lab) != len(data):
+                or not isinstance(lab, (list, tuple, np.ndarray)) or np.ndim(lab) != 1 \
+                or len(lab) != len(data):
             raise DCGANError(f"{path} is not a CIFAR-10 python batch: expected `data` of shape "
                              "(N, 3072) and N `labels`")
         if data.dtype != np.uint8:

@@ -194,9 +194,10 @@ def pick(g: Generator, seed: int, indices, latents: torch.Tensor | None = None) 
 def _check_indices(values: list[int] | None, name: str) -> None:
     if values is None:
         return
-    if not 1 <= len(values) <= MAX_EXEMPLARS or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INDEX for v in values):
-        raise DCGANError(f"{name} must be 1 to {MAX_EXEMPLARS} sample numbers from 0 to {MAX_INDEX}, "
+    if not 1 <= len(values) <= MAX_EXEMPLARS:
+        raise DCGANError(f"{name} lists {len(values)} sample numbers; give 1 to {MAX_EXEMPLARS}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INDEX for v in values):
+        raise DCGANError(f"{name} must be sample numbers from 0 to {MAX_INDEX} (`dcgan sample --numbered`), "
                          f"got {reprlib.repr(values)}")
 
 
@@ -278,7 +279,7 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
     `latents` (a latents file of `dcgan project`), the walk passes through its rows."""
     check_seed(seed, "seed", MAX_SEED)
-    _check_indices(through, "through")
+    _check_indices(through, "--through")
     check_count(walks, "walks", 64)
     check_count(points, "points", 256, 2)
     check_count(steps, "steps", 256)
@@ -345,7 +346,7 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
     neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
     check_seed(seed, "seed", MAX_SEED)
     for name, values in (("a", a), ("b", b), ("c", c)):
-        _check_indices(values, name)
+        _check_indices(values, f"--{name}")
     check_number(noise, "noise")
     check_count(neighbours, "neighbours", 64)
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
@@ -378,7 +379,7 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
     steps go from -scale to +scale sigma. With `latents`, the numbers index its rows."""
     check_seed(seed, "seed", MAX_SEED - 1)  # the default targets are samples of seed + 1
     for name, values in (("from", start), ("to", end), ("targets", targets)):
-        _check_indices(values, name)
+        _check_indices(values, f"--{name}")
     check_count(n, "n", 256)
     check_count(steps, "steps", 64, 2)
     check_number(scale, "scale", minimum=-1e6)
