@@ -312,9 +312,10 @@ def plan(config: TrainConfig) -> dict:
 def best_record(stored: dict, metric: str) -> dict:
     """The best-so-far record of `metric` from a checkpoint's: one written before --best-metric existed,
     {"fid": value, "step": S}, is FID's; a record of another metric (a resume that changed
-    --best-metric) starts over."""
-    if stored.get("metric", "fid") == metric and stored.get(metric) is not None:
-        return {"metric": metric, metric: stored[metric], "step": stored.get("step")}
+    --best-metric), or one that is not a number, starts over."""
+    value = stored.get(metric) if isinstance(stored, dict) and stored.get("metric", "fid") == metric else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"metric": metric, metric: value, "step": stored.get("step")}
     return {"metric": metric, "step": None}
 
 
