@@ -28,7 +28,7 @@ import record
 from PIL import Image, ImageEnhance
 
 from dcgan.datasets import read_mnist
-from dcgan.dedup import DedupConfig, dedup
+from dcgan.dedup import dedup
 
 TRANSFORMS = ("shift", "jpeg", "noise", "resize", "brightness")
 
@@ -106,8 +106,8 @@ def main() -> None:
         truth = build(folder, a.n, a.copies, a.seed)
         for hamming in (0, 1, 2):
             t = time.perf_counter()
-            result = dedup(str(folder), Path(tmp) / f"report{hamming}", channels=1,
-                           config=DedupConfig(epochs=a.epochs, hamming=hamming, seed=a.seed))
+            result = dedup(str(folder), out=Path(tmp) / f"report{hamming}", channels=1,
+                           epochs=a.epochs, hamming=hamming, seed=a.seed)
             runs.append({"hamming": hamming, "seconds": time.perf_counter() - t,
                          **score(result, truth, a.n)})
             print(json.dumps(runs[-1]), flush=True)

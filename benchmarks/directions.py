@@ -68,7 +68,7 @@ def main() -> None:
     clf_path, acc = args.classifier, None
     if clf_path is None:
         clf_path = str(Path(tempfile.mkdtemp()) / "clf.safetensors")
-        acc = train_classifier("fashion-mnist", clf_path, epochs=2)["test_accuracy"]
+        acc = train_classifier("fashion-mnist", out=clf_path, epochs=2)["test_accuracy"]
         print(f"classifier: test accuracy {acc:.4f}")
     clf = load_classifier(clf_path)
     c = g.config

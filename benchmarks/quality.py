@@ -26,7 +26,7 @@ from dcgan.metrics import Features, compare, extract
 
 
 def evaluate(source: Path, n: int, features: str, out: Path) -> dict:
-    dcgan("evaluate", source, "--data", "fashion-mnist", "--n", n, "--features", features, "--out", out)
+    dcgan("evaluate", source, "--data", "fashion-mnist", "--n", n, "--extractor", features, "--out", out)
     return json.loads(out.read_text())
 
 

@@ -22,7 +22,7 @@ import record
 from record import dcgan
 
 from dcgan import checkpoint
-from dcgan.probe import describe, describe_paired
+from dcgan.probe import describe_paired, describe_probe
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
     for protocol, table in tables.items():
         first = table["rows"][0]["method"]
         for r in table["rows"]:
-            lines.append(f"  {protocol}: {r['method']} ({r['dim']:,} dims): {describe(r)}")
+            lines.append(f"  {protocol}: {r['method']} ({r['dim']:,} dims): {describe_probe(r)}")
             if "paired_vs_first" in r:
                 lines.append(f"    {describe_paired(r['paired_vs_first'], first)}")
     record.save("representation", out, lines)

@@ -22,9 +22,9 @@ import torch
 
 from dcgan.checkpoint import load_discriminator
 from dcgan.data import labelled_splits
-from dcgan.features import average_bn_statistics, pooled_features
 from dcgan.models import Discriminator
-from dcgan.probe import VAL_SIZE, describe, few_protocol, paired
+from dcgan.probe import VAL_SIZE, describe_probe, few_protocol, paired
+from dcgan.representation import average_bn_statistics, pooled_features
 
 
 def main() -> None:
@@ -84,7 +84,7 @@ def main() -> None:
             tx, vx, sx = tx[:, cols], vx[:, cols], sx[:, cols]
         r = few_protocol(tx, train_y, vx, val_y, sx, test_y, per_class=100, draws=a.draws, seed=a.seed)
         results.append({"features": label, "dim": int(tx.shape[1]), **r, "seconds": time.perf_counter() - t})
-        print(f"{label:60s} {tx.shape[1]:>6,d}  {describe(r)}", flush=True)
+        print(f"{label:60s} {tx.shape[1]:>6,d}  {describe_probe(r)}", flush=True)
     rand = next(r for r in results if r["features"] == "random init, all layers")["errors"]
     for r in results:  # the same draws for every row: a paired difference with the random D
         r["random_minus_this"] = paired(r["errors"], rand)
@@ -94,7 +94,7 @@ def main() -> None:
     lines = [f"  Fashion-MNIST few-label probe (100 labels/class, {a.draws} draws, {a.max_train} train / "
              f"{VAL_SIZE} validation / {a.max_test} test images), D of {run.name}:"]
     lines += [f"  {r['features']} ({r['dim']:,} dims): validation error {r['validation_error']:.2%}; test "
-              f"{describe(r)}; random D's all-layer error minus this, paired: "
+              f"{describe_probe(r)}; random D's all-layer error minus this, paired: "
               f"{r['random_minus_this']['mean']:+.2%} ± {r['random_minus_this']['ci95']:.2%}"
               for r in results]
     lines.append(f"  chosen on validation error among the trained D's rows: {chosen['features']}")

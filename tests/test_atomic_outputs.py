@@ -36,7 +36,7 @@ def failing_rename(monkeypatch):
 
 
 @pytest.mark.parametrize("command, files", [
-    (lambda src, out: walk_report(src, out, walks=1, points=2, steps=2), ["walk.png", "walk.json"]),
+    (lambda src, out: walk_report(src, out=out, walks=1, points=2, steps=2), ["walk.png", "walk.json"]),
     (lambda src, out: directions_report(src, out=out, k=1, samples=1, columns=2),
      ["directions.json", "directions.png", "direction_00.json", "direction_00.png"]),
     (lambda src, out: save_individual(torch.zeros(2, 1, 16, 16), out), ["000000.png", "000001.png"]),

@@ -4,7 +4,8 @@ through, and is a function of its generator."""
 import pytest
 import torch
 
-from dcgan.augment import augment, color, cutout, parse_policy, translation
+from dcgan.augment import augment, color, cutout, translation
+from dcgan.config import parse_policy
 from dcgan.errors import DCGANError
 
 
@@ -166,3 +167,10 @@ def test_cli_trains_with_augmentation_refuses_unknown_policies_and_changes_on_re
     assert "unknown augmentation flip" in bad.stderr
     resumed = dcgan("train", "--resume", run, "--steps", 4, "--augment", "color")
     assert resumed.returncode == 1 and "augment" in resumed.stderr
+
+
+def test_every_augmentation_a_config_accepts_has_a_transform():
+    from dcgan.augment import TRANSFORMS
+    from dcgan.config import AUGMENTATIONS
+
+    assert set(TRANSFORMS) == set(AUGMENTATIONS)

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from dcgan import checkpoint
-from dcgan.config import configure
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import Generator, build
 from dcgan.step import Networks, train_step
-from dcgan.train import train
+from dcgan.train import configure, train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, tensorboard=False,
             log_every=1, sample_every=1000, checkpoint_every=1000, n_samples=16)
@@ -265,7 +264,7 @@ def trained(tmp_path_factory):
     from dcgan.metrics import train_classifier
 
     root = tmp_path_factory.mktemp("rng")
-    train_classifier("digits", root / "clf.safetensors", epochs=1)
+    train_classifier("digits", out=root / "clf.safetensors", epochs=1)
     run = train(configure({**TINY, "steps": 20, "out": str(root / "run")}))
     return run, root / "clf.safetensors"
 
@@ -288,23 +287,22 @@ def unchanged(before, after) -> bool:
 def test_library_calls_leave_the_global_random_state_alone(trained, tmp_path):
     import numpy as np
 
-    from dcgan import dedup, features, metrics, probe, saliency
+    from dcgan import dedup, metrics, probe, representation, saliency
     from dcgan.checkpoint import load_discriminator
 
     run, clf = trained
     d = load_discriminator(run)
     images = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
     calls = {
-        "metrics.train_classifier": lambda: metrics.train_classifier("digits", tmp_path / "c.safetensors",
+        "metrics.train_classifier": lambda: metrics.train_classifier("digits", out=tmp_path / "c.safetensors",
                                                                      epochs=1),
-        "metrics.evaluate": lambda: metrics.evaluate(run, "digits", n=64, features=f"classifier:{clf}"),
-        "dedup.dedup": lambda: dedup.dedup("digits", tmp_path / "dedup",
-                                           config=dedup.DedupConfig(epochs=1, bits=16)),
-        "probe.probe": lambda: probe.probe(run, "digits", baselines=("random", "pixels"), per_class=5,
+        "metrics.evaluate": lambda: metrics.evaluate(run, data="digits", n=64, extractor=f"classifier:{clf}"),
+        "dedup.dedup": lambda: dedup.dedup("digits", out=tmp_path / "dedup", epochs=1, bits=16),
+        "probe.probe": lambda: probe.probe(run, data="digits", baselines=("random", "pixels"), per_class=5,
                                            draws=2, max_test=100),
         "saliency.guided_backprop_report": lambda: saliency.guided_backprop_report(
-            run, "digits", tmp_path / "gb", n_features=2, top=2, max_images=64),
-        "features.dcgan_features": lambda: features.dcgan_features(d, images, images),
+            run, data="digits", out=tmp_path / "gb", filters=2, top=2, max_images=64),
+        "representation.dcgan_features": lambda: representation.dcgan_features(d, images, images),
     }
     for name, call in calls.items():
         torch.manual_seed(1234)

@@ -38,7 +38,7 @@ def group_of(result, name):
 
 
 def test_exact_and_transformed_copies_are_found(folder, tmp_path):
-    result = dedup(str(folder), tmp_path / "rep", channels=1, config=DedupConfig(epochs=40, hamming=2))
+    result = dedup(str(folder), out=tmp_path / "rep", channels=1, epochs=40, hamming=2)
     for i in (5, 17):
         assert {f"d{i:03d}.png", f"exact_of_{i:03d}.png"} <= group_of(result, f"exact_of_{i:03d}.png")
     for i in (40, 90):
@@ -55,7 +55,7 @@ def test_exact_and_transformed_copies_are_found(folder, tmp_path):
 def test_false_positives_at_the_papers_radius_are_under_one_percent(folder, tmp_path):
     """Paper §4.1.1: equal 128-bit codes (radius 0) merge fewer than 1 in 100 distinct images; the
     146 distinct digits here allow one at most (1/146 = 0.7%)."""
-    result = dedup(str(folder), tmp_path / "rep", channels=1, config=DedupConfig(epochs=40, hamming=0))
+    result = dedup(str(folder), out=tmp_path / "rep", channels=1, epochs=40, hamming=0)
     planted = {"d005.png", "d017.png", "d040.png", "d090.png"}
     merged = {n for g in result.groups for n in (result.names[i] for i in g)
               if n.startswith("d") and n not in planted}
@@ -65,7 +65,7 @@ def test_false_positives_at_the_papers_radius_are_under_one_percent(folder, tmp_
 
 
 def test_exact_duplicates_are_found_whatever_the_hash(folder, tmp_path):
-    result = dedup(str(folder), tmp_path / "rep", channels=1, config=DedupConfig(epochs=1, bits=8))
+    result = dedup(str(folder), out=tmp_path / "rep", channels=1, epochs=1, bits=8)
     for i in (5, 17):
         assert {f"d{i:03d}.png", f"exact_of_{i:03d}.png"} <= group_of(result, f"exact_of_{i:03d}.png")
 
@@ -106,7 +106,7 @@ def test_keep_list_round_trips_into_training(folder, tmp_path):
 
 
 def test_named_dataset_report_lists_indices(tmp_path):
-    result = dedup("digits", tmp_path / "rep", config=DedupConfig(epochs=2))
+    result = dedup("digits", out=tmp_path / "rep", epochs=2)
     assert len(result.names) == 1797 and result.names[:3] == ["0", "1", "2"]
     lines = (tmp_path / "rep" / "duplicates.txt").read_text().split()
     # the seeded hash merges at least one pair of digits, so the list is not empty: dataset indices

@@ -25,7 +25,7 @@ from dcgan.metrics import (
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     path = tmp_path_factory.mktemp("clf") / "clf.safetensors"
-    result = train_classifier("digits", path, epochs=3)
+    result = train_classifier("digits", out=path, epochs=3)
     assert result["test_accuracy"] > 0.9  # a usable extractor
     return path
 
@@ -189,7 +189,7 @@ def test_evaluate_command_writes_every_number(classifier, tmp_path):
     run_dcgan("train", "--image-size", 32, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
               "--steps", 2, "--tensorboard", "false", "--out", run)
     proc = run_dcgan("evaluate", run, "--data", "digits", "--split", "train", "--n", 300,
-                     "--features", f"classifier:{classifier}", "--out", tmp_path / "q.json")
+                     "--extractor", f"classifier:{classifier}", "--out", tmp_path / "q.json")
     result = json.loads((tmp_path / "q.json").read_text())
     assert {"fid", "kid", "kid_std", "precision", "recall", "n_real", "n_fake"} <= set(result)
     assert result["n_fake"] == result["n_real"] == 300

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from dcgan import checkpoint, metrics
-from dcgan.config import configure
 from dcgan.errors import DCGANError
-from dcgan.train import train
+from dcgan.train import configure, train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, tensorboard=False,
             log_every=1, sample_every=1000, checkpoint_every=1000, n_samples=16)
@@ -20,7 +19,7 @@ TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, te
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     path = tmp_path_factory.mktemp("clf") / "clf.safetensors"
-    metrics.train_classifier("digits", path, epochs=1)
+    metrics.train_classifier("digits", out=path, epochs=1)
     return path
 
 

@@ -10,7 +10,6 @@ import torch
 
 from dcgan import probe as probe_module
 from dcgan.config import resolve
-from dcgan.features import KMeansFeatures, average_bn_statistics, dcgan_features, feature_dim, pooled_features
 from dcgan.models import Discriminator
 from dcgan.probe import (
     CS,
@@ -22,6 +21,13 @@ from dcgan.probe import (
     mean_of_inits,
     paired,
     t_interval,
+)
+from dcgan.representation import (
+    KMeansFeatures,
+    average_bn_statistics,
+    dcgan_features,
+    feature_dim,
+    pooled_features,
 )
 
 

@@ -13,8 +13,8 @@ from dcgan import saliency
 from dcgan.checkpoint import export
 from dcgan.data import open_dataset, to_float
 from dcgan.errors import DCGANError
-from dcgan.features import average_bn_statistics
 from dcgan.models import Discriminator, Generator, ModelConfig
+from dcgan.representation import average_bn_statistics
 
 CONFIG = ModelConfig(image_size=16, channels=1, ngf=8, ndf=8, nz=16)
 
@@ -129,15 +129,15 @@ def test_bad_feature_layer_or_count_is_a_clear_error(d):
     for layer in (2, -3):
         with pytest.raises(DCGANError, match=f"layer {layer} is out of range.*2 conv blocks"):
             saliency.guided_backprop(d, to_float(images(2)), 0, layer)
-    with pytest.raises(DCGANError, match="n_features must be at least 1"):
-        saliency.saliency_figure(d, d, images(4), n_features=0)
+    with pytest.raises(DCGANError, match="filters must be at least 1"):
+        saliency.saliency_figure(d, d, images(4), filters=0)
 
 
 def test_saliency_figure_layout_and_info(d):
     torch.manual_seed(1)
     random_d = average_bn_statistics(Discriminator(CONFIG), images(64, seed=1))
     x = images()
-    fig, info = saliency.saliency_figure(d, random_d, x, n_features=3, top=4)
+    fig, info = saliency.saliency_figure(d, random_d, x, filters=3, top=4)
     half = 2 * (4 * 18 + 2) + 4  # images, a 4-pixel gap, maps; 2-pixel padding around 16-pixel tiles
     assert fig.shape == (3, 3 * 18 + 2, 2 * half + 16) and 0 <= fig.min() and fig.max() <= 1
     assert (fig[:, :, half: half + 16] == 1).all()  # the band between trained and random D
@@ -203,7 +203,8 @@ def run(tmp_path_factory):
 
 
 def test_guided_backprop_report_writes_figure_and_json(run, tmp_path):
-    report = saliency.guided_backprop_report(run, "digits", tmp_path, n_features=3, top=4, max_images=300)
+    report = saliency.guided_backprop_report(run, data="digits", out=tmp_path, filters=3, top=4,
+                                             max_images=300)
     assert json.loads((tmp_path / "guided_backprop.json").read_text()) == report
     with Image.open(tmp_path / "guided_backprop.png") as im:  # 16-pixel tiles drawn 4x larger
         assert im.size == (4 * (2 * (2 * (4 * 18 + 2) + 4) + 16), 4 * (3 * 18 + 2))
@@ -220,19 +221,19 @@ def test_guided_backprop_report_writes_figure_and_json(run, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(n_features=17), "n_features=17 .* 16 channels"),
-    (dict(n_features=0), "n_features must be at least 1"),
+    (dict(filters=17), "filters=17 .* 16 channels"),
+    (dict(filters=0), "filters must be at least 1"),
     (dict(layer=2), "layer 2 is out of range"),
 ])
 def test_guided_backprop_report_rejects_bad_requests(run, tmp_path, kwargs, message):
     with pytest.raises(DCGANError, match=message):
-        saliency.guided_backprop_report(run, "digits", tmp_path, **kwargs)
+        saliency.guided_backprop_report(run, data="digits", out=tmp_path, **kwargs)
     assert not (tmp_path / "guided_backprop.png").exists()
 
 
 def test_feature_map_report_for_g_and_d(run, tmp_path):
-    g_file = export(run, tmp_path / "g.safetensors")  # G alone is enough for net=g
-    rep = saliency.feature_map_report(g_file, tmp_path / "g", net="g", seed=3, index=2)
+    g_file = export(run, out=tmp_path / "g.safetensors")  # G alone is enough for net=g
+    rep = saliency.feature_map_report(g_file, out=tmp_path / "g", net="g", seed=3, index=2)
     assert json.loads((tmp_path / "g" / "feature_maps_g.json").read_text()) == rep
     assert {p.name for p in (tmp_path / "g").iterdir()} == {"feature_maps_g.png", "feature_maps_g_image.png",
                                                              "feature_maps_g.json"}
@@ -242,17 +243,17 @@ def test_feature_map_report_for_g_and_d(run, tmp_path):
 
     pixels = (torch.arange(64 * 48) % 256).to(torch.uint8).view(48, 64)  # not square, not 16 pixels
     Image.fromarray(pixels.numpy()).save(tmp_path / "x.png")
-    rep = saliency.feature_map_report(run, tmp_path / "d", net="d", image=tmp_path / "x.png")
+    rep = saliency.feature_map_report(run, out=tmp_path / "d", net="d", image=tmp_path / "x.png")
     assert [r["name"] for r in rep["layers"]] == ["D.block0 (8x8x8)", "D.block1 (16x4x4)"]
     assert 0 < rep["d_probability"] < 1
     assert {p.name for p in (tmp_path / "d").iterdir()} == {"feature_maps_d.png", "feature_maps_d_input.png",
                                                              "feature_maps_d.json"}
-    sampled = saliency.feature_map_report(run, tmp_path / "d2", net="d", seed=3, index=2)
+    sampled = saliency.feature_map_report(run, out=tmp_path / "d2", net="d", seed=3, index=2)
     assert sampled["input"] == {"seed": 3, "index": 2} and sampled["layers"] != rep["layers"]
 
     with pytest.raises(DCGANError, match="net must be g .* or d"):
-        saliency.feature_map_report(run, tmp_path / "x", net="x")
+        saliency.feature_map_report(run, out=tmp_path / "x", net="x")
     with pytest.raises(DCGANError, match="image .*missing.png not found"):
-        saliency.feature_map_report(run, tmp_path / "x", net="d", image=tmp_path / "missing.png")
+        saliency.feature_map_report(run, out=tmp_path / "x", net="d", image=tmp_path / "missing.png")
     with pytest.raises(DCGANError, match="generator only"):
-        saliency.feature_map_report(g_file, tmp_path / "x", net="d")
+        saliency.feature_map_report(g_file, out=tmp_path / "x", net="d")

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from dcgan import checkpoint
-from dcgan.config import configure, resolve
+from dcgan.config import resolve
 from dcgan.data import to_float
 from dcgan.models import build
 from dcgan.step import Networks, Runtime, train_step
-from dcgan.train import train
+from dcgan.train import configure, train
 
 
 def reference_loop(G, D, opt_g, opt_d, reals, noise, d_steps, smoothing):

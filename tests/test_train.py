@@ -10,12 +10,11 @@ import torch
 
 import dcgan
 from dcgan import checkpoint
-from dcgan.config import configure
 from dcgan.data import to_float
 from dcgan.errors import DCGANError
 from dcgan.models import build
 from dcgan.step import Networks, train_step
-from dcgan.train import train
+from dcgan.train import configure, train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=32, tensorboard=False,
             log_every=1, sample_every=4, checkpoint_every=2, snapshot_every=4, n_samples=16)
@@ -224,7 +223,7 @@ def test_load_generator_sample_and_export_agree(tmp_path):
     assert not g.training
     x = g.sample(5, seed=3)
     assert x.shape == (5, 1, 16, 16) and x.min() >= -1 and x.max() <= 1
-    out = dcgan.export(run, tmp_path / "g.safetensors")
+    out = dcgan.export(run, out=tmp_path / "g.safetensors")
     g2 = dcgan.load_generator(out)
     assert torch.equal(g2.sample(5, seed=3), x)
     assert not torch.equal(g.sample(5, seed=4), x)

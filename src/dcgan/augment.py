@@ -18,20 +18,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dcgan.errors import DCGANError
-
-POLICIES = ("color", "translation", "cutout")
-
-
-def parse_policy(text: str | None) -> tuple[str, ...]:
-    """'translation,cutout' -> ('translation', 'cutout'); '' or None -> () (no augmentation)."""
-    names = tuple(p.strip() for p in (text or "").split(",") if p.strip())
-    unknown = [p for p in names if p not in POLICIES]
-    if unknown:
-        raise DCGANError(f"unknown augmentation {', '.join(unknown)}: use a comma-separated list of "
-                         f"{', '.join(POLICIES)}")
-    return names
-
 
 def _uniform(n: int, x: torch.Tensor, generator: torch.Generator, low: float = 0.0,
              high: float = 1.0) -> torch.Tensor:
@@ -76,7 +62,7 @@ def cutout(x: torch.Tensor, generator: torch.Generator, ratio: float = 0.5) -> t
     return x * (~inside)[:, None].to(x.dtype)
 
 
-TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
+TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}  # config.AUGMENTATIONS names them
 
 
 def augment(x: torch.Tensor, policy: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:

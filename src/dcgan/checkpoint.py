@@ -272,7 +272,7 @@ def check_resumable(ckpt: dict, path: Path) -> None:
                          "exactly; use an earlier snapshot")
 
 
-def export(source: str | Path, out: str | Path) -> Path:
+def export(source: str | Path, *, out: str | Path) -> Path:
     """G's weights and ModelConfig from a run or checkpoint -> one safetensors file."""
     out = check_output_file(out, inputs=[source], suffixes=(".safetensors",), what="export file")
     ckpt = load(source)

@@ -1,25 +1,25 @@
-"""`dcgan` command line: parse, call the Python API, print. Errors are one line, exit code 1."""
+"""`dcgan` command line: a thin layer over the Python API. Each subcommand's arguments sit beside the
+handler that calls its API function by keyword and prints the result; a bad input is one `error:`
+line and exit code 1. Parsing imports no torch (the API loads on first use), so --help is instant."""
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
+import reprlib
 import sys
 import types
 import typing
 from dataclasses import fields
 from pathlib import Path
 
-from dcgan.config import PRESETS, TrainConfig, check_count, check_seed
-from dcgan.errors import DCGANError
-from dcgan.metrics import INCEPTION_FILE
-from dcgan.models import ModelConfig
-from dcgan.outputs import IMAGE_SUFFIXES, check_out_dir, check_output_file, write_bytes, write_image
+import dcgan
+from dcgan.config import PRESETS, ModelConfig, TrainConfig, read_config_file
+from dcgan.errors import DCGANError, TrainingInterrupted
 
-MAX_SAMPLES = 4096  # images of one `dcgan sample`: one grid
 HINTS = {**typing.get_type_hints(ModelConfig), **typing.get_type_hints(TrainConfig)}
+SOURCE = "run directory, checkpoint .pt or exported .safetensors"
 
 
 def _bool(text: str) -> bool:
@@ -30,7 +30,21 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _train_parser(sub) -> None:
+def indices(text: str | None, name: str) -> list[int] | None:
+    """'3,17,42' -> [3, 17, 42]: sample numbers as `dcgan sample --numbered` prints them (None: not given).
+    The API checks how many and how large."""
+    if text is None:
+        return None
+    parts = [v.strip() for v in text.split(",") if v.strip()]
+    if not parts or not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
+        raise DCGANError(f"{name} must be comma-separated sample numbers such as 3,17,42, "
+                         f"got {reprlib.repr(text)}")
+    return [int(p) for p in parts]
+
+
+# ---- train ----------------------------------------------------------------------------------
+
+def _add_train(sub) -> None:
     """`dcgan train`: one flag per setting of ModelConfig and TrainConfig (--name-with-dashes), its
     help and default read from the field, so each setting is written once, in its dataclass."""
     p = sub.add_parser("train", help="train a DCGAN", argument_default=argparse.SUPPRESS,
@@ -51,6 +65,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--config", dest="config_file", help="YAML or JSON file of settings (flags override it)")
     p.add_argument("--resume", help="continue the run in this directory (or from one of its snapshots)")
     p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the resolved settings, exit")
+    p.set_defaults(func=cmd_train)
 
 
 def _shown(f) -> str:
@@ -63,243 +78,130 @@ def _shown(f) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from dcgan.config import configure, read_config_file
-    from dcgan.train import plan, train
-
-    opts = dict(vars(args))
-    for k in ("command", "func"):
-        opts.pop(k, None)
+    opts = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     config_file, resume = opts.pop("config_file", None), opts.pop("resume", None)
     dry_run = opts.pop("dry_run", False)
     overrides = {**(read_config_file(config_file) if config_file else {}), **opts}
-    config = configure(overrides, resume=resume)
+    config = dcgan.configure(overrides, resume=resume)
     if dry_run:  # the resolved settings, and what they mean for this data (one process)
-        print(json.dumps({**config.to_dict(), "plan": plan(config)}, indent=2))
+        print(json.dumps({**config.to_dict(), "plan": dcgan.plan(config)}, indent=2))
         return
-    run = train(config, resume=resume if resume is not None else False)
+    run = dcgan.train(config, resume=resume if resume is not None else False)
     print(f"done: {run} (samples in {run / 'samples'}, latest checkpoint {run / 'checkpoint.pt'})")
 
 
+# ---- generating -----------------------------------------------------------------------------
+
+def _add_sample(sub) -> None:
+    s = sub.add_parser("sample", help="generate images from a trained generator")
+    s.add_argument("source", help=SOURCE)
+    s.add_argument("--n", type=int, default=64, help="number of images")
+    s.add_argument("--out", help="grid PNG (default samples.png unless --individual)")
+    s.add_argument("--nrow", type=int, help="images per grid row")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--individual", help="also write one PNG per sample into this folder")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--start", type=int, default=0, help="number of the first sample")
+    s.add_argument("--numbered", action="store_true",
+                   help="print each sample's number on it: (seed, number) names its z for walk, "
+                        "arithmetic and forget")
+    s.add_argument("--latents", help="generate the rows of this latents file (from `dcgan project`) "
+                                     "instead of seed's samples")
+    s.set_defaults(func=cmd_sample)
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
-    from dcgan.checkpoint import load_generator
-    from dcgan.distributed import pick_device
-    from dcgan.visualize import annotate, grid, save_individual
-
-    if args.n < 1 or args.start < 0:
-        raise DCGANError(f"--n must be at least 1 and --start at least 0, got {args.n} and {args.start}")
-    check_count(args.n, "--n", MAX_SAMPLES)
-    check_seed(args.seed)
-    if args.nrow is not None and args.nrow < 1:
-        raise DCGANError(f"--nrow must be at least 1, got {args.nrow}")
-    out = None
-    if args.out or not args.individual:
-        out = check_output_file(args.out or "samples.png", inputs=[args.source], suffixes=IMAGE_SUFFIXES)
-    if args.individual:
-        check_out_dir(args.individual, inputs=[args.source], what="--individual")
-    g = load_generator(args.source, pick_device(args.device))
-    if args.latents:  # the rows of a latents file (`dcgan project`), not a seed's samples
-        from dcgan.latent import load_latents
-
-        z = load_latents(args.latents, g.config.nz)[args.start: args.start + args.n]
-        if not len(z):
-            raise DCGANError(f"--start {args.start} is past the {len(load_latents(args.latents))} latents "
-                             f"of {args.latents}")
-        images = g.generate(z).cpu()
-    else:
-        images = g.sample(args.n, seed=args.seed, start=args.start).cpu()
-    if args.individual:
-        paths = save_individual(images, Path(args.individual), start=args.start)
-        print(f"wrote {len(paths)} images to {args.individual}")
-    if out is not None:
-        if args.numbered:  # each image's number: G(latent(seed, number)) reproduces it
-            images = annotate(images, [str(args.start + i) for i in range(len(images))])
-        write_image(grid(images, args.nrow), out)
+    out = args.out or (None if args.individual else "samples.png")
+    r = dcgan.sample_sheet(args.source, out=out, n=args.n, seed=args.seed, start=args.start, nrow=args.nrow,
+                           numbered=args.numbered, individual=args.individual, latents=args.latents,
+                           device=args.device)
+    if "individual" in r:
+        print(f"wrote {len(r['individual'])} images to {args.individual}")
+    if "out" in r:
         note = f" (numbers are sample indices of seed {args.seed})" if args.numbered else ""
-        print(f"wrote {out}{note}")
+        print(f"wrote {r['out']}{note}")
+
+
+def _add_export(sub) -> None:
+    e = sub.add_parser("export", help="write G's weights and config to one safetensors file")
+    e.add_argument("source", help="run directory or checkpoint .pt")
+    e.add_argument("out", help="output .safetensors file")
+    e.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    print(f"wrote {dcgan.export(args.source, out=args.out)}")
+
+
+# ---- the latent space -----------------------------------------------------------------------
+
+def _add_walk(sub) -> None:
+    w = sub.add_parser("walk", help="latent walks with a smoothness report (paper 6.1)")
+    w.add_argument("source", help=SOURCE)
+    w.add_argument("--out", default="walk", help="folder for walk.png, walk.json (and walk.gif)")
+    w.add_argument("--walks", type=int, default=4, help="rows: walk r passes samples r*K..r*K+K-1")
+    w.add_argument("--points", type=int, default=9, help="K latent points per walk")
+    w.add_argument("--steps", type=int, default=8, help="M frames from each point to the next")
+    w.add_argument("--mode", default="slerp", help="slerp or linear")
+    w.add_argument("--through", help="one walk through these sample numbers, e.g. 3,17,42")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--gif", action="store_true", help="also write walk.gif")
+    w.add_argument("--factor", type=float, default=3.0, help="flag steps jumping > factor x the median")
+    w.add_argument("--latents", help="walk through the rows of this latents file (from `dcgan project`); "
+                                     "--through then numbers its rows")
+    w.set_defaults(func=cmd_walk)
 
 
 def cmd_walk(args: argparse.Namespace) -> None:
-    from dcgan.latent import parse_indices, walk_report
-
-    through = parse_indices(args.through, "--through") if args.through else None
-    r = walk_report(args.source, args.out, args.walks, args.points, args.steps, args.mode, args.seed,
-                    through, args.gif, args.factor, latents=args.latents)
+    r = dcgan.walk_report(args.source, out=args.out, walks=args.walks, points=args.points, steps=args.steps,
+                          mode=args.mode, seed=args.seed, through=indices(args.through, "--through"),
+                          gif=args.gif, factor=args.factor, latents=args.latents)
     print(f"wrote {Path(args.out) / 'walk.png'}: {len(r['walks'])} walk(s) of {r['frames']} frames "
           f"({args.mode}); {r['flagged_steps']} step(s) jump more than {args.factor:g}x the median "
           f"(details in walk.json)")
 
 
-def cmd_neighbours(args: argparse.Namespace) -> None:
-    from dcgan.neighbours import neighbours_report
-
-    r = neighbours_report(args.source, args.data, args.out, args.n, args.k, args.seed, args.data_dir)
-    for space in ("pixels", "features"):
-        if space in r:
-            s = r[space]
-            print(f"{space:8s}: median sample->train {s['sample_to_train_median']:.4f}, train->train "
-                  f"{s['train_to_train_median']:.4f} (ratio {s['ratio']:.2f}); "
-                  f"{s['samples_closer_than_that']} sample(s) closer than the 1st percentile of train->train")
-    print(f"grids and numbers in {args.out}")
+def _add_arithmetic(sub) -> None:
+    ar = sub.add_parser("arithmetic", help="vector arithmetic on z: A - B + C, or a direction (paper 6.3)",
+                        description="Sample numbers come from `dcgan sample --numbered --seed S`.")
+    ar.add_argument("source", help=SOURCE)
+    ar.add_argument("--a", help="exemplars of concept A, e.g. 3,17,42")
+    ar.add_argument("--b", help="exemplars of concept B")
+    ar.add_argument("--c", help="exemplars of concept C")
+    ar.add_argument("--noise", type=float, default=0.25, help="uniform noise scale of the neighbours")
+    ar.add_argument("--from", dest="start", help="direction mode: exemplars where the vector starts")
+    ar.add_argument("--to", dest="end", help="direction mode: exemplars where it ends")
+    ar.add_argument("--targets", help="direction mode: samples to move (default: --n samples of seed+1)")
+    ar.add_argument("--n", type=int, default=8)
+    ar.add_argument("--steps", type=int, default=7)
+    ar.add_argument("--scale", type=float, default=1.0, help="last step adds scale x the vector "
+                    "(with --direction: the steps go from -scale to +scale sigma)")
+    ar.add_argument("--direction", help="direction mode with a saved direction (from `dcgan directions`)")
+    ar.add_argument("--latents", help="sample numbers index the rows of this latents file (from "
+                                      "`dcgan project`) instead of seed's samples")
+    ar.add_argument("--seed", type=int, default=0)
+    ar.add_argument("--out", default="arithmetic")
+    ar.set_defaults(func=cmd_arithmetic)
 
 
 def cmd_arithmetic(args: argparse.Namespace) -> None:
-    from dcgan.latent import arithmetic_report, direction_report, parse_indices
-
     if args.start or args.end or args.direction:
-        targets = parse_indices(args.targets, "--targets") if args.targets else None
-        if args.direction:
-            start = end = None
-        else:
-            start, end = parse_indices(args.start, "--from"), parse_indices(args.end, "--to")
-        r = direction_report(args.source, args.out, start, end, args.seed, targets, args.n, args.steps,
-                             args.scale, direction=args.direction, latents=args.latents)
+        start = None if args.direction else indices(args.start or "", "--from")
+        end = None if args.direction else indices(args.end or "", "--to")
+        r = dcgan.direction_report(args.source, out=args.out, start=start, end=end, seed=args.seed,
+                                   targets=indices(args.targets, "--targets"), n=args.n, steps=args.steps,
+                                   scale=args.scale, direction=args.direction, latents=args.latents)
         span = (f"from {-args.scale:g} to {args.scale:g} sigma" if args.direction
                 else f"from 0 to {args.scale:g} v")
         print(f"wrote {Path(args.out) / 'direction.png'}: |v| = {r['v_norm']:.3f}, {args.steps} steps {span}")
         return
     if not (args.a and args.b and args.c):
         raise DCGANError("give --a, --b and --c (Y = A - B + C), or --from and --to (a direction)")
-    r = arithmetic_report(args.source, args.out, parse_indices(args.a, "--a"), parse_indices(args.b, "--b"),
-                          parse_indices(args.c, "--c"), args.seed, args.noise, latents=args.latents)
+    r = dcgan.arithmetic_report(args.source, out=args.out, a=indices(args.a, "--a"), b=indices(args.b, "--b"),
+                                c=indices(args.c, "--c"), seed=args.seed, noise=args.noise,
+                                latents=args.latents)
     print(f"wrote {Path(args.out) / 'arithmetic.png'}: |Y| = {r['y_norm']:.3f}; pixel-space result differs "
           f"from G(Y) by RMS {r['pixel_result_rms_to_result']:.3f}")
-
-
-def cmd_forget(args: argparse.Namespace) -> None:
-    from dcgan.forget import forget
-
-    r = forget(args.source, args.boxes, args.out, args.drop, args.n, args.seed, args.layer)
-    print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps of layer {r['layer']} "
-          f"({r['layer_size']}x{r['layer_size']}; detector accuracy "
-          f"{r['detector_accuracy']:.2f} on {r['positives']} + {r['negatives']} locations); mean pixel "
-          f"change {r['mean_abs_change_in_boxes']:.3f} inside the boxes, {r['mean_abs_change_outside']:.3f} "
-          f"outside; {Path(args.out) / 'forget.png'}")
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from dcgan.checkpoint import export
-
-    print(f"wrote {export(args.source, args.out)}")
-
-
-def cmd_dedup(args: argparse.Namespace) -> None:
-    from dcgan.dedup import DedupConfig, dedup
-
-    config = DedupConfig(bits=args.bits, epochs=args.epochs, hamming=args.hamming, seed=args.seed)
-    result = dedup(args.data, args.out, args.data_dir, args.channels, config, args.copy_to)
-    print(f"{len(result.names)} images: {len(result.duplicates)} duplicates in {len(result.groups)} "
-          f"groups ({len(result.exact_groups)} exact); report in {args.out}; leave them out with "
-          f"dcgan train --exclude {Path(args.out) / 'duplicates.txt'}")
-
-
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    from dcgan.metrics import describe_quality, evaluate
-
-    r = evaluate(args.source, args.data, args.n, args.features, args.data_dir, args.split,
-                 args.inception_weights, args.seed, args.out)
-    line = describe_quality(r)
-    if "inception_score" in r:
-        line += f"  IS {r['inception_score']:.2f} +- {r['inception_score_std']:.2f}"
-    print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {args.data} {args.split} images, "
-          f"{args.features} features)")
-    for key, value in r["protocol"].items():
-        print(f"  {key}: {value}")
-
-
-def cmd_train_classifier(args: argparse.Namespace) -> None:
-    from dcgan.metrics import train_classifier
-
-    r = train_classifier(args.data, args.out, args.data_dir, args.epochs, seed=args.seed)
-    print(f"wrote {args.out}: test accuracy {r['test_accuracy']:.4f} ({r['test_images']} test images)")
-
-
-def cmd_features(args: argparse.Namespace) -> None:
-    import numpy as np
-
-    from dcgan.checkpoint import load_discriminator
-    from dcgan.data import labelled_splits
-    from dcgan.features import check_grid, dcgan_features
-
-    if args.split not in ("train", "test"):
-        raise DCGANError(f"--split must be train or test, got {args.split!r}")
-    from dcgan.distributed import pick_device
-
-    check_seed(args.seed)
-    out = check_output_file(args.out, inputs=[args.source, args.data, args.data_dir], suffixes=(".npz",))
-    d = load_discriminator(args.source)
-    check_grid(args.grid, d)
-    train, test = labelled_splits(args.data, d.config.image_size, d.config.channels, args.data_dir)
-    ds = train if args.split == "train" else test
-    x = dcgan_features(d, train.images, ds.images, seed=args.seed, grid=args.grid,
-                       device=pick_device(args.device))
-    buffer = io.BytesIO()
-    np.savez(buffer, features=x, labels=ds.labels.numpy())
-    write_bytes(out, buffer.getvalue())
-    print(f"wrote {args.out}: {x.shape[0]} x {x.shape[1]} features of {args.data} {args.split}")
-
-
-def cmd_probe(args: argparse.Namespace) -> None:
-    from dcgan.distributed import pick_device
-    from dcgan.probe import describe, describe_paired, probe
-
-    baselines = tuple(b for b in (args.baselines or "").split(",") if b)
-    rows = probe(args.source, args.data, args.protocol, baselines, args.data_dir, args.per_class, args.draws,
-                 args.kmeans_k, args.max_train, args.max_test, args.seed, args.out, args.grid,
-                 args.random_inits, args.val_size, pick_device(args.device))
-    for r in rows:
-        print(f"{r['method']:40s} {r['dim']:>7,d} dims  {describe(r)}")
-        if "paired_vs_first" in r:
-            print(f"{'':58s}{describe_paired(r['paired_vs_first'], rows[0]['method'])}")
-    print(f"table: {Path(args.out) / 'probe.md'}")
-
-
-def cmd_guided_backprop(args: argparse.Namespace) -> None:
-    from dcgan.saliency import guided_backprop_report
-
-    r = guided_backprop_report(args.source, args.data, args.out, args.features, args.top, args.layer,
-                               args.max_images, args.data_dir, args.seed)
-
-    def both(key: str) -> str:
-        values = (r[net][key] for net in ("trained", "random"))
-        return " vs ".join("n/a" if v is None else f"{v:.3f}" for v in values)
-
-    print(f"wrote {r['png']}: features 0..{args.features - 1} of {r['layer']}, trained vs random D; "
-          f"structure {both('structure')}, image correlation {both('image_correlation')}")
-
-
-def cmd_feature_maps(args: argparse.Namespace) -> None:
-    from dcgan.saliency import feature_map_report
-
-    r = feature_map_report(args.source, args.out, args.net, args.seed, args.index, args.image,
-                           args.max_channels)
-    print(f"wrote {r['png']}: {len(r['layers'])} layers of {args.net.upper()}")
-
-
-def _add_cache(sub) -> None:
-    p = sub.add_parser("cache", help="list or clear the decoded-dataset cache",
-                       description="Datasets are decoded once into $DCGAN_CACHE_DIR (default ~/.cache/dcgan) "
-                                   "and reused while their files are unchanged. Only files the cache "
-                                   "itself wrote are listed or deleted.")
-    p.add_argument("action", choices=["list", "clear"])
-
-
-def cmd_cache(args: argparse.Namespace) -> None:
-    from dcgan.data import cache_dir, cache_entries, clear_cache
-
-    if args.action == "clear":
-        files, freed = clear_cache()
-        print(f"removed {files} cached dataset file(s) from {cache_dir()}, {freed / 2**20:.1f} MiB freed")
-        return
-    entries = cache_entries()
-    for e in entries:
-        what = e["source"] or "unknown (written by an older version)"
-        if e.get("size"):
-            what = (f"{what} {e['split']} {e['size']}x{e['size']}x{e['channels']}, {e['images']} images"
-                    + (f", from {e['data_dir']}" if e.get("data_dir") else ""))
-        print(f"{e['bytes'] / 2**20:9.1f} MiB  {Path(e['file']).name}  {what}")
-    total = sum(e["bytes"] for e in entries)
-    print(f"{len(entries)} file(s), {total / 2**20:.1f} MiB in {cache_dir()}; "
-          "free it with: dcgan cache clear")
 
 
 def _add_directions(sub) -> None:
@@ -322,18 +224,14 @@ def _add_directions(sub) -> None:
     p.add_argument("--span", type=float, default=3.0, help="strips go from -span to +span sigma")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="directions")
+    p.set_defaults(func=cmd_directions)
 
 
 def cmd_directions(args: argparse.Namespace) -> None:
-    from dcgan.directions import directions_report
-    from dcgan.latent import parse_indices
-
-    positive = parse_indices(args.positive, "--positive") if args.positive else None
-    negative = parse_indices(args.negative, "--negative") if args.negative else None
-    r = directions_report(args.source, out=args.out, method=args.method, k=args.k, layer=args.layer,
-                          n=args.n, seed=args.seed, positive=positive, negative=negative,
-                          condition=args.condition, latents=args.latents, samples=args.samples,
-                          span=args.span)
+    r = dcgan.directions_report(args.source, out=args.out, method=args.method, k=args.k, layer=args.layer,
+                                n=args.n, seed=args.seed, positive=indices(args.positive, "--positive"),
+                                negative=indices(args.negative, "--negative"), condition=args.condition,
+                                latents=args.latents, samples=args.samples, span=args.span)
     if args.method == "sefa":
         top = ", ".join(f"{v:.3g}" for v in r["eigenvalues"][:args.k])
         print(f"sefa: top eigenvalues {top} (of {len(r['eigenvalues'])}; {r['seconds']:.2f} s)")
@@ -362,51 +260,93 @@ def _add_project(sub) -> None:
                    help="weight of D's feature distance beside the pixel MSE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="projection")
+    p.set_defaults(func=cmd_project)
 
 
 def cmd_project(args: argparse.Namespace) -> None:
-    from dcgan.projection import project_report
-
-    r = project_report(args.source, args.images, out=args.out, steps=args.steps, restarts=args.restarts,
-                       lr=args.lr, feature_weight=args.feature_weight, seed=args.seed)
+    r = dcgan.project_report(args.source, args.images, out=args.out, steps=args.steps, restarts=args.restarts,
+                             lr=args.lr, feature_weight=args.feature_weight, seed=args.seed)
     for path, mse in zip(r["images"], r["pixel_mse"], strict=True):
         print(f"{path}: pixel MSE {mse:.4f}")
     print(f"wrote {Path(args.out) / 'projection.png'} and {r['latents']} "
           f"({r['seconds_per_image']:.1f} s per image)")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dcgan", description="Deep Convolutional GANs: train, "
-                                "sample and export (Radford, Metz, Chintala 2015).")
-    sub = p.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
-    s = sub.add_parser("sample", help="generate images from a trained generator")
-    s.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
-    s.add_argument("--n", type=int, default=64, help="number of images")
-    s.add_argument("--out", help="grid PNG (default samples.png unless --individual)")
-    s.add_argument("--nrow", type=int, help="images per grid row")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--individual", help="also write one PNG per sample into this folder")
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--start", type=int, default=0, help="number of the first sample (default 0)")
-    s.add_argument("--numbered", action="store_true",
-                   help="print each sample's number on it: (seed, number) names its z for walk, "
-                        "arithmetic and forget")
-    s.add_argument("--latents", help="generate the rows of this latents file (from `dcgan project`) "
-                                     "instead of seed's samples")
-    w = sub.add_parser("walk", help="latent walks with a smoothness report (paper 6.1)")
-    w.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
-    w.add_argument("--out", default="walk", help="folder for walk.png, walk.json (and walk.gif)")
-    w.add_argument("--walks", type=int, default=4, help="rows: walk r passes samples r*K..r*K+K-1")
-    w.add_argument("--points", type=int, default=9, help="K latent points per walk")
-    w.add_argument("--steps", type=int, default=8, help="M frames from each point to the next")
-    w.add_argument("--mode", default="slerp", help="slerp (default) or linear")
-    w.add_argument("--through", help="one walk through these sample numbers, e.g. 3,17,42")
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--gif", action="store_true", help="also write walk.gif")
-    w.add_argument("--factor", type=float, default=3.0, help="flag steps jumping > factor x the median")
-    w.add_argument("--latents", help="walk through the rows of this latents file (from `dcgan project`); "
-                                     "--through then numbers its rows")
+def _add_forget(sub) -> None:
+    fg = sub.add_parser("forget", help="drop the G feature maps that draw a boxed object (paper 6.2)",
+                        description='Boxes file: {"boxes": [{"seed": 0, "index": 3, "boxes": [[x0, y0, x1, '
+                                    'y1], ...]}, ...]} in pixels of G\'s images (x1, y1 exclusive); index is '
+                                    'the number printed by `dcgan sample --numbered --seed S`.')
+    fg.add_argument("source", help=SOURCE)
+    fg.add_argument("--boxes", required=True, help="boxes JSON file")
+    fg.add_argument("--drop", default="positive", help="positive (paper) | threshold:T | top:K")
+    fg.add_argument("--layer", type=int, default=-3, help="G feature map to drop from, counted as "
+                    "G(z, return_features=True) lists them (-1 is the image): -3 is the "
+                    "paper's second-highest conv layer, -2 the last hidden one")
+    fg.add_argument("--n", type=int, default=8, help="extra samples of --seed shown with and without")
+    fg.add_argument("--seed", type=int, default=0)
+    fg.add_argument("--out", default="forget")
+    fg.set_defaults(func=cmd_forget)
+
+
+def cmd_forget(args: argparse.Namespace) -> None:
+    r = dcgan.forget(args.source, boxes=args.boxes, out=args.out, drop=args.drop, n=args.n, seed=args.seed,
+                     layer=args.layer)
+    print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps of layer {r['layer']} "
+          f"({r['layer_size']}x{r['layer_size']}; detector accuracy "
+          f"{r['detector_accuracy']:.2f} on {r['positives']} + {r['negatives']} locations); mean pixel "
+          f"change {r['mean_abs_change_in_boxes']:.3f} inside the boxes, {r['mean_abs_change_outside']:.3f} "
+          f"outside; {Path(args.out) / 'forget.png'}")
+
+
+# ---- quality and memorisation ---------------------------------------------------------------
+
+def _add_evaluate(sub) -> None:
+    v = sub.add_parser("evaluate", help="FID, KID, precision/recall (and IS) of a trained generator")
+    v.add_argument("source", help=SOURCE)
+    v.add_argument("--data", required=True, help="the real images to compare with")
+    v.add_argument("--data-dir", dest="data_dir")
+    v.add_argument("--split", default="test", help="test or train")
+    v.add_argument("--n", type=int, default=10000, help="generated and real images")
+    v.add_argument("--extractor", default="inception", help="the network whose features the metrics "
+                   "compare: inception | classifier:PATH (from dcgan train-classifier)")
+    v.add_argument("--inception-weights", dest="inception_weights",
+                   help=TrainConfig.__dataclass_fields__["inception_weights"].metadata["help"])
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--out", help="also write the numbers to this JSON file")
+    v.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    r = dcgan.evaluate(args.source, data=args.data, n=args.n, extractor=args.extractor,
+                       data_dir=args.data_dir, split=args.split, inception_weights=args.inception_weights,
+                       seed=args.seed, out=args.out)
+    line = dcgan.describe_quality(r)
+    if "inception_score" in r:
+        line += f"  IS {r['inception_score']:.2f} +- {r['inception_score_std']:.2f}"
+    print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {args.data} {args.split} images, "
+          f"{args.extractor} features)")
+    for key, value in r["protocol"].items():
+        print(f"  {key}: {value}")
+
+
+def _add_train_classifier(sub) -> None:
+    c = sub.add_parser("train-classifier", help="a small CNN whose features serve FID/KID on small data")
+    c.add_argument("--data", required=True, help="a labelled dataset: fashion-mnist, mnist, cifar10, ...")
+    c.add_argument("--data-dir", dest="data_dir")
+    c.add_argument("--out", required=True, help="output .safetensors")
+    c.add_argument("--epochs", type=int, default=3, help="passes over the training split")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_train_classifier)
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    r = dcgan.train_classifier(args.data, out=args.out, data_dir=args.data_dir, epochs=args.epochs,
+                               seed=args.seed)
+    print(f"wrote {args.out}: test accuracy {r['test_accuracy']:.4f} ({r['test_images']} test images)")
+
+
+def _add_neighbours(sub) -> None:
     nb = sub.add_parser("neighbours", help="nearest training images of samples (memorisation check)")
     nb.add_argument("source", help="run directory or checkpoint (exported .safetensors: pixels only)")
     nb.add_argument("--data", required=True, help="the training images")
@@ -415,41 +355,22 @@ def parser() -> argparse.ArgumentParser:
     nb.add_argument("--k", type=int, default=5, help="neighbours per sample")
     nb.add_argument("--seed", type=int, default=0)
     nb.add_argument("--out", default="neighbours")
-    ar = sub.add_parser("arithmetic", help="vector arithmetic on z: A - B + C, or a direction (paper 6.3)",
-                        description="Sample numbers come from `dcgan sample --numbered --seed S`.")
-    ar.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
-    ar.add_argument("--a", help="exemplars of concept A, e.g. 3,17,42")
-    ar.add_argument("--b", help="exemplars of concept B")
-    ar.add_argument("--c", help="exemplars of concept C")
-    ar.add_argument("--noise", type=float, default=0.25, help="uniform noise scale of the neighbours")
-    ar.add_argument("--from", dest="start", help="direction mode: exemplars where the vector starts")
-    ar.add_argument("--to", dest="end", help="direction mode: exemplars where it ends")
-    ar.add_argument("--targets", help="direction mode: samples to move (default: --n samples of seed+1)")
-    ar.add_argument("--n", type=int, default=8)
-    ar.add_argument("--steps", type=int, default=7)
-    ar.add_argument("--scale", type=float, default=1.0, help="last step adds scale x the vector "
-                    "(with --direction: the steps go from -scale to +scale sigma)")
-    ar.add_argument("--direction", help="direction mode with a saved direction (from `dcgan directions`)")
-    ar.add_argument("--latents", help="sample numbers index the rows of this latents file (from "
-                                      "`dcgan project`) instead of seed's samples")
-    ar.add_argument("--seed", type=int, default=0)
-    ar.add_argument("--out", default="arithmetic")
-    fg = sub.add_parser("forget", help="drop the G feature maps that draw a boxed object (paper 6.2)",
-                        description='Boxes file: {"boxes": [{"seed": 0, "index": 3, "boxes": [[x0, y0, x1, '
-                                    'y1], ...]}, ...]} in pixels of G\'s images (x1, y1 exclusive); index is '
-                                    'the number printed by `dcgan sample --numbered --seed S`.')
-    fg.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
-    fg.add_argument("--boxes", required=True, help="boxes JSON file")
-    fg.add_argument("--drop", default="positive", help="positive (paper) | threshold:T | top:K")
-    fg.add_argument("--layer", type=int, default=-3, help="G feature map to drop from, counted as "
-                    "G(z, return_features=True) lists them (-1 is the image): -3 (default) is the "
-                    "paper's second-highest conv layer, -2 the last hidden one")
-    fg.add_argument("--n", type=int, default=8, help="extra samples of --seed shown with and without")
-    fg.add_argument("--seed", type=int, default=0)
-    fg.add_argument("--out", default="forget")
-    e = sub.add_parser("export", help="write G's weights and config to one safetensors file")
-    e.add_argument("source", help="run directory or checkpoint .pt")
-    e.add_argument("out", help="output .safetensors file")
+    nb.set_defaults(func=cmd_neighbours)
+
+
+def cmd_neighbours(args: argparse.Namespace) -> None:
+    r = dcgan.neighbours_report(args.source, data=args.data, out=args.out, n=args.n, k=args.k, seed=args.seed,
+                                data_dir=args.data_dir)
+    for space in ("pixels", "features"):
+        if space in r:
+            s = r[space]
+            print(f"{space:8s}: median sample->train {s['sample_to_train_median']:.4f}, train->train "
+                  f"{s['train_to_train_median']:.4f} (ratio {s['ratio']:.2f}); "
+                  f"{s['samples_closer_than_that']} sample(s) closer than the 1st percentile of train->train")
+    print(f"grids and numbers in {args.out}")
+
+
+def _add_dedup(sub) -> None:
     d = sub.add_parser("dedup", help="find near-duplicate images by semantic hashing (paper 4.1.1)")
     d.add_argument("data", help="folder of images or a named dataset")
     d.add_argument("--out", required=True, help="report folder")
@@ -461,22 +382,21 @@ def parser() -> argparse.ArgumentParser:
                    help="0: equal codes (the paper); R: codes at most R bits apart also match")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--copy-to", dest="copy_to", help="copy the kept images of a folder here")
-    v = sub.add_parser("evaluate", help="FID, KID, precision/recall (and IS) of a trained generator")
-    v.add_argument("source", help="run directory, checkpoint .pt or exported .safetensors")
-    v.add_argument("--data", required=True, help="the real images to compare with")
-    v.add_argument("--data-dir", dest="data_dir")
-    v.add_argument("--split", default="test", help="test (default) or train")
-    v.add_argument("--n", type=int, default=10000, help="generated and real images")
-    v.add_argument("--features", default="inception", help="inception (default) | classifier:PATH")
-    v.add_argument("--inception-weights", dest="inception_weights", help=f"local {INCEPTION_FILE}")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--out", help="also write the numbers to this JSON file")
-    c = sub.add_parser("train-classifier", help="a small CNN whose features serve FID/KID on small data")
-    c.add_argument("--data", required=True, help="a labelled dataset: fashion-mnist, mnist, cifar10, ...")
-    c.add_argument("--data-dir", dest="data_dir")
-    c.add_argument("--out", required=True, help="output .safetensors")
-    c.add_argument("--epochs", type=int, default=3)
-    c.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_dedup)
+
+
+def cmd_dedup(args: argparse.Namespace) -> None:
+    result = dcgan.dedup(args.data, out=args.out, data_dir=args.data_dir, channels=args.channels,
+                         bits=args.bits, epochs=args.epochs, hamming=args.hamming, seed=args.seed,
+                         copy_to=args.copy_to)
+    print(f"{len(result.names)} images: {len(result.duplicates)} duplicates in {len(result.groups)} "
+          f"groups ({len(result.exact_groups)} exact); report in {args.out}; leave them out with "
+          f"dcgan train --exclude {Path(args.out) / 'duplicates.txt'}")
+
+
+# ---- the discriminator's features (paper 5) -------------------------------------------------
+
+def _add_features(sub) -> None:
     f = sub.add_parser("features", help="D's conv features max-pooled to 4x4 (paper 5.1), as .npz")
     f.add_argument("source", help="run directory or checkpoint .pt")
     f.add_argument("--data", required=True)
@@ -486,12 +406,22 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--grid", type=int, default=4, help="each layer max-pooled to grid x grid (paper: 4)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "
-                   "auto (default: a GPU when there is one)")
+                   "auto (a GPU when there is one)")
+    f.set_defaults(func=cmd_features)
+
+
+def cmd_features(args: argparse.Namespace) -> None:
+    r = dcgan.write_features(args.source, data=args.data, out=args.out, split=args.split,
+                             data_dir=args.data_dir, grid=args.grid, seed=args.seed, device=args.device)
+    print(f"wrote {args.out}: {r['images']} x {r['dim']} features of {args.data} {args.split}")
+
+
+def _add_probe(sub) -> None:
     r = sub.add_parser("probe", help="linear L2-SVM on D's features vs baselines (paper 5.1-5.2)")
     r.add_argument("source", help="run directory or checkpoint .pt")
     r.add_argument("--data", required=True, help="a labelled dataset with train and test splits")
     r.add_argument("--data-dir", dest="data_dir")
-    r.add_argument("--protocol", default="few", help="few (default: N labels per class) or full")
+    r.add_argument("--protocol", default="few", help="few (N labels per class) or full")
     r.add_argument("--per-class", dest="per_class", type=int, default=100,
                    help="few: labelled training images per class")
     r.add_argument("--draws", type=int, default=10, help="few: random draws of the labelled images")
@@ -509,30 +439,115 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--val-size", dest="val_size", type=int, default=10000,
                    help="few: validation images that choose C (paper: 10,000; at most half the train split)")
     r.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "
-                   "auto (default: a GPU when there is one); the SVMs run on the CPU")
-    gb = sub.add_parser("guided-backprop", help="top images and guided-backprop maps of D's features, "
+                   "auto (a GPU when there is one); the SVMs run on the CPU")
+    r.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    rows = dcgan.probe(args.source, data=args.data, protocol=args.protocol,
+                       baselines=tuple(b for b in (args.baselines or "").split(",") if b),
+                       data_dir=args.data_dir, per_class=args.per_class, draws=args.draws,
+                       kmeans_k=args.kmeans_k, max_train=args.max_train, max_test=args.max_test,
+                       seed=args.seed, out=args.out, grid=args.grid, random_inits=args.random_inits,
+                       val_size=args.val_size, device=args.device)
+    for r in rows:
+        print(f"{r['method']:40s} {r['dim']:>7,d} dims  {dcgan.describe_probe(r)}")
+        if "paired_vs_first" in r:
+            print(f"{'':58s}{dcgan.describe_paired(r['paired_vs_first'], rows[0]['method'])}")
+    print(f"table: {Path(args.out) / 'probe.md'}")
+
+
+# ---- inside the networks --------------------------------------------------------------------
+
+def _add_guided_backprop(sub) -> None:
+    gb = sub.add_parser("guided-backprop", help="top images and guided-backprop maps of D's filters, "
                         "trained vs random D (paper 6.2)")
     gb.add_argument("source", help="run directory or checkpoint .pt")
     gb.add_argument("--data", required=True, help="images to search for top activations")
     gb.add_argument("--data-dir", dest="data_dir")
-    gb.add_argument("--features", type=int, default=8, help="features 0..N-1 of the layer")
-    gb.add_argument("--top", type=int, default=6, help="top-activating images per feature")
-    gb.add_argument("--layer", type=int, default=-1, help="D block (default -1: the last conv layer)")
+    gb.add_argument("--filters", type=int, default=8, help="filters (channels) 0..N-1 of the layer")
+    gb.add_argument("--top", type=int, default=6, help="top-activating images per filter")
+    gb.add_argument("--layer", type=int, default=-1, help="D block (-1: the last conv layer)")
     gb.add_argument("--max-images", dest="max_images", type=int, default=5000)
     gb.add_argument("--seed", type=int, default=0)
     gb.add_argument("--out", default="guided-backprop")
+    gb.set_defaults(func=cmd_guided_backprop)
+
+
+def cmd_guided_backprop(args: argparse.Namespace) -> None:
+    r = dcgan.guided_backprop_report(args.source, data=args.data, out=args.out, filters=args.filters,
+                                     top=args.top, layer=args.layer, max_images=args.max_images,
+                                     data_dir=args.data_dir, seed=args.seed)
+
+    def both(key: str) -> str:
+        values = (r[net][key] for net in ("trained", "random"))
+        return " vs ".join("n/a" if v is None else f"{v:.3f}" for v in values)
+
+    print(f"wrote {r['png']}: filters 0..{args.filters - 1} of {r['layer']}, trained vs random D; "
+          f"structure {both('structure')}, image correlation {both('image_correlation')}")
+
+
+def _add_feature_maps(sub) -> None:
     fm = sub.add_parser("feature-maps", help="every layer's feature maps of G for one z, or of D for "
                         "one image")
     fm.add_argument("source", help="run directory, checkpoint .pt (or exported .safetensors for G)")
-    fm.add_argument("--net", default="g", help="g (default) or d")
+    fm.add_argument("--net", default="g", help="g or d")
     fm.add_argument("--seed", type=int, default=0, help="G's input: sample (seed, index)")
     fm.add_argument("--index", type=int, default=0)
     fm.add_argument("--image", help="D's input image (default: G's sample (seed, index))")
     fm.add_argument("--max-channels", dest="max_channels", type=int, default=32)
     fm.add_argument("--out", default="feature-maps")
-    _add_directions(sub)
-    _add_project(sub)
-    _add_cache(sub)
+    fm.set_defaults(func=cmd_feature_maps)
+
+
+def cmd_feature_maps(args: argparse.Namespace) -> None:
+    r = dcgan.feature_map_report(args.source, out=args.out, net=args.net, seed=args.seed, index=args.index,
+                                 image=args.image, max_channels=args.max_channels)
+    print(f"wrote {r['png']}: {len(r['layers'])} layers of {args.net.upper()}")
+
+
+# ---- housekeeping ---------------------------------------------------------------------------
+
+def _add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list or clear the decoded-dataset cache",
+                       description="Datasets are decoded once into $DCGAN_CACHE_DIR (default ~/.cache/dcgan) "
+                                   "and reused while their files are unchanged. Only files the cache "
+                                   "itself wrote are listed or deleted.")
+    p.add_argument("action", choices=["list", "clear"])
+    p.set_defaults(func=cmd_cache)
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    if args.action == "clear":
+        files, freed = dcgan.clear_cache()
+        print(f"removed {files} cached dataset file(s) from {dcgan.cache_dir()}, "
+              f"{freed / 2**20:.1f} MiB freed")
+        return
+    entries = dcgan.cache_entries()
+    for e in entries:
+        what = e["source"] or "unknown (written by an older version)"
+        if e.get("size"):
+            what = (f"{what} {e['split']} {e['size']}x{e['size']}x{e['channels']}, {e['images']} images"
+                    + (f", from {e['data_dir']}" if e.get("data_dir") else ""))
+        print(f"{e['bytes'] / 2**20:9.1f} MiB  {Path(e['file']).name}  {what}")
+    total = sum(e["bytes"] for e in entries)
+    print(f"{len(entries)} file(s), {total / 2**20:.1f} MiB in {dcgan.cache_dir()}; "
+          "free it with: dcgan cache clear")
+
+
+# ---- the parser -----------------------------------------------------------------------------
+
+SUBCOMMANDS = [_add_train, _add_sample, _add_export, _add_walk, _add_arithmetic, _add_directions,
+               _add_project, _add_forget, _add_evaluate, _add_train_classifier, _add_neighbours, _add_dedup,
+               _add_features, _add_probe, _add_guided_backprop, _add_feature_maps, _add_cache]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dcgan", description="Deep Convolutional GANs (Radford, Metz, Chintala 2015): train, "
+                                          "sample, reproduce the paper's experiments, look inside a model.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     for command in sub.choices.values():
         _show_defaults(command)
     return p
@@ -554,13 +569,6 @@ def _show_defaults(command: argparse.ArgumentParser) -> None:
         if not hidden and "default" not in text:
             text += " (default: %(default)s)"
         action.help = text.strip() or None
-
-
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "export": cmd_export, "dedup": cmd_dedup,
-            "evaluate": cmd_evaluate, "train-classifier": cmd_train_classifier, "features": cmd_features,
-            "probe": cmd_probe, "walk": cmd_walk, "neighbours": cmd_neighbours, "arithmetic": cmd_arithmetic,
-            "forget": cmd_forget, "guided-backprop": cmd_guided_backprop, "feature-maps": cmd_feature_maps,
-            "directions": cmd_directions, "project": cmd_project, "cache": cmd_cache}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -594,11 +602,9 @@ def _report_bug(exc: BaseException) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        args.func(args)
     except DCGANError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # always one line
-        from dcgan.train import TrainingInterrupted
-
         return 130 if isinstance(e, TrainingInterrupted) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

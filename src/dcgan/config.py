@@ -13,11 +13,100 @@ from pathlib import Path
 
 import yaml
 
-from dcgan import checkpoint
-from dcgan.augment import parse_policy
-from dcgan.data import check_regular_file, natural_shape
-from dcgan.errors import DCGANError, describe_os_error
-from dcgan.models import ModelConfig
+from dcgan.datasets import NAMED, natural_shape
+from dcgan.errors import DCGANError, check_regular_file, describe_os_error
+
+PROJECTIONS = ("conv", "linear")
+LATENT_PRIORS = ("normal", "uniform")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that fixes the shapes of G and D."""
+
+    # each is also a `dcgan train` flag; `shown`: its default there (the preset's or the data's)
+    image_size: int = field(default=64, metadata={
+        "help": "square side in pixels, a power of two from 16 to 256",
+        "shown": "the dataset's; 64 for folders, 32 with the imagenet32 preset"})
+    channels: int = field(default=3, metadata={"help": "1 (grey) or 3 (RGB)", "shown": "the dataset's"})
+    nz: int = field(default=100, metadata={"help": "dimension of the latent z", "shown": "the preset's"})
+    ngf: int = field(default=64, metadata={
+        "help": "G width: channels of G's last hidden layer", "shown": "the preset's"})
+    ndf: int = field(default=64, metadata={
+        "help": "D width: channels of D's first layer", "shown": "the preset's"})
+    kernel_size: int = field(default=4, metadata={
+        "help": "conv kernel side in pixels: 4 in the Torch lineage, 5 in the paper, 3 for imagenet32",
+        "shown": "the preset's"})
+    projection: str = field(default="conv", metadata={
+        "help": "how z becomes G's 4x4 map: conv (a 4x4 transposed conv) | linear (linear + BN, the paper)",
+        "shown": "the preset's"})
+    latent: str = field(default="normal", metadata={
+        "help": "prior of z: normal N(0, 1) | uniform U(-1, 1) (the paper)", "shown": "the preset's"})
+    alternate_strides: bool = field(default=False, metadata={
+        "help": "a stride-1 conv beside each stride-2 one (imagenet32; needs an odd kernel)",
+        "shown": "the preset's"})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        s = self.image_size
+        if not isinstance(s, int) or isinstance(s, bool) or s < 16 or s > 256 or s & (s - 1):
+            raise DCGANError(
+                f"unsupported image size {reprlib.repr(s)}: use a power of two from 16 to 256 "
+                "(28x28 data such as MNIST is resized to 32)"
+            )
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise DCGANError(f"unsupported channel count {reprlib.repr(self.channels)}: use 1 (grey) or "
+                             "3 (RGB)")
+        for name, maximum in (("nz", 4096), ("ngf", 4096), ("ndf", 4096), ("kernel_size", 15)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+                raise DCGANError(f"{name} must be a positive integer, at most {maximum}, got "
+                                 f"{reprlib.repr(value)}")
+        if self.kernel_size < 2:
+            raise DCGANError(f"kernel_size must be at least 2, got {self.kernel_size}")
+        if self.alternate_strides and self.kernel_size % 2 == 0:
+            raise DCGANError(
+                f"alternate_strides needs an odd kernel_size (stride-1 layers keep the size only "
+                f"with symmetric padding), got {self.kernel_size}"
+            )
+        if not isinstance(self.alternate_strides, bool):
+            raise DCGANError(f"alternate_strides must be true or false, got "
+                             f"{reprlib.repr(self.alternate_strides)}")
+        if not isinstance(self.projection, str) or self.projection not in PROJECTIONS:
+            raise DCGANError(f"projection must be one of {PROJECTIONS}, got {reprlib.repr(self.projection)}")
+        if not isinstance(self.latent, str) or self.latent not in LATENT_PRIORS:
+            raise DCGANError(f"latent must be one of {LATENT_PRIORS}, got {reprlib.repr(self.latent)}")
+
+    @property
+    def levels(self) -> int:
+        """Number of 2x resolution changes between 4x4 and the image size."""
+        return int(math.log2(self.image_size)) - 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise DCGANError(f"a model configuration must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+AUGMENTATIONS = ("color", "translation", "cutout")
+
+
+def parse_policy(text: str | None) -> tuple[str, ...]:
+    """'translation,cutout' -> ('translation', 'cutout'); '' or None -> () (no augmentation)."""
+    names = tuple(p.strip() for p in (text or "").split(",") if p.strip())
+    unknown = [p for p in names if p not in AUGMENTATIONS]
+    if unknown:
+        raise DCGANError(f"unknown augmentation {', '.join(unknown)}: use a comma-separated list of "
+                         f"{', '.join(AUGMENTATIONS)}")
+    return names
+
 
 # Architecture presets (paper §3). Each is a set of ModelConfig fields plus training defaults.
 PRESETS: dict[str, dict] = {
@@ -55,8 +144,7 @@ class TrainConfig:
     and the learning rate."""
 
     # data
-    data: str = setting("digits", "folder of images, or digits | mnist | fashion-mnist | cifar10 | svhn | "
-                        "celeba | lsun")
+    data: str = setting("digits", "folder of images, or " + " | ".join(NAMED))
     data_dir: str | None = setting(None, "where a named dataset's files are (may move on resume)",
                                    resumable=True)
     exclude: str | None = setting(None, "text file of image paths (or dataset indices) to leave out, "
@@ -313,31 +401,33 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{name}-{config.preset}"
 
 
-def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
-    """Resolve the settings of a new run, or of a resumed one (only run length and outputs may
-    change on resume: anything else is an error naming each difference)."""
-    if resume is None:
-        data = overrides.get("data", TrainConfig.data)
-        config = resolve(overrides, data_shape=natural_shape(data))
-        config.out = str(config.out or default_run_dir(config))
-        if config.exclude is not None:
-            check_regular_file(config.exclude, "exclude list")
-        return config
-    ckpt = checkpoint.load(resume)
-    checkpoint.check_resumable(ckpt, Path(resume))
+def configure_new(overrides: dict) -> TrainConfig:
+    """The settings of a new run: preset, then the data's own shape, then `overrides`."""
+    data = overrides.get("data", TrainConfig.data)
+    config = resolve(overrides, data_shape=natural_shape(data))
+    config.out = str(config.out or default_run_dir(config))
+    if config.exclude is not None:
+        check_regular_file(config.exclude, "exclude list")
+    return config
+
+
+def configure_resumed(stored: dict, overrides: dict, resume: str | Path) -> TrainConfig:
+    """The settings of a resumed run: those `stored` in its checkpoint, with `overrides` of what may
+    change on resume (RESUMABLE_CHANGES: run length, outputs, device, health, learning rate);
+    anything else is an error naming each difference."""
     try:
-        stored = from_dict(ckpt["config"])
+        old = from_dict(stored)
     except (TypeError, DCGANError) as e:
         raise DCGANError(f"{resume}: the stored training config is invalid ({e})") from None
-    merged = {**{k: v for k, v in stored.to_dict().items() if k != "model"},
-              **stored.model.to_dict(), **overrides, "out": str(run_of(resume))}
+    merged = {**{k: v for k, v in old.to_dict().items() if k != "model"},
+              **old.model.to_dict(), **overrides, "out": str(run_of(resume))}
     if "steps" in overrides or "epochs" in overrides:  # a new length replaces the old one
         merged["steps"], merged["epochs"] = overrides.get("steps"), overrides.get("epochs")
     try:
         config = resolve(merged)
     except DCGANError as e:
         raise DCGANError(f"cannot resume {resume}: {e}") from None
-    changed = differences(stored, config, ignore=RESUMABLE_CHANGES)
+    changed = differences(old, config, ignore=RESUMABLE_CHANGES)
     if changed:
         raise DCGANError(f"cannot resume {resume} with different settings: {'; '.join(changed)}. "
                          "Start a new run with --out instead.")

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import stat
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,19 +28,14 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from dcgan import datasets, seeds
-from dcgan.errors import DCGANError, describe_os_error
+from dcgan import seeds
+from dcgan.datasets import NAMED, labelled_names, natural_shape  # noqa: F401 - natural_shape is re-exported
+from dcgan.errors import DCGANError, check_regular_file, describe_os_error
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # The only decoders PIL may use, whatever a file's name or first bytes say: never EPS (Ghostscript)
 # or any of PIL's other plugins for untrusted files.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
-NAMED = {"digits", "mnist", "fashion-mnist", "cifar10", "svhn", "celeba", "lsun"}
-# (channels, natural size) of each named dataset; folders default to RGB at 64x64
-NATURAL_SHAPE = {
-    "digits": (1, 32), "mnist": (1, 32), "fashion-mnist": (1, 32), "cifar10": (3, 32),
-    "svhn": (3, 32), "celeba": (3, 64), "lsun": (3, 64),
-}
 CELEBA_FACE_CROP = 108  # centre 108x108 of the 178x218 aligned CelebA images
 MAX_IN_MEMORY_BYTES: int | None = None  # None: $DCGAN_MAX_MEMORY_GB (default 8) GiB
 
@@ -80,23 +74,6 @@ class ImageData:
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.stream)
-
-
-def natural_shape(spec: str) -> tuple[int, int]:
-    return NATURAL_SHAPE.get(spec, (3, 64))
-
-
-def check_regular_file(path: str | Path, what: str) -> Path:
-    """`path` as a Path if it is a regular file; a FIFO or a device would block or never end."""
-    path = Path(path)
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise DCGANError(f"cannot read {what} {path}: {describe_os_error(e)}") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
-        raise DCGANError(f"{what} {path} is {kind}: give a regular file")
-    return path
 
 
 # ---- decoding -----------------------------------------------------------------------------
@@ -402,23 +379,17 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
         stream = LMDBStream(Path(data_dir or ""), image_size, channels)
         return _fingerprint(ImageData(spec, stream=stream), image_size, channels,
                             _files_signature(Path(data_dir).resolve()), excluded)
-    if spec in ("digits", "mnist", "fashion-mnist", "cifar10", "svhn"):
+    named = NAMED.get(spec)
+    if named is not None and named.read is not None:
         key["files"] = _tree_signature(data_dir)
 
         def build():
-            if spec == "digits":
-                x, y = datasets.read_digits()
-            elif spec in ("mnist", "fashion-mnist"):
-                x, y = datasets.read_mnist(spec, data_dir, split)
-            elif spec == "cifar10":
-                x, y = datasets.read_cifar10(data_dir, split)
-            else:
-                x, y = datasets.read_svhn(data_dir, split)
+            x, y = named.read(data_dir, split)
             keep = np.array([str(i) not in excluded for i in range(len(x))], dtype=bool)
             names = None if not excluded else [str(i) for i in np.flatnonzero(keep)]
             return resize_array(x[keep], image_size, channels), torch.from_numpy(y[keep]), names
 
-        images, labels, names = _cached(key, build) if spec != "digits" else build()
+        images, labels, names = _cached(key, build) if named.cache else build()
         files = _files_signature(Path(data_dir).resolve()) if data_dir else None
         return _fingerprint(ImageData(spec, images=images, labels=labels, names=names), image_size,
                             channels, files, excluded)
@@ -462,9 +433,8 @@ def labelled_splits(spec: str, image_size: int, channels: int,
     every fifth image is held out as its test set."""
     train = open_dataset(spec, image_size, channels, data_dir, split="train")
     if train.labels is None or train.images is None:
-        raise DCGANError(f"{spec} must be a labelled dataset that fits in memory "
-                         "(digits, mnist, fashion-mnist, cifar10, svhn)")
-    if spec != "digits":
+        raise DCGANError(f"{spec} must be a labelled dataset that fits in memory ({labelled_names()})")
+    if not NAMED[spec].held_out:
         return train, open_dataset(spec, image_size, channels, data_dir, split="test")
     held = torch.arange(len(train)) % 5 == 0
     return (ImageData(spec, images=train.images[~held], labels=train.labels[~held]),

@@ -12,6 +12,9 @@ import io
 import math
 import pickle
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +204,38 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     d = load_digits()
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
     return images, d.target.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Named:
+    """A named dataset: how to read it, its natural shape, whether it has class labels."""
+
+    read: Callable[[str | None, str], tuple[np.ndarray, np.ndarray]] | None  # (data_dir, split) -> (x, y)
+    shape: tuple[int, int]  # (channels, natural size): what a run gets unless told otherwise
+    labelled: bool  # labels for the classifier, the probe and train-classifier
+    held_out: bool = False  # one split only: every fifth image is the test split
+    cache: bool = True  # decoded once into the cache (digits ships with scikit-learn: reading is instant)
+
+
+# The one table of named datasets. Those without a reader are image files that data.py opens as a
+# folder (CelebA, centre-cropped to the face) or streams from LMDB (LSUN).
+NAMED: dict[str, Named] = {
+    "digits": Named(lambda data_dir, split: read_digits(), (1, 32), labelled=True, held_out=True,
+                    cache=False),
+    "mnist": Named(partial(read_mnist, "mnist"), (1, 32), labelled=True),
+    "fashion-mnist": Named(partial(read_mnist, "fashion-mnist"), (1, 32), labelled=True),
+    "cifar10": Named(read_cifar10, (3, 32), labelled=True),
+    "svhn": Named(read_svhn, (3, 32), labelled=True),
+    "celeba": Named(None, (3, 64), labelled=False),
+    "lsun": Named(None, (3, 64), labelled=False),
+}
+FOLDER_SHAPE = (3, 64)  # a folder of images: RGB at 64x64 unless told otherwise
+
+
+def natural_shape(spec: str) -> tuple[int, int]:
+    """(channels, image size) a run on `spec` gets by default."""
+    return NAMED[spec].shape if spec in NAMED else FOLDER_SHAPE
+
+
+def labelled_names() -> str:
+    return ", ".join(name for name, named in NAMED.items() if named.labelled)

@@ -206,13 +206,15 @@ def find_duplicates(images: torch.Tensor, config: DedupConfig | None = None,
     return DedupResult(names, groups.groups(), exact, mse, warnings)
 
 
-def dedup(data: str, out: str | Path, data_dir: str | None = None, channels: int | None = None,
-          config: DedupConfig | None = None, copy_to: str | Path | None = None) -> DedupResult:
-    """Find the near-duplicates of a dataset and write REPORT_DIR/{duplicates.json, duplicates.txt,
-    keep.txt, groups.png}; optionally copy the kept files of a folder to `copy_to`."""
+def dedup(data: str, *, out: str | Path, data_dir: str | None = None, channels: int | None = None,
+          bits: int = 128, epochs: int = 30, hamming: int = 0, seed: int = 0,
+          copy_to: str | Path | None = None) -> DedupResult:
+    """Find the near-duplicates of a dataset and write OUT/{duplicates.json, duplicates.txt, keep.txt,
+    groups.png}; optionally copy the kept files of a folder to `copy_to`. `bits`, `epochs`, `hamming`
+    and `seed` are those of DedupConfig."""
     if channels is not None and channels not in (1, 3):
         raise DCGANError(f"--channels must be 1 or 3, got {channels}")
-    config = config or DedupConfig()
+    config = DedupConfig(bits=bits, epochs=epochs, hamming=hamming, seed=seed)
     check_count(config.epochs, "epochs", 10_000)
     check_out_dir(out, inputs=[data, data_dir])
     if copy_to is not None:

@@ -147,7 +147,9 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str | torch.device) -> torch.device:
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

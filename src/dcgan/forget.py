@@ -34,8 +34,7 @@ import torch
 
 from dcgan.checkpoint import load_generator
 from dcgan.config import MAX_SEED, check_count, check_seed
-from dcgan.data import check_regular_file
-from dcgan.errors import DCGANError
+from dcgan.errors import DCGANError, check_regular_file
 from dcgan.models import Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json, write_text
 from dcgan.visualize import grid, pad_rows
@@ -220,7 +219,7 @@ def change_in_boxes(before: torch.Tensor, after: torch.Tensor, boxed: list[Boxed
     return {"inside": inside, "outside": outside, "ratio": inside / max(outside, 1e-12)}
 
 
-def forget(source: str | Path, boxes: str | Path, out: str | Path, drop: str = "positive", n: int = 8,
+def forget(source: str | Path, *, boxes: str | Path, out: str | Path, drop: str = "positive", n: int = 8,
            seed: int = 0, layer: int = PAPER_LAYER) -> dict:
     """Fit the detector, drop its maps, and show the same z with and without them: forget.png (pairs
     of rows: original, then forgotten; the boxed samples first, then n samples of `seed`) and

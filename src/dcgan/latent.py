@@ -25,12 +25,20 @@ import torch
 
 from dcgan.checkpoint import load_generator, load_networks
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
-from dcgan.data import check_regular_file, to_uint8
-from dcgan.errors import DCGANError
-from dcgan.features import pooled_features
+from dcgan.data import to_uint8
+from dcgan.distributed import pick_device
+from dcgan.errors import DCGANError, check_regular_file
 from dcgan.models import Discriminator, Generator
-from dcgan.outputs import check_out_dir, write_bytes, write_image, write_json
-from dcgan.visualize import grid, pad_rows
+from dcgan.outputs import (
+    IMAGE_SUFFIXES,
+    check_out_dir,
+    check_output_file,
+    write_bytes,
+    write_image,
+    write_json,
+)
+from dcgan.representation import pooled_features
+from dcgan.visualize import annotate, grid, pad_rows, save_individual
 
 MODES = ("slerp", "linear")
 LATENTS_FORMAT = "dcgan-latents"
@@ -38,6 +46,7 @@ DIRECTION_FORMAT = "dcgan-direction"
 MAX_FRAMES = 4096  # images in one walk figure: G runs on them in batches, the grid holds them all
 MAX_EXEMPLARS = 64  # sample numbers per concept
 MAX_INDEX = 2**31 - 1
+MAX_SAMPLES = 4096  # images of one sample sheet
 
 
 # ---- interpolation --------------------------------------------------------------------------
@@ -180,21 +189,6 @@ def pick(g: Generator, seed: int, indices, latents: torch.Tensor | None = None) 
     return latents[indices]
 
 
-def parse_indices(text: str | None, name: str) -> list[int]:
-    """'3,17,42' -> [3, 17, 42], the sample numbers of `dcgan sample --numbered`."""
-    parts = [v.strip() for v in (text or "").split(",") if v.strip()]
-    if len(parts) > MAX_EXEMPLARS:
-        raise DCGANError(f"{name} lists {len(parts)} sample numbers; at most {MAX_EXEMPLARS} are allowed")
-    if not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
-        raise DCGANError(f"{name} must be comma-separated sample numbers such as 3,17,42 (integers from 0 "
-                         f"to {MAX_INDEX}), got {reprlib.repr(text)}")
-    values = [int(p) for p in parts]
-    if not values or max(values) > MAX_INDEX:
-        raise DCGANError(f"{name} needs sample numbers from 0 to {MAX_INDEX} (`dcgan sample --numbered`), "
-                         f"got {reprlib.repr(text)}")
-    return values
-
-
 def _check_indices(values: list[int] | None, name: str) -> None:
     if values is None:
         return
@@ -202,6 +196,45 @@ def _check_indices(values: list[int] | None, name: str) -> None:
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INDEX for v in values):
         raise DCGANError(f"{name} must be 1 to {MAX_EXEMPLARS} sample numbers from 0 to {MAX_INDEX}, "
                          f"got {reprlib.repr(values)}")
+
+
+# ---- sample sheets --------------------------------------------------------------------------
+
+def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", n: int = 64, seed: int = 0,
+                 start: int = 0, nrow: int | None = None, numbered: bool = False,
+                 individual: str | Path | None = None, latents: str | Path | None = None,
+                 device: str = "cpu") -> dict:
+    """Samples start..start+n-1 of `seed` (or rows start.. of a latents file from `dcgan project`)
+    as one grid image `out` (numbered: each tile shows its sample number, which names its z for
+    walk, arithmetic and forget) and/or one PNG per sample in the folder `individual`."""
+    check_count(n, "--n", MAX_SAMPLES)
+    check_count(start, "--start", MAX_INDEX, minimum=0)
+    check_seed(seed)
+    if nrow is not None:
+        check_count(nrow, "--nrow", MAX_SAMPLES)
+    if out is None and individual is None:
+        raise DCGANError("give --out (a grid image) or --individual (a folder), or both")
+    if out is not None:
+        out = check_output_file(out, inputs=[source, latents], suffixes=IMAGE_SUFFIXES)
+    if individual is not None:
+        check_out_dir(individual, inputs=[source, latents], what="--individual")
+    g = load_generator(source, pick_device(device))
+    if latents is not None:
+        rows = load_latents(latents, g.config.nz)
+        z = rows[start: start + n]
+        if not len(z):
+            raise DCGANError(f"--start {start} is past the {len(rows)} latents of {latents}")
+        images = g.generate(z).cpu()
+    else:
+        images = g.sample(n, seed=seed, start=start).cpu()
+    report = {"images": len(images), "start": start, "seed": None if latents is not None else seed}
+    if individual is not None:
+        report["individual"] = [str(p) for p in save_individual(images, Path(individual), start=start)]
+    if out is not None:
+        if numbered:
+            images = annotate(images, [str(start + i) for i in range(len(images))])
+        report["out"] = str(write_image(grid(images, nrow), out))
+    return report
 
 
 # ---- walks ----------------------------------------------------------------------------------
@@ -234,7 +267,7 @@ def save_gif(frames: torch.Tensor, path: Path, fps: int = 12) -> Path:
     return path
 
 
-def walk_report(source: str | Path, out: str | Path, walks: int = 4, points: int = 9, steps: int = 8,
+def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: int = 9, steps: int = 8,
                 mode: str = "slerp", seed: int = 0, through: list[int] | None = None, gif: bool = False,
                 factor: float = 3.0, latents: str | Path | None = None) -> dict:
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
@@ -300,7 +333,7 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean().sqrt())
 
 
-def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list[int], c: list[int],
+def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: list[int], c: list[int],
                       seed: int = 0, noise: float = 0.25, neighbours: int = 8,
                       latents: str | Path | None = None) -> dict:
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
@@ -330,7 +363,7 @@ def arithmetic_report(source: str | Path, out: str | Path, a: list[int], b: list
     return report
 
 
-def direction_report(source: str | Path, out: str | Path, start: list[int] | None = None,
+def direction_report(source: str | Path, *, out: str | Path, start: list[int] | None = None,
                      end: list[int] | None = None, seed: int = 0, targets: list[int] | None = None,
                      n: int = 8, steps: int = 7, scale: float = 1.0, direction: str | Path | None = None,
                      latents: str | Path | None = None) -> dict:

@@ -55,7 +55,7 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def train_classifier(data: str, out: str | Path, data_dir: str | None = None, epochs: int = 3,
+def train_classifier(data: str, *, out: str | Path, data_dir: str | None = None, epochs: int = 3,
                      batch_size: int = 128, seed: int = 0) -> dict:
     """Train on the train split, report accuracy on the test split, save weights + metadata."""
     from safetensors.torch import save as safetensors_bytes
@@ -381,19 +381,20 @@ def better(metric: str, value: float, than: float | None) -> bool:
     return value < than if METRICS[metric].lower_is_better else value > than
 
 
-def evaluate(source: str | Path, data: str, n: int = 10000, features: str = "inception",
-             data_dir: str | None = None, split: str = "test", inception: str | None = None,
+def evaluate(source: str | Path, *, data: str, n: int = 10000, extractor: str = "inception",
+             data_dir: str | None = None, split: str = "test", inception_weights: str | None = None,
              seed: int = 0, out: str | Path | None = None) -> dict:
-    """Generated vs real images of a trained run, every metric; optionally written as JSON."""
+    """Generated vs real images of a trained run, every metric; optionally written as JSON.
+    `extractor`: inception, or classifier:PATH (a `dcgan train-classifier` file)."""
     check_count(n, "n", 10**6, MIN_EVAL_N)
     check_seed(seed, "seed", MAX_SEED)
     if split not in ("train", "test"):
         raise DCGANError(f"split must be train or test, got {split!r}")
     if out:
-        classifier = features.split(":", 1)[1] if features.startswith("classifier:") else None
-        out = check_output_file(out, inputs=[source, data, data_dir, classifier, inception],
+        classifier = extractor.split(":", 1)[1] if extractor.startswith("classifier:") else None
+        out = check_output_file(out, inputs=[source, data, data_dir, classifier, inception_weights],
                                 suffixes=(".json",))
-    extractor = Features(features, inception)
+    spec, extractor = extractor, Features(extractor, inception_weights)
     g = load_generator(source)
     c = g.config
     real = open_dataset(data, c.image_size, c.channels, data_dir, split=split).images
@@ -405,7 +406,7 @@ def evaluate(source: str | Path, data: str, n: int = 10000, features: str = "inc
         fake = torch.cat([to_uint8(g(chunk)) for chunk in z.split(500)])
     real_f, _ = extract(real, extractor)
     fake_f, fake_logits = extract(fake, extractor)
-    result = {**compare(real_f, fake_f, fake_logits), "features": features, "data": data, "split": split,
+    result = {**compare(real_f, fake_f, fake_logits), "extractor": spec, "data": data, "split": split,
               "source": str(source)}
     result["protocol"] = {"n_real": len(real), "n_generated": len(fake),
                           "reference": f"{data} {split} split, {len(real)} images drawn with seed {seed}",

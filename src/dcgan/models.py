@@ -10,94 +10,13 @@ The architecture guidelines hold for every configuration:
 
 from __future__ import annotations
 
-import math
-import reprlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
 
 from dcgan import seeds
-from dcgan.errors import DCGANError
-
-PROJECTIONS = ("conv", "linear")
-LATENT_PRIORS = ("normal", "uniform")
-
-
-@dataclass
-class ModelConfig:
-    """Everything that fixes the shapes of G and D."""
-
-    # each is also a `dcgan train` flag; `shown`: its default there (the preset's or the data's)
-    image_size: int = field(default=64, metadata={
-        "help": "square side in pixels, a power of two from 16 to 256",
-        "shown": "the dataset's; 64 for folders, 32 with the imagenet32 preset"})
-    channels: int = field(default=3, metadata={"help": "1 (grey) or 3 (RGB)", "shown": "the dataset's"})
-    nz: int = field(default=100, metadata={"help": "dimension of the latent z", "shown": "the preset's"})
-    ngf: int = field(default=64, metadata={
-        "help": "G width: channels of G's last hidden layer", "shown": "the preset's"})
-    ndf: int = field(default=64, metadata={
-        "help": "D width: channels of D's first layer", "shown": "the preset's"})
-    kernel_size: int = field(default=4, metadata={
-        "help": "conv kernel side in pixels: 4 in the Torch lineage, 5 in the paper, 3 for imagenet32",
-        "shown": "the preset's"})
-    projection: str = field(default="conv", metadata={
-        "help": "how z becomes G's 4x4 map: conv (a 4x4 transposed conv) | linear (linear + BN, the paper)",
-        "shown": "the preset's"})
-    latent: str = field(default="normal", metadata={
-        "help": "prior of z: normal N(0, 1) | uniform U(-1, 1) (the paper)", "shown": "the preset's"})
-    alternate_strides: bool = field(default=False, metadata={
-        "help": "a stride-1 conv beside each stride-2 one (imagenet32; needs an odd kernel)",
-        "shown": "the preset's"})
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        s = self.image_size
-        if not isinstance(s, int) or isinstance(s, bool) or s < 16 or s > 256 or s & (s - 1):
-            raise DCGANError(
-                f"unsupported image size {reprlib.repr(s)}: use a power of two from 16 to 256 "
-                "(28x28 data such as MNIST is resized to 32)"
-            )
-        if self.channels not in (1, 3) or isinstance(self.channels, bool):
-            raise DCGANError(f"unsupported channel count {reprlib.repr(self.channels)}: use 1 (grey) or "
-                             "3 (RGB)")
-        for name, maximum in (("nz", 4096), ("ngf", 4096), ("ndf", 4096), ("kernel_size", 15)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
-                raise DCGANError(f"{name} must be a positive integer, at most {maximum}, got "
-                                 f"{reprlib.repr(value)}")
-        if self.kernel_size < 2:
-            raise DCGANError(f"kernel_size must be at least 2, got {self.kernel_size}")
-        if self.alternate_strides and self.kernel_size % 2 == 0:
-            raise DCGANError(
-                f"alternate_strides needs an odd kernel_size (stride-1 layers keep the size only "
-                f"with symmetric padding), got {self.kernel_size}"
-            )
-        if not isinstance(self.alternate_strides, bool):
-            raise DCGANError(f"alternate_strides must be true or false, got "
-                             f"{reprlib.repr(self.alternate_strides)}")
-        if not isinstance(self.projection, str) or self.projection not in PROJECTIONS:
-            raise DCGANError(f"projection must be one of {PROJECTIONS}, got {reprlib.repr(self.projection)}")
-        if not isinstance(self.latent, str) or self.latent not in LATENT_PRIORS:
-            raise DCGANError(f"latent must be one of {LATENT_PRIORS}, got {reprlib.repr(self.latent)}")
-
-    @property
-    def levels(self) -> int:
-        """Number of 2x resolution changes between 4x4 and the image size."""
-        return int(math.log2(self.image_size)) - 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelConfig:
-        if not isinstance(d, dict):
-            raise DCGANError(f"a model configuration must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+from dcgan.config import ModelConfig
 
 
 @contextmanager

@@ -20,8 +20,8 @@ from dcgan.checkpoint import load_networks
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import open_dataset, to_float, to_uint8
 from dcgan.errors import DCGANError
-from dcgan.features import bn_averaged, pooled_features
 from dcgan.outputs import check_out_dir, write_image, write_json
+from dcgan.representation import bn_averaged, pooled_features
 from dcgan.visualize import annotate, grid
 
 Embed = Callable[[torch.Tensor], torch.Tensor]  # uint8 images (n, C, S, S) -> (n, d) float
@@ -78,8 +78,8 @@ def summary(sample_nn: torch.Tensor, train_nn: torch.Tensor) -> dict:
                        "train-to-train distances, means samples copy training images"}
 
 
-def neighbours_report(source: str | Path, data: str, out: str | Path, n: int = 8, k: int = 5, seed: int = 0,
-                      data_dir: str | None = None, reference: int = 500) -> dict:
+def neighbours_report(source: str | Path, *, data: str, out: str | Path, n: int = 8, k: int = 5,
+                      seed: int = 0, data_dir: str | None = None, reference: int = 500) -> dict:
     """neighbours_pixels.png and neighbours_features.png (rows: sample | its k neighbours, distances
     printed on them) and neighbours.json."""
     check_count(n, "n", 256)

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from scipy import stats
 
-from dcgan import features as feats
+from dcgan import representation as feats
 from dcgan.checkpoint import load_discriminator
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import labelled_splits
+from dcgan.distributed import pick_device
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator
 from dcgan.outputs import check_out_dir, write_json, write_text
@@ -304,11 +305,11 @@ def mean_of_inits(results: list[dict]) -> dict:
             "init_spread": float(np.std(per_init, ddof=1)) if len(results) > 1 else None}
 
 
-def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple[str, ...] = (),
+def probe(source: str | Path, *, data: str, protocol: str = "few", baselines: tuple[str, ...] = (),
           data_dir: str | None = None, per_class: int = 100, draws: int = 10, kmeans_k: int = 400,
           max_train: int | None = None, max_test: int | None = None, seed: int = 0,
           out: str | Path | None = None, grid: int = 4, random_inits: int = 3,
-          val_size: int = VAL_SIZE, device: str | torch.device = "cpu") -> list[dict]:
+          val_size: int = VAL_SIZE, device: str | torch.device = "auto") -> list[dict]:
     """DCGAN features of a trained D, and any baselines (pixels, random, kmeans), through one
     protocol on the same splits; a table in the shape of the paper's Tables 1-2. The random
     baseline is `random_inits` independently initialised copies of D's architecture, averaged.
@@ -327,6 +328,7 @@ def probe(source: str | Path, data: str, protocol: str = "few", baselines: tuple
         raise DCGANError(f"unknown baseline(s) {', '.join(sorted(unknown))}: use pixels, random, kmeans")
     if "random" in baselines and random_inits < 1:
         raise DCGANError(f"--random-inits must be at least 1, got {random_inits}")
+    device = pick_device(device)
     if out is not None:
         check_out_dir(out, inputs=[source, data, data_dir])
     d = load_discriminator(source, device)
@@ -387,7 +389,7 @@ def add_paired(rows: list[dict]) -> None:
         r["paired_vs_first"] = paired(rows[0]["errors"], r["errors"])
 
 
-def describe(r: dict) -> str:
+def describe_probe(r: dict) -> str:
     """One row's numbers in words: mean error, its t-interval and spread (few), or accuracy (full);
     the random-init spread; how often C sat at an edge of its grid."""
     n_c = len(r["C"]) if isinstance(r["C"], list) else 1

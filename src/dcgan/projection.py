@@ -24,8 +24,8 @@ import torch
 
 from dcgan.checkpoint import load_networks
 from dcgan.config import MAX_SEED, check_count, check_number, check_seed
-from dcgan.data import check_regular_file, decode_image, to_float
-from dcgan.errors import DCGANError
+from dcgan.data import decode_image, to_float
+from dcgan.errors import DCGANError, check_regular_file
 from dcgan.latent import save_latents
 from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json

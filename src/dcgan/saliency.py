@@ -24,11 +24,11 @@ from torchvision.utils import make_grid
 
 from dcgan.checkpoint import load_discriminator, load_generator
 from dcgan.config import MAX_SEED, check_count, check_seed
-from dcgan.data import check_regular_file, decode_image, first_images, open_dataset, to_float
-from dcgan.errors import DCGANError
-from dcgan.features import average_bn_statistics
+from dcgan.data import decode_image, first_images, open_dataset, to_float
+from dcgan.errors import DCGANError, check_regular_file
 from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json
+from dcgan.representation import average_bn_statistics
 
 NETWORKS = ("trained", "random")
 STRUCTURE_METRIC = ("structure: mean over the shown maps of the share of a map's squared-gradient energy "
@@ -112,7 +112,7 @@ def top_activating(d: Discriminator, images: torch.Tensor, features: list[int], 
     """uint8 images (N, C, S, S) -> (indices, activations), both (len(features), top), descending:
     the images whose activation of each feature is largest. A feature's activation is the spatial max
     of its channel in block `layer` (after the rectifier). D runs in eval mode, so pass one whose
-    BatchNorm statistics are averaged over the data (features.average_bn_statistics). `top` is capped
+    BatchNorm statistics are averaged over the data (representation.average_bn_statistics). `top` is capped
     at N."""
     idx = _layer_index(d, layer)
     features = list(features)
@@ -178,8 +178,8 @@ def _mean(values: torch.Tensor) -> float | None:
 
 
 def saliency_figure(d_trained: Discriminator, d_random: Discriminator, images_uint8: torch.Tensor,
-                    n_features: int = 8, top: int = 6, layer: int = -1) -> tuple[torch.Tensor, dict]:
-    """Paper §6.2, figure 5: features 0..n_features-1 of block `layer` of a trained and a random D.
+                    filters: int = 8, top: int = 6, layer: int = -1) -> tuple[torch.Tensor, dict]:
+    """Paper §6.2, figure 5: filters 0..filters-1 of block `layer` of a trained and a random D.
 
     Returns (grid, info). The grid (3, H, W) in [0, 1] has one row per feature: on the left the
     trained D's `top` most activating images, then their guided-backprop maps; a white band one image
@@ -198,9 +198,9 @@ def saliency_figure(d_trained: Discriminator, d_random: Discriminator, images_ui
       closer to plain copies of the image, so a trained D should score lower.
     Read both beside the picture. Pass networks with averaged BN statistics.
     """
-    if n_features < 1:
-        raise DCGANError(f"n_features must be at least 1, got {n_features}")
-    features = list(range(n_features))
+    if filters < 1:
+        raise DCGANError(f"filters must be at least 1, got {filters}")
+    features = list(range(filters))
     info: dict = {"layer": layer_name(d_trained, layer), "structure_metric": STRUCTURE_METRIC}
     halves = []
     for net, d in zip(NETWORKS, (d_trained, d_random), strict=True):
@@ -226,7 +226,7 @@ def saliency_figure(d_trained: Discriminator, d_random: Discriminator, images_ui
     return torch.cat([halves[0], band, halves[1]], 2), info
 
 
-def guided_backprop_report(source: str | Path, data: str, out: str | Path, n_features: int = 8, top: int = 6,
+def guided_backprop_report(source: str | Path, *, data: str, out: str | Path, filters: int = 8, top: int = 6,
                            layer: int = -1, max_images: int = 5000, data_dir: str | None = None,
                            seed: int = 0) -> dict:
     """Paper §6.2 for a run: the trained D of `source` (run directory or .pt) against the same
@@ -235,8 +235,8 @@ def guided_backprop_report(source: str | Path, data: str, out: str | Path, n_fea
     over those images for both. Writes out/guided_backprop.png (images scaled up to at least 64
     pixels) and out/guided_backprop.json; returns the JSON's content. Image indices are positions in
     the dataset (in the stream's readable images for streamed data)."""
-    if n_features < 1:
-        raise DCGANError(f"n_features must be at least 1, got {n_features}: ask for one feature or more")
+    if filters < 1:
+        raise DCGANError(f"filters must be at least 1, got {filters}: ask for one filter or more")
     check_count(top, "top", 64)
     check_count(max_images, "max_images", 10**6)
     check_seed(seed, "seed", MAX_SEED)
@@ -244,8 +244,8 @@ def guided_backprop_report(source: str | Path, data: str, out: str | Path, n_fea
     d = load_discriminator(source)
     idx = _layer_index(d, layer)
     c = _channels(d, idx)
-    if n_features > c:
-        raise DCGANError(f"n_features={n_features} asks for features up to {n_features - 1}, but "
+    if filters > c:
+        raise DCGANError(f"filters={filters} asks for filters up to {filters - 1}, but "
                          f"{layer_name(d, idx)} has {c} channels: use at most {c} features")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -258,7 +258,7 @@ def guided_backprop_report(source: str | Path, data: str, out: str | Path, n_fea
         images = first_images(dataset, max_images)
         pick = torch.arange(len(images))
     figure, info = saliency_figure(average_bn_statistics(d, images), average_bn_statistics(random_d, images),
-                                   images, n_features, top, idx)
+                                   images, filters, top, idx)
     for net in NETWORKS:
         for row in info[net]["features"]:
             row["indices"] = [int(pick[i]) for i in row["indices"]]
@@ -341,7 +341,7 @@ def _save_image(x: torch.Tensor, path: Path, min_side: int = 64) -> None:
     write_image(F.interpolate(x, scale_factor=scale, mode="nearest"), path)
 
 
-def feature_map_report(source: str | Path, out: str | Path, net: str = "g", seed: int = 0, index: int = 0,
+def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", seed: int = 0, index: int = 0,
                        image: str | Path | None = None, max_channels: int = 32) -> dict:
     """The feature maps of every layer for one input, as a picture and per-layer statistics.
 

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan import distributed
-from dcgan.augment import augment, parse_policy
-from dcgan.config import TrainConfig
+from dcgan.augment import augment
+from dcgan.config import TrainConfig, parse_policy
 from dcgan.data import to_float
 from dcgan.models import Discriminator, Generator, build
 

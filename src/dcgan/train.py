@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from dcgan import checkpoint, distributed, seeds
-from dcgan.config import TrainConfig, configure, default_run_dir
+from dcgan.config import TrainConfig, configure_new, configure_resumed, default_run_dir
 from dcgan.data import (
     fingerprint_changes,
     first_images,
@@ -31,7 +31,7 @@ from dcgan.data import (
     stream_batches,
     to_float,
 )
-from dcgan.errors import DCGANError, describe_os_error
+from dcgan.errors import DCGANError, TrainingInterrupted, describe_os_error
 from dcgan.health import Diverged, Health, diversity
 from dcgan.metrics import Evaluator, better, check_best_metric, describe_quality
 from dcgan.outputs import atomic_write
@@ -40,10 +40,6 @@ from dcgan.step import Networks, train_step
 from dcgan.visualize import grid, plot_losses, save_samples, save_sheet
 
 DEFAULT_EPOCHS = 25
-
-
-class TrainingInterrupted(DCGANError):
-    """SIGINT or SIGTERM arrived; a checkpoint at the current step was written first."""
 
 
 def check_run_dir(run: Path) -> None:
@@ -57,6 +53,16 @@ def check_run_dir(run: Path) -> None:
         raise DCGANError(f"--out {run} cannot be created or written: {existing} is not writable")
 
 
+def configure(overrides: dict, resume: str | Path | None = None) -> TrainConfig:
+    """The settings of a new run (config.configure_new), or of the run `resume` names: the settings
+    stored in its checkpoint with the `overrides` a resumed run may change (config.configure_resumed)."""
+    if resume is None:
+        return configure_new(overrides)
+    ckpt = checkpoint.load(resume)
+    checkpoint.check_resumable(ckpt, Path(resume))
+    return configure_resumed(ckpt["config"], overrides, resume)
+
+
 def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path:
     """Train a DCGAN; returns the run directory. `config` may be a dict of settings.
 
@@ -66,7 +72,7 @@ def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path
     torchrun, each process trains one shard with DistributedDataParallel and rank 0 writes the run.
     """
     if isinstance(config, dict):
-        config = configure(config)
+        config = configure_new(config)
     run = Path(config.out or default_run_dir(config))
     latest = run / checkpoint.LATEST
     rewind = None  # a snapshot to continue from, when it is not the latest checkpoint itself

@@ -10,6 +10,8 @@ features (Coates & Ng 2011).
 from __future__ import annotations
 
 import copy
+import io
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan import seeds
-from dcgan.data import to_float
+from dcgan.checkpoint import load_discriminator
+from dcgan.config import check_seed
+from dcgan.data import labelled_splits, to_float
+from dcgan.distributed import pick_device
 from dcgan.errors import DCGANError
 from dcgan.models import Discriminator, ModelConfig
+from dcgan.outputs import check_output_file, write_bytes
 
 
 def feature_dim(config: ModelConfig) -> int:
@@ -86,6 +92,25 @@ def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, 
     statistics averaged over up to bn_images training images; computed on `device` (default: D's)."""
     d = copy.deepcopy(d).to(device) if device is not None else d  # the caller's D stays where it is
     return pooled_features(bn_averaged(d, train, bn_images, seed), images, grid=grid)
+
+
+def write_features(source: str | Path, *, data: str, out: str | Path, split: str = "train",
+                   data_dir: str | None = None, grid: int = 4, seed: int = 0, device: str = "auto") -> dict:
+    """D's pooled features of every image of a labelled dataset's split (BN statistics averaged over
+    its train split), written with the labels to `out` (.npz: features, labels) for any classifier."""
+    if split not in ("train", "test"):
+        raise DCGANError(f"--split must be train or test, got {split!r}")
+    check_seed(seed)
+    out = check_output_file(out, inputs=[source, data, data_dir], suffixes=(".npz",))
+    d = load_discriminator(source)
+    check_grid(grid, d)
+    train, test = labelled_splits(data, d.config.image_size, d.config.channels, data_dir)
+    chosen = train if split == "train" else test
+    x = dcgan_features(d, train.images, chosen.images, seed=seed, grid=grid, device=pick_device(device))
+    buffer = io.BytesIO()
+    np.savez(buffer, features=x, labels=chosen.labels.numpy())
+    write_bytes(out, buffer.getvalue())
+    return {"out": str(out), "images": x.shape[0], "dim": x.shape[1], "data": data, "split": split}
 
 
 def pixel_features(images: torch.Tensor) -> np.ndarray:
