@@ -341,7 +341,7 @@ def test_training_time_evaluation_reports_kid_with_its_std_and_the_new_best(trai
         assert f"step {r['step']} FID {r['fid']:.3f}  KID {r['kid']:.5f} +- {r['kid_std']:.5f}" in err
         assert "(n=32; FID is biased upward below 10,000)" in err
     best = min(evaluated, key=lambda r: r["fid"])
-    assert f"step {best['step']} new best FID {best['fid']:.2f} -> {run / 'best.pt'}" in err
+    assert f"step {best['step']} new best FID {best['fid']:.3f} -> {run / 'best.pt'}" in err
 
 
 def test_the_fid_reference_is_a_random_subset_of_class_sorted_data(trained, tmp_path, monkeypatch):

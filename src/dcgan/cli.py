@@ -327,8 +327,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                        data_dir=args.data_dir, split=args.split, inception_weights=args.inception_weights,
                        seed=args.seed, out=args.out)
     line = dcgan.describe_quality(r)
-    if "inception_score" in r:
-        line += f"  IS {r['inception_score']:.2f} +- {r['inception_score_std']:.2f}"
     print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {args.data} {args.split} images, "
           f"{args.extractor} features)")
     for key, value in r["protocol"].items():

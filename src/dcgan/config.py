@@ -187,6 +187,9 @@ class TrainConfig:
     eval_n: int = setting(2000, "generated and real images per evaluation", resumable=True)
     inception_weights: str | None = setting(None, "local pt_inception-2015-12-05 weights file (or "
                                             "$DCGAN_INCEPTION_WEIGHTS)", resumable=True)
+    best_metric: str = setting("fid", "best.pt is the checkpoint of this metric's best value (lowest fid or "
+                               "kid, highest precision or recall; any metric dcgan evaluate reports)",
+                               resumable=True)
     # health
     on_divergence: str = setting("stop", "stop | rollback: on a non-finite loss or weight, reload the last "
                                  "checkpoint with lr x --rollback-lr-factor", resumable=True)

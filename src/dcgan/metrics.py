@@ -14,6 +14,8 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -278,14 +280,21 @@ def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -
     return torch.cat([(torch.cdist(c, centres) <= radii).any(1) for c in points.split(1000)])
 
 
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkaanniemi et al. 2019): each set's manifold is the union
-    of balls reaching every point's k-th nearest neighbour. Precision: the share of fakes on the
-    real manifold; recall: the share of reals on the fake one (low recall = mode collapse)."""
+def precision(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> float:
+    """Improved precision (Kynkaanniemi et al. 2019): the share of fakes on the real manifold, the union
+    of balls reaching every real point's k-th nearest neighbour."""
     real, fake = real.float(), fake.float()
-    precision = _covered(fake, real, _kth_radius(real, k)).float().mean()
-    recall = _covered(real, fake, _kth_radius(fake, k)).float().mean()
-    return float(precision), float(recall)
+    return float(_covered(fake, real, _kth_radius(real, k)).float().mean())
+
+
+def recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> float:
+    """Improved recall: the share of reals on the fake manifold (low recall = mode collapse)."""
+    return precision(fake, real, k)
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019)."""
+    return precision(real, fake, k), recall(real, fake, k)
 
 
 def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
@@ -299,25 +308,79 @@ def inception_score(logits: torch.Tensor, splits: int = 10) -> tuple[float, floa
     return float(mean), float(std)
 
 
-def compare(real: torch.Tensor, fake: torch.Tensor, fake_logits: torch.Tensor | None = None) -> dict:
-    """Every metric between two feature sets."""
-    kid_mean, kid_std = kernel_distance(real, fake)
-    precision, recall = precision_recall(real, fake)
-    out = {"fid": frechet_distance(real, fake), "kid": kid_mean, "kid_std": kid_std,
-           "precision": precision, "recall": recall, "n_real": len(real), "n_fake": len(fake)}
-    if fake_logits is not None:
-        out["inception_score"], out["inception_score_std"] = inception_score(fake_logits)
+@dataclass(frozen=True)
+class Metric:
+    """One score of generated against real images: how it is computed, which way is better, how it prints.
+    `compute` takes (real features, fake features), or the fake logits alone with on_logits; a (mean, std)
+    result is recorded as NAME and NAME_std."""
+
+    label: str  # as printed: "FID 12.345"
+    compute: Callable[..., float | tuple[float, float]]
+    lower_is_better: bool
+    digits: int  # decimals printed
+    on_logits: bool = False  # needs the extractor's class logits (Inception only)
+
+
+# Every metric, once: `dcgan evaluate`, the training-time Evaluator, the console line, TensorBoard and
+# --best-metric all read this table.
+METRICS: dict[str, Metric] = {
+    "fid": Metric("FID", frechet_distance, lower_is_better=True, digits=3),
+    "kid": Metric("KID", kernel_distance, lower_is_better=True, digits=5),  # std over subsets: kid_std
+    "precision": Metric("precision", precision, lower_is_better=False, digits=3),
+    "recall": Metric("recall", recall, lower_is_better=False, digits=3),
+    "inception_score": Metric("IS", inception_score, lower_is_better=False, digits=2, on_logits=True),
+}
+
+
+def scores(real: torch.Tensor, fake: torch.Tensor, fake_logits: torch.Tensor | None = None) -> dict:
+    """Every metric of the table between two feature sets (those over logits when logits are given)."""
+    out = {}
+    for name, m in METRICS.items():
+        if m.on_logits and fake_logits is None:
+            continue
+        value = m.compute(fake_logits) if m.on_logits else m.compute(real, fake)
+        if isinstance(value, tuple):
+            out[name], out[f"{name}_std"] = value
+        else:
+            out[name] = value
     return out
 
 
+def compare(real: torch.Tensor, fake: torch.Tensor, fake_logits: torch.Tensor | None = None) -> dict:
+    """Every metric between two feature sets, and the set sizes."""
+    return {**scores(real, fake, fake_logits), "n_real": len(real), "n_fake": len(fake)}
+
+
 def describe_quality(r: dict, n: int | None = None) -> str:
-    """FID, KID with its standard deviation over subsets, precision and recall in one line; at n <
-    10,000 a reminder that FID is biased there."""
-    line = (f"FID {r['fid']:.3f}  KID {r['kid']:.5f} +- {r['kid_std']:.5f}  precision {r['precision']:.3f}"
-            f"  recall {r['recall']:.3f}")
+    """Every metric in `r` in one line (with its standard deviation where it has one); at n < 10,000 a
+    reminder that FID is biased there."""
+    parts = []
+    for name, m in METRICS.items():
+        if name in r:
+            std = f" +- {r[f'{name}_std']:.{m.digits}f}" if f"{name}_std" in r else ""
+            parts.append(f"{m.label} {r[name]:.{m.digits}f}{std}")
+    line = "  ".join(parts)
     if n is not None:
         line += f"  (n={n}{'; FID is biased upward below 10,000' if n < 10000 else ''})"
     return line
+
+
+def check_best_metric(name: str, features: str) -> Metric:
+    """The metric --best-metric names, measurable with these --eval-features."""
+    if name not in METRICS:
+        raise DCGANError(f"best_metric {name!r} is not a metric: choose one of {', '.join(METRICS)}")
+    if METRICS[name].on_logits and features != "inception":
+        raise DCGANError(f"best_metric {name} needs --eval-features inception (a classifier gives no "
+                         f"Inception logits); choose one of "
+                         f"{', '.join(k for k, m in METRICS.items() if not m.on_logits)}")
+    return METRICS[name]
+
+
+def better(metric: str, value: float, than: float | None) -> bool:
+    """Whether `value` of `metric` improves on `than` (None: nothing measured yet)."""
+    if than is None:
+        return True
+    return value < than if METRICS[metric].lower_is_better else value > than
 
 
 def evaluate(source: str | Path, *, data: str, n: int = 10000, extractor: str = "inception",
@@ -372,8 +435,4 @@ class Evaluator:
         with eval_mode(generator), torch.no_grad():
             z = generator.latent(self.seed, range(self.n), stream="eval")
             fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])  # uint8 per chunk
-        fake_f, _ = extract(fake, self.extractor)
-        precision, recall = precision_recall(self.real, fake_f)
-        kid, kid_std = kernel_distance(self.real, fake_f)
-        return {"fid": frechet_distance(self.real, fake_f), "kid": kid, "kid_std": kid_std,
-                "precision": precision, "recall": recall}
+        return scores(self.real, *extract(fake, self.extractor))

@@ -53,6 +53,12 @@ class RunLog:
         for w in row["warnings"]:
             self.message(f"warning: step {row['step']}: {w}")
 
+    def scalars(self, values: dict, step: int) -> None:
+        """Numbers beside the rows' own, e.g. the training-time FID and KID, to TensorBoard."""
+        if self.writer:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
     def image(self, grid: torch.Tensor, step: int) -> None:
         if self.writer:
             self.writer.add_image("samples", grid, step)

@@ -33,7 +33,7 @@ from dcgan.data import (
 )
 from dcgan.errors import DCGANError, TrainingInterrupted, describe_os_error
 from dcgan.health import Diverged, Health, diversity
-from dcgan.metrics import Evaluator, describe_quality
+from dcgan.metrics import Evaluator, better, check_best_metric, describe_quality
 from dcgan.outputs import atomic_write
 from dcgan.runlog import RunLog
 from dcgan.step import Networks, train_step
@@ -96,6 +96,7 @@ def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path
         raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
                          "or choose another --out")
     check_run_dir(run)
+    check_best_metric(config.best_metric, config.eval_features)
     world, device_name = distributed.setup(config.device)
     try:
         distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
@@ -131,8 +132,11 @@ class _Run:
     fingerprint: dict  # of the training data
     per_epoch: int  # real batches per rank and epoch
     total: int  # steps
-    best: dict = field(default_factory=lambda: {"fid": float("inf"), "step": None})  # by FID: best.pt
+    best: dict = field(default_factory=dict)  # {"metric": NAME, NAME: best value, "step": S}: best.pt
     rollbacks: int = 0
+
+    def __post_init__(self):
+        self.best = best_record(self.best, self.config.best_metric)
 
     @property
     def latest(self) -> Path:
@@ -165,8 +169,16 @@ class _Run:
         except DCGANError as e:
             raise DCGANError(f"{self.latest}: {e} (the snapshots are in {self.dir / 'snapshots'})") from None
         self.nets.set_lr(self.config.lr)
-        self.best.update(ckpt.get("best", {}))
+        self.best = best_record(ckpt.get("best", {}), self.config.best_metric)
         return step
+
+    def improved(self, quality: dict, step: int) -> bool:
+        """Whether these scores beat the best so far of the run's best metric (they become the best)."""
+        name = self.best["metric"]
+        if not better(name, quality[name], self.best.get(name)):
+            return False
+        self.best.update({name: quality[name], "step": step})
+        return True
 
     def rollback(self, error: Diverged, log: RunLog) -> int:
         """Back to the last good checkpoint with a lower learning rate, or stop if that is not allowed
@@ -251,11 +263,12 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                     window.reset()
                 if quality:
                     log.message(f"step {step} {describe_quality(quality, config.eval_n)}")
-                if quality and quality["fid"] < run.best["fid"]:
-                    run.best.update(fid=quality["fid"], step=step)
+                    log.scalars(quality, step)
+                if quality and run.improved(quality, step):
                     run.save(step)
-                    checkpoint.link(run.latest, run_dir / "best.pt")  # the checkpoint of the best FID so far
-                    log.message(f"step {step} new best FID {quality['fid']:.2f} -> {run_dir / 'best.pt'}")
+                    checkpoint.link(run.latest, run_dir / "best.pt")  # the best of --best-metric so far
+                    best = describe_quality({config.best_metric: quality[config.best_metric]})
+                    log.message(f"step {step} new best {best} -> {run_dir / 'best.pt'}")
                 if step % config.checkpoint_every == 0 or step == total or stopping:
                     _check_finite(distributed.all_mean(window.sums, world), window.steps, step)
                     run.save(step)
@@ -312,11 +325,22 @@ def schedule(config: TrainConfig, data, world_size: int = 1) -> tuple[int, int]:
 def plan(config: TrainConfig) -> dict:
     """What `dcgan train --dry-run` reports beyond the settings: the images found and the schedule
     (opening the data, so a bad --data fails here, as training would)."""
+    check_best_metric(config.best_metric, config.eval_features)
     data = _open_data(config, Path(config.out), resume=False)
     per_epoch, total = schedule(config, data)
     return {"images": len(data), "source": data.source, "batches_per_epoch": per_epoch,
             "steps_per_epoch": round(per_epoch / config.d_steps, 2), "total_steps": total,
             "epochs": round(total * config.d_steps / per_epoch, 2)}
+
+
+def best_record(stored: dict, metric: str) -> dict:
+    """The best-so-far record of `metric` from a checkpoint's: one written before --best-metric existed,
+    {"fid": value, "step": S}, is FID's; a record of another metric (a resume that changed
+    --best-metric), or one that is not a number, starts over."""
+    value = stored.get(metric) if isinstance(stored, dict) and stored.get("metric", "fid") == metric else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"metric": metric, metric: value, "step": stored.get("step")}
+    return {"metric": metric, "step": None}
 
 
 def _evaluator(config: TrainConfig, data) -> Evaluator:
