@@ -52,7 +52,7 @@ def main() -> None:
         run = Path(tmp) / "run"
         t = time.perf_counter()
         dcgan("train", "--data", "fashion-mnist", "--steps", a.steps, "--eval-every", a.eval_every,
-              "--eval-features", features, "--eval-n", a.eval_n, "--tensorboard", "false", "--out", run)
+              "--eval-extractor", features, "--eval-n", a.eval_n, "--tensorboard", "false", "--out", run)
         train_s = time.perf_counter() - t
         rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
         trajectory = [{k: r[k] for k in ("step", "kimg", "fid", "kid", "precision", "recall")}

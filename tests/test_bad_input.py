@@ -230,7 +230,7 @@ CASES = {
     "train unknown preset": (["train", "--preset", "stylegan"], ["stylegan"], {}),
     "train unknown flag": (["train", "--learning-rate", "1"], ["--learning-rate"], {}),
     "train lr not a number": (["train", "--lr", "fast"], ["--lr", "fast"], {}),
-    "train eval features": (["train", *TINY, "--eval-features", "vgg"], ["eval_features", "vgg"], {}),
+    "train eval extractor": (["train", *TINY, "--eval-extractor", "vgg"], ["eval_extractor", "vgg"], {}),
     # train: files
     "config not utf-8": (["train", "--config", "{w}/nonutf8.yaml"], ["nonutf8.yaml", "UTF-8"], {}),
     "config is a fifo": (["train", "--config", "{w}/fifo"], ["fifo", "regular file"], {}),

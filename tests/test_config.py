@@ -241,3 +241,12 @@ def test_differences_honours_ignore():
 
 def test_no_differences_between_equal_configs():
     assert differences(resolve({"preset": "paper"}), resolve({"preset": "paper"}), ignore=set()) == []
+
+
+def test_a_renamed_setting_still_reads_from_stored_runs_and_config_files(tmp_path):
+    """eval_features became eval_extractor: a run or config file written before keeps its choice."""
+    stored = {**resolve({}).to_dict(), "eval_features": "classifier:clf.safetensors"}
+    del stored["eval_extractor"]
+    assert from_dict(stored).eval_extractor == "classifier:clf.safetensors"
+    (tmp_path / "c.yaml").write_text("eval_features: classifier:c.safetensors\n")
+    assert read_config_file(tmp_path / "c.yaml") == {"eval_extractor": "classifier:c.safetensors"}

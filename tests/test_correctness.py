@@ -319,7 +319,7 @@ def test_evaluating_during_training_changes_nothing_that_is_trained(trained, tmp
     _, clf = trained
     plain = checkpoint.load(train(tiny(tmp_path, "plain", steps=6)))
     evaluated_run = train(tiny(tmp_path, "evaluated", steps=6, eval_every=2, eval_n=32,
-                               eval_features=f"classifier:{clf}"))
+                               eval_extractor=f"classifier:{clf}"))
     evaluated = checkpoint.load(evaluated_run)
     for net in ("generator", "discriminator"):
         for k, v in plain[net].items():
@@ -331,7 +331,7 @@ def test_evaluating_during_training_changes_nothing_that_is_trained(trained, tmp
 def test_training_time_evaluation_reports_kid_with_its_std_and_the_new_best(trained, tmp_path, capsys):
     _, clf = trained
     run = train(tiny(tmp_path, "evaluated", steps=4, eval_every=2, eval_n=32,
-                     eval_features=f"classifier:{clf}"))
+                     eval_extractor=f"classifier:{clf}"))
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r for r in rows if "fid" in r]
     assert [r["step"] for r in evaluated] == [2, 4]
@@ -363,7 +363,7 @@ def test_the_fid_reference_is_a_random_subset_of_class_sorted_data(trained, tmp_
 
     monkeypatch.setattr(sys.modules["dcgan.train"], "Evaluator", Recording)
     train(configure({**TINY, "data": str(folder), "channels": 1, "steps": 2, "eval_every": 2, "eval_n": 16,
-                     "eval_features": f"classifier:{clf}", "out": str(tmp_path / "run")}))
+                     "eval_extractor": f"classifier:{clf}", "out": str(tmp_path / "run")}))
     white = (seen[0].flatten(1).float().mean(1) > 127).float().mean()
     assert 0.15 < white < 0.85, float(white)
 

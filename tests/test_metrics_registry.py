@@ -24,7 +24,7 @@ def classifier(tmp_path_factory):
 
 
 def tiny(tmp_path, name, clf, **kw):
-    return configure({**TINY, "out": str(tmp_path / name), "eval_features": f"classifier:{clf}", **kw})
+    return configure({**TINY, "out": str(tmp_path / name), "eval_extractor": f"classifier:{clf}", **kw})
 
 
 def rows_of(run):

@@ -2,9 +2,11 @@
 
 A checkpoint is a torch file written atomically and read with weights_only=True, holding the
 RUN_KEYS: G's and D's weights, both optimizers' states, the loss scalers (`amp`), the step and
-epoch, the training config, every random state (`rng`), the best FID so far and the fingerprint of
-the training data. `save_run`/`restore_run` write and read a training run's state;
-`load_networks` gives G and D (or G alone from an exported file) to every inspection command.
+epoch, the training config, every random state (`rng`), the best evaluation so far (`best`: the
+--best-metric, its value and step) and the fingerprint of the training data. `save_run` /
+`restore_run` write and read a training run's state; `choose` picks a run's latest, best or
+snapshot checkpoint; `load_networks` gives G and D (or G alone from an exported file) to every
+inspection command.
 `export` writes G alone to safetensors with its ModelConfig in the metadata, for sharing.
 """
 

@@ -182,7 +182,8 @@ class TrainConfig:
     # sample quality during training (dcgan.metrics)
     eval_every: int = setting(0, "steps between FID/KID/precision/recall evaluations (0: never)",
                               resumable=True)
-    eval_features: str = setting("inception", "inception, or classifier:PATH from dcgan train-classifier",
+    eval_extractor: str = setting("inception", "the network whose features FID/KID compare: inception, or "
+                                  "classifier:PATH from dcgan train-classifier",
                                  resumable=True)
     eval_n: int = setting(2000, "generated and real images per evaluation", resumable=True)
     inception_weights: str | None = setting(None, "local pt_inception-2015-12-05 weights file (or "
@@ -220,7 +221,13 @@ class TrainConfig:
 # Fields a resumed run may change: how long it runs and what it writes, never what it learns.
 RESUMABLE_CHANGES = {f.name for f in fields(TrainConfig) if f.metadata.get("resumable")}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
+RENAMED = {"eval_features": "eval_extractor"}  # older name -> name: stored runs and config files still read
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)} - {"model"}
+
+
+def renamed(settings: dict) -> dict:
+    """`settings` with every older setting name replaced by its current one."""
+    return {RENAMED.get(k, k): v for k, v in settings.items()}
 
 
 def _check_type(name: str, value, source: str):
@@ -278,6 +285,7 @@ def read_config_file(path: str | Path) -> dict:
 
 def validate_overrides(overrides: dict, source: str) -> dict:
     """Reject unknown keys and wrong types, naming the key and the source."""
+    overrides = renamed(overrides)
     unknown = sorted(map(str, set(overrides) - MODEL_FIELDS - TRAIN_FIELDS))
     if unknown:
         raise DCGANError(
@@ -342,9 +350,10 @@ def check(config: TrainConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, str) and (not value or "\0" in value):
             raise DCGANError(f"{name} must be a non-empty path without NUL characters, got {value!r}")
-    if not (config.eval_features == "inception" or config.eval_features.startswith("classifier:")
-            and len(config.eval_features) > len("classifier:")):
-        raise DCGANError(f"eval_features must be inception or classifier:PATH, got {config.eval_features!r}")
+    if not (config.eval_extractor == "inception" or config.eval_extractor.startswith("classifier:")
+            and len(config.eval_extractor) > len("classifier:")):
+        raise DCGANError(f"eval_extractor must be inception or classifier:PATH, got "
+                         f"{config.eval_extractor!r}")
     if not (0 <= config.beta1 < 1 and 0 <= config.beta2 < 1):
         raise DCGANError(f"beta1 and beta2 must lie in [0, 1), got {config.beta1}, {config.beta2}")
     if config.precision not in ("fp32", "bf16", "fp16"):
@@ -386,7 +395,7 @@ def check_number(value, name: str, minimum: float = 0.0, positive: bool = False)
 
 def from_dict(d: dict) -> TrainConfig:
     """Rebuild a resolved config (as stored in config.json or a checkpoint)."""
-    d = dict(d)
+    d = renamed(d)
     model = ModelConfig.from_dict(d.pop("model"))
     return TrainConfig(model=model, **{k: v for k, v in d.items() if k in TRAIN_FIELDS})
 

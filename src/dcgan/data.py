@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from dcgan import seeds
-from dcgan.datasets import NAMED, labelled_names, natural_shape  # noqa: F401 - natural_shape is re-exported
+from dcgan.datasets import NAMED, labelled_names
 from dcgan.errors import DCGANError, check_regular_file, describe_os_error
 
 __all__ = ["cache_dir", "cache_entries", "clear_cache", "open_dataset"]  # public: dcgan.NAME

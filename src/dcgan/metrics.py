@@ -25,8 +25,9 @@ from torch import nn
 from dcgan import seeds
 from dcgan.checkpoint import load_generator
 from dcgan.config import MAX_SEED, MIN_EVAL_N, check_count, check_seed
-from dcgan.data import check_regular_file, labelled_splits, natural_shape, open_dataset, to_float, to_uint8
-from dcgan.errors import DCGANError
+from dcgan.data import labelled_splits, open_dataset, to_float, to_uint8
+from dcgan.datasets import natural_shape
+from dcgan.errors import DCGANError, check_regular_file
 from dcgan.models import eval_mode
 from dcgan.outputs import check_output_file, write_bytes
 
@@ -169,7 +170,7 @@ def inception_network(path: str | None) -> nn.Module:
                          f"({first[:200]}); get {INCEPTION_FILE}") from None
 
 
-class Features(nn.Module):
+class Extractor(nn.Module):
     """uint8 images (N, C, H, W) -> (N, d) features of a frozen extractor."""
 
     def __init__(self, spec: str, inception: str | None = None):
@@ -226,7 +227,7 @@ class Features(nn.Module):
         return self.net.features(x).double(), None
 
 
-def extract(images: torch.Tensor, extractor: Features, batch_size: int = 200) -> tuple[torch.Tensor, ...]:
+def extract(images: torch.Tensor, extractor: Extractor, batch_size: int = 200) -> tuple[torch.Tensor, ...]:
     """(features (N, d), logits or None) of uint8 images, in batches."""
     parts = [extractor.features_and_logits(c) for c in images.split(batch_size)]
     feats = torch.cat([p[0] for p in parts])
@@ -396,7 +397,7 @@ def evaluate(source: str | Path, *, data: str, n: int = 10000, extractor: str = 
         classifier = extractor.split(":", 1)[1] if extractor.startswith("classifier:") else None
         out = check_output_file(out, inputs=[source, data, data_dir, classifier, inception_weights],
                                 suffixes=(".json",))
-    spec, extractor = extractor, Features(extractor, inception_weights)
+    spec, extractor = extractor, Extractor(extractor, inception_weights)
     g = load_generator(source)
     c = g.config
     real = open_dataset(data, c.image_size, c.channels, data_dir, split=split).images
@@ -425,8 +426,8 @@ def evaluate(source: str | Path, *, data: str, n: int = 10000, extractor: str = 
 class Evaluator:
     """The metric during training: a fixed set of z against fixed real features."""
 
-    def __init__(self, features: str, real: torch.Tensor, n: int, seed: int, inception: str | None = None):
-        self.extractor = Features(features, inception)
+    def __init__(self, extractor: str, real: torch.Tensor, n: int, seed: int, inception: str | None = None):
+        self.extractor = Extractor(extractor, inception)
         pick = torch.randperm(len(real), generator=seeds.generator(seed, "reference"))[:n]
         self.real, _ = extract(real[pick].cpu(), self.extractor)
         self.n, self.seed = n, seed

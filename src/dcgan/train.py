@@ -96,7 +96,7 @@ def train(config: TrainConfig | dict, resume: bool | str | Path = False) -> Path
         raise DCGANError(f"{run} already holds a run: continue it with --resume {run}, "
                          "or choose another --out")
     check_run_dir(run)
-    check_best_metric(config.best_metric, config.eval_features)
+    check_best_metric(config.best_metric, config.eval_extractor)
     world, device_name = distributed.setup(config.device)
     try:
         distributed.barrier(world)  # every rank has checked the run directory before rank 0 writes
@@ -325,7 +325,7 @@ def schedule(config: TrainConfig, data, world_size: int = 1) -> tuple[int, int]:
 def plan(config: TrainConfig) -> dict:
     """What `dcgan train --dry-run` reports beyond the settings: the images found and the schedule
     (opening the data, so a bad --data fails here, as training would)."""
-    check_best_metric(config.best_metric, config.eval_features)
+    check_best_metric(config.best_metric, config.eval_extractor)
     data = _open_data(config, Path(config.out), resume=False)
     per_epoch, total = schedule(config, data)
     return {"images": len(data), "source": data.source, "batches_per_epoch": per_epoch,
@@ -346,7 +346,7 @@ def best_record(stored: dict, metric: str) -> dict:
 def _evaluator(config: TrainConfig, data) -> Evaluator:
     """The training-time metric: a seeded random reference subset, a fixed set of z."""
     reference = sample_images(data, config.eval_n, seeds.generator(config.seed, "reference"))
-    return Evaluator(config.eval_features, reference, config.eval_n, config.seed, config.inception_weights)
+    return Evaluator(config.eval_extractor, reference, config.eval_n, config.seed, config.inception_weights)
 
 
 def _prepare_dir(run: _Run, resume: bool, rewind: Path | None, branch: dict | None = None):
