@@ -40,7 +40,7 @@ def _inception_state_dict() -> dict:
 def test_inception_weights_swapped_after_the_check_never_run(tmp_path, monkeypatch):
     """The file is replaced by a hostile pickle right after the first read of it: nothing may read it
     again (torch-fidelity used to, with weights_only=False), so the pickle never runs."""
-    from dcgan.metrics import Features
+    from dcgan.metrics import Extractor
 
     weights = tmp_path / "pt_inception.pth"
     torch.save(_inception_state_dict(), weights)
@@ -70,18 +70,18 @@ def test_inception_weights_swapped_after_the_check_never_run(tmp_path, monkeypat
 
     monkeypatch.setattr(torch, "load", load)
     monkeypatch.setattr(type(weights), "read_bytes", read_bytes)
-    f = Features("inception", str(weights))
+    f = Extractor("inception", str(weights))
     assert f(torch.zeros(1, 3, 16, 16, dtype=torch.uint8)).shape == (1, 2048)
     assert not marker.exists()
     assert all(weights_only for _, weights_only in opened)  # no path is ever unpickled freely
 
 
 def test_inception_weights_of_another_network_are_a_clear_error(tmp_path):
-    from dcgan.metrics import Features
+    from dcgan.metrics import Extractor
 
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
     with pytest.raises(DCGANError, match="other.pth.*Inception"):
-        Features("inception", str(tmp_path / "other.pth"))
+        Extractor("inception", str(tmp_path / "other.pth"))
 
 
 # ---- attack 2: no image decoder beyond the accepted formats ------------------------------

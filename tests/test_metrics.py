@@ -13,7 +13,7 @@ from scipy import linalg
 from dcgan.data import open_dataset
 from dcgan.errors import DCGANError
 from dcgan.metrics import (
-    Features,
+    Extractor,
     extract,
     frechet_distance,
     kernel_distance,
@@ -65,7 +65,7 @@ def test_fid_is_stable_with_fewer_samples_than_dimensions():
 
 
 def test_features_do_not_depend_on_batch_size(classifier, digits):
-    f = Features(f"classifier:{classifier}")
+    f = Extractor(f"classifier:{classifier}")
     small, _ = extract(digits[:300], f, batch_size=7)
     large, _ = extract(digits[:300], f, batch_size=300)
     assert torch.allclose(small, large, atol=1e-5)
@@ -74,7 +74,7 @@ def test_features_do_not_depend_on_batch_size(classifier, digits):
 
 
 def test_fid_and_kid_rise_with_noise(classifier, digits):
-    f = Features(f"classifier:{classifier}")
+    f = Extractor(f"classifier:{classifier}")
     real, _ = extract(digits[:800], f)
     gen = torch.Generator().manual_seed(0)
     fids, kids = [], []
@@ -98,7 +98,7 @@ def test_precision_and_recall_see_mode_collapse():
 
 def test_missing_or_hostile_inception_weights_are_clear_errors(tmp_path):
     with pytest.raises(DCGANError, match="pt_inception-2015-12-05"):
-        Features("inception", str(tmp_path / "nothing.pth"))
+        Extractor("inception", str(tmp_path / "nothing.pth"))
     marker = tmp_path / "pwned"
 
     class Exploit:
@@ -107,7 +107,7 @@ def test_missing_or_hostile_inception_weights_are_clear_errors(tmp_path):
 
     torch.save({"x": Exploit()}, tmp_path / "evil.pth")
     with pytest.raises(DCGANError, match="not a plain"):
-        Features("inception", str(tmp_path / "evil.pth"))
+        Extractor("inception", str(tmp_path / "evil.pth"))
     assert not marker.exists()
 
 
@@ -121,7 +121,7 @@ def test_inception_features_from_a_local_weights_file(tmp_path, monkeypatch):
         m.setattr(nn.Module, "load_state_dict", lambda self, *a, **k: None)
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], "unused")
     torch.save(net.state_dict(), tmp_path / "pt_inception.pth")
-    f = Features("inception", str(tmp_path / "pt_inception.pth"))
+    f = Extractor("inception", str(tmp_path / "pt_inception.pth"))
     gen = torch.Generator().manual_seed(0)
     grey = torch.randint(0, 256, (40, 1, 32, 32), dtype=torch.uint8, generator=gen)
     feats, logits = f.features_and_logits(grey)
