@@ -22,7 +22,7 @@ import torch
 from record import dcgan
 
 from dcgan.data import open_dataset
-from dcgan.metrics import Features, compare, extract
+from dcgan.metrics import Extractor, compare, extract
 
 
 def evaluate(source: Path, n: int, features: str, out: Path) -> dict:
@@ -43,7 +43,7 @@ def main() -> None:
         accuracy = float(dcgan("train-classifier", "--data", "fashion-mnist", "--out", clf, "--epochs",
                                a.classifier_epochs).split("test accuracy ")[1].split()[0])
         features = f"classifier:{clf}"
-        extractor = Features(features)
+        extractor = Extractor(features)
         gen = torch.Generator().manual_seed(0)
         train = open_dataset("fashion-mnist", 32, 1, split="train").images
         test = open_dataset("fashion-mnist", 32, 1, split="test").images
