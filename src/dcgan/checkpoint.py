@@ -19,6 +19,7 @@ import os
 import pickle
 import random
 import reprlib
+import sys
 import time
 from pathlib import Path
 
@@ -309,6 +310,22 @@ def choose(source: str | Path, which: str = "latest") -> Path:
         raise DCGANError(f"--which must be latest, best or a snapshot step of {path} ({listed}), "
                          f"got {which!r}")
     return path / "snapshots" / f"step_{int(which):08d}.pt"
+
+
+def run_data(source: str | Path, data: str | None, data_dir: str | None = None,
+             exclude: str | None = None, what: str = "data") -> tuple[str, str | None, str | None]:
+    """(data, data_dir, exclude) for a command on a run: what the run was trained on unless `data` is
+    given; another dataset than the run's is said in one line on stderr."""
+    path = Path(source)
+    trained = None if path.suffix == ".safetensors" else load(path)["config"]
+    if data is None:
+        if trained is None:
+            raise DCGANError(f"give --data: {path} is an exported generator, which does not record the "
+                             "data it was trained on")
+        return trained["data"], trained.get("data_dir"), trained.get("exclude")
+    if trained is not None and (data, data_dir) != (trained["data"], trained.get("data_dir")):
+        print(f"note: {what} is {data}; {path} was trained on {trained['data']}", file=sys.stderr)
+    return data, data_dir, exclude
 
 
 def load_networks(source: str | Path, device: str | torch.device = "cpu", need_discriminator: bool = False,

@@ -309,7 +309,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
 def _add_evaluate(sub) -> None:
     v = sub.add_parser("evaluate", help="FID, KID, precision/recall (and IS) of a trained generator")
     v.add_argument("source", help=SOURCE)
-    v.add_argument("--data", required=True, help="the real images to compare with")
+    v.add_argument("--data", help="the real images to compare with (default: the run's training data)")
     v.add_argument("--data-dir", dest="data_dir")
     v.add_argument("--split", default="test", help="test or train")
     v.add_argument("--n", type=int, default=10000, help="generated and real images")
@@ -319,15 +319,18 @@ def _add_evaluate(sub) -> None:
                    help=TrainConfig.__dataclass_fields__["inception_weights"].metadata["help"])
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--out", help="also write the numbers to this JSON file")
+    v.add_argument("--real-vs-real", dest="real_vs_real", action="store_true",
+                   help="compare two disjoint draws of --n real images instead: the floor of every metric "
+                        "at this n and size, which no generator can beat")
     v.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     r = dcgan.evaluate(args.source, data=args.data, n=args.n, extractor=args.extractor,
                        data_dir=args.data_dir, split=args.split, inception_weights=args.inception_weights,
-                       seed=args.seed, out=args.out)
+                       seed=args.seed, out=args.out, real_vs_real=args.real_vs_real)
     line = dcgan.describe_quality(r)
-    print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {args.data} {args.split} images, "
+    print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {r['data']} {r['split']} images, "
           f"{args.extractor} features)")
     for key, value in r["protocol"].items():
         print(f"  {key}: {value}")
@@ -352,7 +355,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
 def _add_neighbours(sub) -> None:
     nb = sub.add_parser("neighbours", help="nearest training images of samples (memorisation check)")
     nb.add_argument("source", help="run directory or checkpoint (exported .safetensors: pixels only)")
-    nb.add_argument("--data", required=True, help="the training images")
+    nb.add_argument("--data", help="the training images (default: the run's training data)")
     nb.add_argument("--data-dir", dest="data_dir")
     nb.add_argument("--n", type=int, default=8, help="samples")
     nb.add_argument("--k", type=int, default=5, help="neighbours per sample")
@@ -402,7 +405,7 @@ def cmd_dedup(args: argparse.Namespace) -> None:
 def _add_features(sub) -> None:
     f = sub.add_parser("features", help="D's conv features max-pooled to 4x4 (paper 5.1), as .npz")
     f.add_argument("source", help="run directory or checkpoint .pt")
-    f.add_argument("--data", required=True)
+    f.add_argument("--data", help="a labelled dataset (default: the run's training data)")
     f.add_argument("--data-dir", dest="data_dir")
     f.add_argument("--split", default="train", help="train or test")
     f.add_argument("--out", required=True, help="output .npz with features and labels")
@@ -416,13 +419,14 @@ def _add_features(sub) -> None:
 def cmd_features(args: argparse.Namespace) -> None:
     r = dcgan.write_features(args.source, data=args.data, out=args.out, split=args.split,
                              data_dir=args.data_dir, grid=args.grid, seed=args.seed, device=args.device)
-    print(f"wrote {args.out}: {r['images']} x {r['dim']} features of {args.data} {args.split}")
+    print(f"wrote {args.out}: {r['images']} x {r['dim']} features of {r['data']} {r['split']}")
 
 
 def _add_probe(sub) -> None:
     r = sub.add_parser("probe", help="linear L2-SVM on D's features vs baselines (paper 5.1-5.2)")
     r.add_argument("source", help="run directory or checkpoint .pt")
-    r.add_argument("--data", required=True, help="a labelled dataset with train and test splits")
+    r.add_argument("--data", help="a labelled dataset with train and test splits (default: the run's "
+                   "training data)")
     r.add_argument("--data-dir", dest="data_dir")
     r.add_argument("--protocol", default="few", help="few (N labels per class) or full")
     r.add_argument("--per-class", dest="per_class", type=int, default=100,
@@ -466,7 +470,8 @@ def _add_guided_backprop(sub) -> None:
     gb = sub.add_parser("guided-backprop", help="top images and guided-backprop maps of D's filters, "
                         "trained vs random D (paper 6.2)")
     gb.add_argument("source", help="run directory or checkpoint .pt")
-    gb.add_argument("--data", required=True, help="images to search for top activations")
+    gb.add_argument("--data", help="images to search for top activations (default: the run's training "
+                   "data)")
     gb.add_argument("--data-dir", dest="data_dir")
     gb.add_argument("--filters", type=int, default=8, help="filters (channels) 0..N-1 of the layer")
     gb.add_argument("--top", type=int, default=6, help="top-activating images per filter")

@@ -238,5 +238,11 @@ def natural_shape(spec: str) -> tuple[int, int]:
     return NAMED[spec].shape if spec in NAMED else FOLDER_SHAPE
 
 
+def has_test_split(spec: str) -> bool:
+    """Whether `spec` has a test split of its own (a folder, CelebA, LSUN and digits do not)."""
+    named = NAMED.get(spec)
+    return named is not None and named.read is not None and not named.held_out
+
+
 def labelled_names() -> str:
     return ", ".join(name for name, named in NAMED.items() if named.labelled)

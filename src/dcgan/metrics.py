@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan import seeds
-from dcgan.checkpoint import load_generator
+from dcgan.checkpoint import load_generator, run_data
 from dcgan.config import MAX_SEED, MIN_EVAL_N, check_count, check_seed
 from dcgan.data import labelled_splits, open_dataset, to_float, to_uint8
-from dcgan.datasets import natural_shape
+from dcgan.datasets import has_test_split, natural_shape
 from dcgan.errors import DCGANError, check_regular_file
 from dcgan.models import eval_mode
 from dcgan.outputs import check_output_file, write_bytes
@@ -53,6 +55,7 @@ class Classifier(nn.Module):
         self.features = nn.Sequential(*layers, nn.Flatten(), nn.Linear(128 * 16, 256), nn.ReLU(True))
         self.head = nn.Linear(256, classes)
         self.channels = channels
+        self.trained_on = "unknown"  # the dataset it was trained on, from its file's metadata
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -120,6 +123,7 @@ def load_classifier(path: str | Path) -> Classifier:
     for k, v in model.state_dict().items():
         if v.is_floating_point() and not torch.isfinite(v).all():
             raise DCGANError(f"{path}: classifier weight {k} holds NaN or infinite values")
+    model.trained_on = meta.get("data", "unknown")[:200]
     return model.eval()
 
 
@@ -206,6 +210,25 @@ class Extractor(nn.Module):
                 digest.update(block)
         return {"feature_extractor": name, "weights_sha256": digest.hexdigest(), "resize": resize}
 
+    def check_data(self, data: str, channels: int, labels: torch.Tensor | None = None) -> None:
+        """A classifier measures only the images it was trained for: other channels, or another
+        number of classes than labelled data has, are refused; another dataset is said in one line."""
+        if self.spec == "inception":
+            return
+        trained_on = self.net.trained_on
+        if channels != self.channels:
+            kinds = {1: "grey", 3: "RGB"}
+            raise DCGANError(f"classifier {self.weights} was trained on {kinds[self.channels]} images "
+                             f"({trained_on}); these are {kinds[channels]}: train one on this data with "
+                             f"dcgan train-classifier --data {data}, or use --extractor inception")
+        if labels is not None and len(labels) and int(labels.max()) + 1 != self.net.head.out_features:
+            raise DCGANError(f"classifier {self.weights} tells {self.net.head.out_features} classes apart "
+                             f"({trained_on}); {data} has {int(labels.max()) + 1}: train one on this data "
+                             f"with dcgan train-classifier --data {data}")
+        if trained_on not in ("unknown", data):
+            print(f"note: classifier {self.weights} was trained on {trained_on}, the real data is {data}: "
+                  "its features describe another domain", file=sys.stderr)
+
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.channels:
             x = x.expand(-1, 3, -1, -1) if self.channels == 3 else x.float().mean(1, keepdim=True).round()
@@ -258,7 +281,8 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100,
                     subset_size: int = 1000) -> tuple[float, float]:
-    """KID (mean, std over subsets) between two feature sets, by torchmetrics."""
+    """KID (mean, std over subsets) between two feature sets, by torchmetrics. The std is NaN
+    (undefined) when a subset is each whole set: every subset then gives the same number."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
     size = min(subset_size, len(real), len(fake))
@@ -269,7 +293,7 @@ def kernel_distance(real: torch.Tensor, fake: torch.Tensor, subsets: int = 100,
     kid.update(fake.double(), real=False)
     with seeds.global_seed(0):  # the subsets are drawn at random: fixed, for reproducible numbers
         mean, std = kid.compute()
-    return float(mean), float(std)
+    return float(mean), float("nan") if size >= max(len(real), len(fake)) else float(std)
 
 
 def _kth_radius(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -358,7 +382,8 @@ def describe_quality(r: dict, n: int | None = None) -> str:
     parts = []
     for name, m in METRICS.items():
         if name in r:
-            std = f" +- {r[f'{name}_std']:.{m.digits}f}" if f"{name}_std" in r else ""
+            std = r.get(f"{name}_std")
+            std = "" if std is None else " +- n/a" if math.isnan(std) else f" +- {std:.{m.digits}f}"
             parts.append(f"{m.label} {r[name]:.{m.digits}f}{std}")
     line = "  ".join(parts)
     if n is not None:
@@ -384,15 +409,23 @@ def better(metric: str, value: float, than: float | None) -> bool:
     return value < than if METRICS[metric].lower_is_better else value > than
 
 
-def evaluate(source: str | Path, *, data: str, n: int = 10000, extractor: str = "inception",
+def evaluate(source: str | Path, *, data: str | None = None, n: int = 10000, extractor: str = "inception",
              data_dir: str | None = None, split: str = "test", inception_weights: str | None = None,
-             seed: int = 0, out: str | Path | None = None) -> dict:
+             seed: int = 0, out: str | Path | None = None, real_vs_real: bool = False) -> dict:
     """Generated vs real images of a trained run, every metric; optionally written as JSON.
-    `extractor`: inception, or classifier:PATH (a `dcgan train-classifier` file)."""
+    `data`: the run's training data unless given; `extractor`: inception, or classifier:PATH (a
+    `dcgan train-classifier` file). A data source without a test split is compared as "train".
+    real_vs_real: two disjoint draws of n real images instead, at the run's size: the floor no
+    generator can beat at this n."""
     check_count(n, "n", 10**6, MIN_EVAL_N)
     check_seed(seed, "seed", MAX_SEED)
     if split not in ("train", "test"):
         raise DCGANError(f"split must be train or test, got {split!r}")
+    data, data_dir, _ = run_data(source, data, data_dir, what="the real data")
+    notes = []
+    if split == "test" and not has_test_split(data):
+        split = "train"
+        notes.append(f"{data} has no test split: the real images are its training images (split train)")
     if out:
         classifier = extractor.split(":", 1)[1] if extractor.startswith("classifier:") else None
         out = check_output_file(out, inputs=[source, data, data_dir, classifier, inception_weights],
@@ -400,24 +433,43 @@ def evaluate(source: str | Path, *, data: str, n: int = 10000, extractor: str = 
     spec, extractor = extractor, Extractor(extractor, inception_weights)
     g = load_generator(source)
     c = g.config
-    real = open_dataset(data, c.image_size, c.channels, data_dir, split=split).images
-    if real is None:
+    real_set = open_dataset(data, c.image_size, c.channels, data_dir, split=split)
+    if real_set.images is None:
         raise DCGANError(f"{data} is too large to evaluate in memory: raise DCGAN_MAX_MEMORY_GB")
-    real = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]]
-    z = g.latent(seed, range(n))
-    with torch.no_grad():
-        fake = torch.cat([to_uint8(g(chunk)) for chunk in z.split(500)])
+    extractor.check_data(data, c.channels, real_set.labels)
+    order = torch.randperm(len(real_set), generator=torch.Generator().manual_seed(seed))
+    if real_vs_real:
+        half = min(n, len(order) // 2)
+        if half < MIN_EVAL_N:
+            raise DCGANError(f"--real-vs-real needs two draws of at least {MIN_EVAL_N} images; "
+                             f"{data} {split} has {len(order)}")
+        if half < n:
+            notes.append(f"--n {n:,} is more than half the {len(order):,} real images of {data} {split}: "
+                         f"two disjoint draws of {half:,}")
+        real, fake = real_set.images[order[:half]], real_set.images[order[half:2 * half]]
+        generated = f"real images: a second disjoint draw of {half} (real vs real, the floor)"
+    else:
+        real = real_set.images[order[:n]]
+        if len(real) < n:
+            notes.append(f"--n {n:,} is more than the {len(real):,} real images of {data} {split}: all of "
+                         f"them are compared with {n:,} generated ones")
+        z = g.latent(seed, range(n))
+        with torch.no_grad():
+            fake = torch.cat([to_uint8(g(chunk)) for chunk in z.split(500)])
+        generated = f"G(latent(seed {seed}, 0..{len(fake) - 1}))"
     real_f, _ = extract(real, extractor)
     fake_f, fake_logits = extract(fake, extractor)
     result = {**compare(real_f, fake_f, fake_logits), "extractor": spec, "data": data, "split": split,
               "source": str(source)}
     result["protocol"] = {"n_real": len(real), "n_generated": len(fake),
                           "reference": f"{data} {split} split, {len(real)} images drawn with seed {seed}",
-                          "generated": f"G(latent(seed {seed}, 0..{len(fake) - 1}))",
+                          "generated": generated,
                           **extractor.protocol(c.image_size, c.channels)}
     if min(len(real), len(fake)) < 10000:
-        result["protocol"]["note"] = (f"FID is biased upward at small n (here {min(len(real), len(fake))} < "
-                                      "10,000): compare FIDs only at equal n; KID is unbiased")
+        notes.append(f"FID is biased upward at small n (here {min(len(real), len(fake))} < 10,000): compare "
+                     "FIDs only at equal n; KID is unbiased")
+    if notes:
+        result["protocol"]["note"] = "; ".join(notes)
     if out:
         write_bytes(out, json.dumps(result, indent=2).encode())
     return result
@@ -426,8 +478,11 @@ def evaluate(source: str | Path, *, data: str, n: int = 10000, extractor: str = 
 class Evaluator:
     """The metric during training: a fixed set of z against fixed real features."""
 
-    def __init__(self, extractor: str, real: torch.Tensor, n: int, seed: int, inception: str | None = None):
+    def __init__(self, extractor: str, real: torch.Tensor, n: int, seed: int, inception: str | None = None,
+                 data: str | None = None, labels: torch.Tensor | None = None):
         self.extractor = Extractor(extractor, inception)
+        if data is not None:  # a classifier for other images is refused before training starts
+            self.extractor.check_data(data, real.shape[1], labels)
         pick = torch.randperm(len(real), generator=seeds.generator(seed, "reference"))[:n]
         self.real, _ = extract(real[pick].cpu(), self.extractor)
         self.n, self.seed = n, seed

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dcgan.checkpoint import load_networks
+from dcgan.checkpoint import load_networks, run_data
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import open_dataset, to_float, to_uint8
 from dcgan.errors import DCGANError
@@ -84,17 +84,18 @@ def summary(sample_nn: torch.Tensor, train_nn: torch.Tensor) -> dict:
                        "train-to-train distances, means samples copy training images"}
 
 
-def neighbours_report(source: str | Path, *, data: str, out: str | Path, n: int = 8, k: int = 5,
+def neighbours_report(source: str | Path, *, data: str | None = None, out: str | Path, n: int = 8, k: int = 5,
                       seed: int = 0, data_dir: str | None = None, reference: int = 500) -> dict:
     """neighbours_pixels.png and neighbours_features.png (rows: sample | its k neighbours, distances
     printed on them) and neighbours.json."""
     check_count(n, "n", 256)
     check_count(k, "k", 64)
     check_seed(seed, "seed", MAX_SEED)
+    data, data_dir, exclude = run_data(source, data, data_dir, what="the training-image search")
     check_out_dir(out, inputs=[source, data, data_dir])
     g, d = load_networks(source)
     c = g.config
-    train = open_dataset(data, c.image_size, c.channels, data_dir)
+    train = open_dataset(data, c.image_size, c.channels, data_dir, exclude=exclude)
     if train.images is None:
         raise DCGANError(f"{data} is streamed (too large to hold in memory); give a smaller folder "
                          "of training images (e.g. a random subset) for the neighbour search")

@@ -23,7 +23,7 @@ import torch
 from scipy import stats
 
 from dcgan import representation as feats
-from dcgan.checkpoint import load_discriminator
+from dcgan.checkpoint import load_discriminator, run_data
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import labelled_splits
 from dcgan.distributed import pick_device
@@ -308,8 +308,9 @@ def mean_of_inits(results: list[dict]) -> dict:
             "init_spread": float(np.std(per_init, ddof=1)) if len(results) > 1 else None}
 
 
-def probe(source: str | Path, *, data: str, protocol: str = "few", baselines: tuple[str, ...] = (),
-          data_dir: str | None = None, per_class: int = 100, draws: int = 10, kmeans_k: int = 400,
+def probe(source: str | Path, *, data: str | None = None, protocol: str = "few",
+          baselines: tuple[str, ...] = (), data_dir: str | None = None, per_class: int = 100, draws: int = 10,
+          kmeans_k: int = 400,
           max_train: int | None = None, max_test: int | None = None, seed: int = 0,
           out: str | Path | None = None, grid: int = 4, random_inits: int = 3,
           val_size: int = VAL_SIZE, device: str | torch.device = "auto") -> list[dict]:
@@ -332,6 +333,7 @@ def probe(source: str | Path, *, data: str, protocol: str = "few", baselines: tu
     if "random" in baselines and random_inits < 1:
         raise DCGANError(f"--random-inits must be at least 1, got {random_inits}")
     device = pick_device(device)
+    data, data_dir, _ = run_data(source, data, data_dir)
     if out is not None:
         check_out_dir(out, inputs=[source, data, data_dir])
     d = load_discriminator(source, device)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcgan import seeds
-from dcgan.checkpoint import load_discriminator
+from dcgan.checkpoint import load_discriminator, run_data
 from dcgan.config import check_seed
 from dcgan.data import labelled_splits, to_float
 from dcgan.distributed import pick_device
@@ -100,13 +100,14 @@ def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, 
     return pooled_features(bn_averaged(d, train, bn_images, seed), images, grid=grid, progress=progress)
 
 
-def write_features(source: str | Path, *, data: str, out: str | Path, split: str = "train",
+def write_features(source: str | Path, *, data: str | None = None, out: str | Path, split: str = "train",
                    data_dir: str | None = None, grid: int = 4, seed: int = 0, device: str = "auto") -> dict:
     """D's pooled features of every image of a labelled dataset's split (BN statistics averaged over
     its train split), written with the labels to `out` (.npz: features, labels) for any classifier."""
     if split not in ("train", "test"):
         raise DCGANError(f"--split must be train or test, got {split!r}")
     check_seed(seed)
+    data, data_dir, _ = run_data(source, data, data_dir)
     out = check_output_file(out, inputs=[source, data, data_dir], suffixes=(".npz",))
     d = load_discriminator(source)
     check_grid(grid, d)

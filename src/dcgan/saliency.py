@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid
 
-from dcgan.checkpoint import load_discriminator, load_generator
+from dcgan.checkpoint import load_discriminator, load_generator, run_data
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import decode_image, first_images, open_dataset, to_float
 from dcgan.errors import DCGANError, check_regular_file
@@ -228,8 +228,8 @@ def saliency_figure(d_trained: Discriminator, d_random: Discriminator, images_ui
     return torch.cat([halves[0], band, halves[1]], 2), info
 
 
-def guided_backprop_report(source: str | Path, *, data: str, out: str | Path, filters: int = 8, top: int = 6,
-                           layer: int = -1, max_images: int = 5000, data_dir: str | None = None,
+def guided_backprop_report(source: str | Path, *, data: str | None = None, out: str | Path, filters: int = 8,
+                           top: int = 6, layer: int = -1, max_images: int = 5000, data_dir: str | None = None,
                            seed: int = 0) -> dict:
     """Paper §6.2 for a run: the trained D of `source` (run directory or .pt) against the same
     architecture randomly initialised (seed `seed`), over up to max_images training images of `data`
@@ -242,6 +242,7 @@ def guided_backprop_report(source: str | Path, *, data: str, out: str | Path, fi
     check_count(top, "top", 64)
     check_count(max_images, "max_images", 10**6)
     check_seed(seed, "seed", MAX_SEED)
+    data, data_dir, exclude = run_data(source, data, data_dir, what="the image search")
     check_out_dir(out, inputs=[source, data, data_dir])
     d = load_discriminator(source)
     idx = _layer_index(d, layer)
@@ -252,7 +253,7 @@ def guided_backprop_report(source: str | Path, *, data: str, out: str | Path, fi
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         random_d = Discriminator(d.config)
-    dataset = open_dataset(data, d.config.image_size, d.config.channels, data_dir)
+    dataset = open_dataset(data, d.config.image_size, d.config.channels, data_dir, exclude=exclude)
     if dataset.images is not None:
         pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_images]
         images = dataset.images[pick]

@@ -346,7 +346,8 @@ def best_record(stored: dict, metric: str) -> dict:
 def _evaluator(config: TrainConfig, data) -> Evaluator:
     """The training-time metric: a seeded random reference subset, a fixed set of z."""
     reference = sample_images(data, config.eval_n, seeds.generator(config.seed, "reference"))
-    return Evaluator(config.eval_extractor, reference, config.eval_n, config.seed, config.inception_weights)
+    return Evaluator(config.eval_extractor, reference, config.eval_n, config.seed, config.inception_weights,
+                     data=config.data, labels=data.labels)
 
 
 def _prepare_dir(run: _Run, resume: bool, rewind: Path | None, branch: dict | None = None):
