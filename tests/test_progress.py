@@ -61,3 +61,16 @@ def test_long_commands_report_progress_when_redirected(run, tmp_path, every_upda
     err = dcgan("project", run, folder / "0.png", "--steps", 3, "--restarts", 1, "--out", tmp_path / "pj",
                 env=every_update).stderr
     assert re.search(LINE.format(what=r"projecting 1 image\(s\)", unit="steps"), err), err
+
+
+def test_redirected_training_and_classifier_report_their_eta(tmp_path, every_update):
+    err = dcgan("train", *TINY, "--steps", 4, "--log-every", 1, "--sample-every", 100,
+                "--out", tmp_path / "r", env=every_update).stderr
+    lines = re.findall(r"step (\d)/4 loss_D [\d.]+ loss_G [\d.]+ .* img/s, ETA (\d+:\d\d|unknown)", err)
+    assert [int(s) for s, _ in lines] == [1, 2, 3, 4], err  # each row, not only every --sample-every
+    err = dcgan("train-classifier", "--data", "digits", "--epochs", 1, "--out", tmp_path / "c.safetensors",
+                env=every_update).stderr
+    assert re.search(LINE.format(what=r"classifier on digits, 1 epoch\(s\)", unit="img"), err), err
+    clf = f"classifier:{tmp_path / 'c.safetensors'}"
+    err = dcgan("evaluate", tmp_path / "r", "--extractor", clf, "--n", 500, env=every_update).stderr
+    assert re.search(LINE.format(what="classifier:.* features of the real images", unit="img"), err), err

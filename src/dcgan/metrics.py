@@ -32,6 +32,7 @@ from dcgan.datasets import has_test_split, natural_shape
 from dcgan.errors import DCGANError, check_regular_file
 from dcgan.models import eval_mode
 from dcgan.outputs import check_output_file, write_bytes
+from dcgan.progress import Progress
 
 __all__ = ["describe_quality", "evaluate", "train_classifier"]  # public: dcgan.NAME
 
@@ -77,13 +78,15 @@ def train_classifier(data: str, *, out: str | Path, data_dir: str | None = None,
         model = Classifier(channels, int(y.max()) + 1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            loss = F.cross_entropy(model(to_float(x[idx])), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    with Progress(epochs * len(x), f"classifier on {data}, {epochs} epoch(s)") as bar:
+        for _ in range(epochs):
+            model.train()
+            for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+                loss = F.cross_entropy(model(to_float(x[idx])), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.update(len(idx))
     model.eval()
     with torch.no_grad():
         pred = torch.cat([model(to_float(c)).argmax(1) for c in test_x.split(1024)])
@@ -250,9 +253,14 @@ class Extractor(nn.Module):
         return self.net.features(x).double(), None
 
 
-def extract(images: torch.Tensor, extractor: Extractor, batch_size: int = 200) -> tuple[torch.Tensor, ...]:
+def extract(images: torch.Tensor, extractor: Extractor, batch_size: int = 200,
+            progress: str | None = None) -> tuple[torch.Tensor, ...]:
     """(features (N, d), logits or None) of uint8 images, in batches."""
-    parts = [extractor.features_and_logits(c) for c in images.split(batch_size)]
+    parts = []
+    with Progress(len(images), progress) as bar:
+        for chunk in images.split(batch_size):
+            parts.append(extractor.features_and_logits(chunk))
+            bar.update(len(chunk))
     feats = torch.cat([p[0] for p in parts])
     logits = torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None
     return feats, logits
@@ -457,8 +465,8 @@ def evaluate(source: str | Path, *, data: str | None = None, n: int = 10000, ext
         with torch.no_grad():
             fake = torch.cat([to_uint8(g(chunk)) for chunk in z.split(500)])
         generated = f"G(latent(seed {seed}, 0..{len(fake) - 1}))"
-    real_f, _ = extract(real, extractor)
-    fake_f, fake_logits = extract(fake, extractor)
+    real_f, _ = extract(real, extractor, progress=f"{spec} features of the real images")
+    fake_f, fake_logits = extract(fake, extractor, progress=f"{spec} features of the compared images")
     result = {**compare(real_f, fake_f, fake_logits), "extractor": spec, "data": data, "split": split,
               "source": str(source)}
     result["protocol"] = {"n_real": len(real), "n_generated": len(fake),

@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from dcgan import checkpoint
+from dcgan.progress import duration, plain_every
 
 SCALARS = ("loss_D", "loss_G", "D_x", "D_G_z", "img_per_s")
 
 
 class RunLog:
     def __init__(self, run: Path, total_images: int, start_images: int, start_step: int,
-                 tensorboard: bool, active: bool = True):
+                 tensorboard: bool, active: bool = True, total_steps: int | None = None):
         self.run, self.active = run, active
+        self.total_images, self.images, self.total_steps = total_images, start_images, total_steps
+        self.every, self.printed = plain_every(), time.monotonic()  # console lines when no bar is shown
         self.path = run / "metrics.jsonl"
         self.metrics = open(self.path, "a") if active else None
         self.writer = None
@@ -33,11 +37,13 @@ class RunLog:
                         disable=not (active and sys.stderr.isatty()))
 
     def advance(self, images: int) -> None:
+        self.images += images
         self.bar.update(images)
 
     def row(self, row: dict, console: bool) -> None:
-        """One metrics row: to metrics.jsonl, TensorBoard, the bar; to the console if asked (and
-        no bar is shown); warnings always."""
+        """One metrics row: to metrics.jsonl, TensorBoard, the bar; to the console if asked or when
+        the last console line is older than $DCGAN_PROGRESS_SECONDS (and no bar is shown), with the
+        ETA; warnings always."""
         if not self.active:
             return
         self.metrics.write(json.dumps(row) + "\n")
@@ -46,10 +52,15 @@ class RunLog:
             for k in SCALARS:
                 self.writer.add_scalar(k, row[k], row["step"])
         self.bar.set_postfix(loss_D=f"{row['loss_D']:.3f}", loss_G=f"{row['loss_G']:.3f}")
-        if console and self.bar.disable:
-            print(f"step {row['step']} loss_D {row['loss_D']:.4f} loss_G {row['loss_G']:.4f} "
-                  f"D(x) {row['D_x']:.3f} D(G(z)) {row['D_G_z']:.3f} {row['img_per_s']:.0f} img/s",
-                  file=sys.stderr)
+        now = time.monotonic()
+        if self.bar.disable and (console or now - self.printed >= self.every):
+            self.printed = now
+            of = f"/{self.total_steps:,}" if self.total_steps else ""
+            rate = row["img_per_s"]
+            eta = duration((self.total_images - self.images) / rate) if rate > 0 else "unknown"
+            print(f"step {row['step']:,}{of} loss_D {row['loss_D']:.4f} loss_G {row['loss_G']:.4f} "
+                  f"D(x) {row['D_x']:.3f} D(G(z)) {row['D_G_z']:.3f} {rate:.0f} img/s, ETA {eta}",
+                  file=sys.stderr, flush=True)
         for w in row["warnings"]:
             self.message(f"warning: step {row['step']}: {w}")
 
@@ -76,6 +87,7 @@ class RunLog:
         self.metrics = open(self.path, "a")
         self.bar.reset(self.bar.total)
         self.bar.update(images)
+        self.images = images
 
     def close(self) -> None:
         self.bar.close()

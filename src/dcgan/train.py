@@ -227,7 +227,7 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
     start = run.restore() if resume else 0
     images_per_step = B * world.size * config.d_steps
     log = RunLog(run_dir, total * images_per_step, start * images_per_step, start, config.tensorboard,
-                 active=world.main)
+                 active=world.main, total_steps=total)
     if resume:
         log.rewind(start, start * images_per_step)
     stop = []  # the signal that asked us to stop, if any
