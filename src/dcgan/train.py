@@ -264,6 +264,8 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                 if quality:
                     log.message(f"step {step} {describe_quality(quality, config.eval_n)}")
                     log.scalars(quality, step)
+                if world.main and step % config.sample_every == 0:  # the curves so far, with each grid
+                    plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
                 if quality and run.improved(quality, step):
                     run.save(step)
                     checkpoint.link(run.latest, run_dir / "best.pt")  # the best of --best-metric so far

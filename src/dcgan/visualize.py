@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 from pathlib import Path
 
@@ -102,7 +103,9 @@ def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[
 
 
 def plot_losses(metrics_path: Path, out: Path) -> Path | None:
-    """loss_D and loss_G, D(x) and D(G(z)) against step, from metrics.jsonl."""
+    """From metrics.jsonl: loss_D and loss_G; D(x), D(G(z)) and the sample diversity (samples /
+    real images) when logged; FID and KID when the run evaluates (--eval-every). The panels and
+    their series are in the PNG's text chunk `layout`."""
     rows = [r for r in read_metrics(metrics_path) if "loss_D" in r]
     if not rows:
         return None
@@ -111,21 +114,38 @@ def plot_losses(metrics_path: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss_D", "loss_G"):
-        ax1.plot(steps, [r[key] for r in rows], label=key)
-    for key in ("D_x", "D_G_z"):
-        ax2.plot(steps, [r[key] for r in rows], label=key.replace("D_G_z", "D(G(z))")
-                 .replace("D_x", "D(x)"))
-    ax1.set(xlabel="step", ylabel="BCE loss", title="losses")
-    ax2.set(xlabel="step", ylabel="mean probability", title="discriminator outputs", ylim=(0, 1))
-    for ax in (ax1, ax2):
+    def series(key: str) -> tuple[list, list]:
+        kept = [r for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        return [r["step"] for r in kept], [r[key] for r in kept]
+
+    panels = {"losses": {"loss_D": "loss_D", "loss_G": "loss_G"},
+              "discriminator outputs": {"D_x": "D(x)", "D_G_z": "D(G(z))",
+                                        "diversity": "diversity (samples / real)"},
+              "sample quality": {"fid": "FID", "kid": "KID"}}
+    panels = {title: {k: label for k, label in keys.items() if series(k)[0]}  # only what was logged
+              for title, keys in panels.items()}
+    panels = {title: keys for title, keys in panels.items() if keys}
+    ylabel = {"losses": "BCE loss", "discriminator outputs": "mean probability, ratio",
+              "sample quality": "FID"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels.items(), strict=True):
+        for key, label in keys.items():
+            if key == "kid" and "fid" in keys:  # KID is ~1000x smaller than FID: its own axis
+                twin = ax.twinx()
+                twin.plot(*series(key), "o-", color="tab:red", label=label)
+                twin.set_ylabel("KID")
+                twin.legend(loc="upper center")
+            else:
+                ax.plot(*series(key), "o-" if title == "sample quality" else "-", label=label)
+        ax.set(xlabel="step", ylabel=ylabel[title] if "fid" in keys or title != "sample quality" else "KID",
+               title=title)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=100, format="png")
+    layout = {title: list(keys.values()) for title, keys in panels.items()}
+    fig.savefig(buffer, dpi=100, format="png", metadata={"layout": json.dumps(layout),
+                                                         "steps": f"{rows[0]['step']}..{rows[-1]['step']}"})
     write_bytes(out, buffer.getvalue())
     plt.close(fig)
     return out
