@@ -328,7 +328,7 @@ def plan(config: TrainConfig) -> dict:
     """What `dcgan train --dry-run` reports beyond the settings: the images found and the schedule
     (opening the data, so a bad --data fails here, as training would)."""
     check_best_metric(config.best_metric, config.eval_extractor)
-    data = _open_data(config, Path(config.out), resume=False)
+    data = _open_data(config, Path(config.out), None)
     per_epoch, total = schedule(config, data)
     return {"images": len(data), "source": data.source, "batches_per_epoch": per_epoch,
             "steps_per_epoch": round(per_epoch / config.d_steps, 2), "total_steps": total,
