@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from dcgan.data import open_dataset
 from dcgan.errors import DCGANError
 from dcgan.metrics import (
     Extractor,
+    describe_quality,
     extract,
     frechet_distance,
     kernel_distance,
@@ -165,8 +167,8 @@ def run_dcgan(*args):
 def test_training_evaluates_and_keeps_the_best(classifier, tmp_path):
     run = tmp_path / "run"
     run_dcgan("train", "--image-size", 32, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
-              "--steps", 6, "--eval-every", 3, "--eval-features", f"classifier:{classifier}", "--eval-n", 200,
-              "--tensorboard", "false", "--log-every", 100, "--out", run)
+              "--steps", 6, "--eval-every", 3, "--eval-extractor", f"classifier:{classifier}",
+              "--eval-n", 200, "--tensorboard", "false", "--log-every", 100, "--out", run)
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r for r in rows if "fid" in r]
     assert [r["step"] for r in evaluated] == [3, 6]
@@ -181,7 +183,7 @@ def test_training_evaluates_and_keeps_the_best(classifier, tmp_path):
     reference = sample_images(open_dataset("digits", 32, 1), 200, seeds.generator(0, "reference"))
     again = Evaluator(f"classifier:{classifier}", reference, 200, 0)(load_generator(run / "best.pt"))
     for key in ("fid", "kid", "kid_std", "precision", "recall"):
-        assert again[key] == pytest.approx(best[key], rel=1e-9, abs=1e-12), key  # same z, same reference
+        assert again[key] == pytest.approx(best[key], rel=1e-9, abs=1e-12, nan_ok=True), key  # same z
 
 
 def test_evaluate_command_writes_every_number(classifier, tmp_path):
@@ -201,5 +203,16 @@ def test_evaluate_command_writes_every_number(classifier, tmp_path):
     assert str(classifier) in p["feature_extractor"] and "no resize" in p["resize"]
     assert "300 < 10,000" in p["note"]
     out = proc.stdout
-    assert f"KID {result['kid']:.5f} +- {result['kid_std']:.5f}" in out and p["weights_sha256"] in out
+    assert math.isnan(result["kid_std"])  # 300 images: every KID subset is the whole set, no spread
+    assert f"KID {result['kid']:.5f} +- n/a" in out and p["weights_sha256"] in out
     assert "biased" in out and "reference: digits train split" in out
+
+
+def test_kid_spread_is_undefined_only_when_each_subset_is_the_whole_set():
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(60, 8, generator=gen).double(), torch.randn(60, 8, generator=gen).double() + 0.5
+    mean, std = kernel_distance(real, fake, subsets=20, subset_size=30)
+    assert mean > 0 and std > 0  # subsets of 30 of 60 differ
+    whole_mean, whole_std = kernel_distance(real, fake, subsets=20, subset_size=1000)
+    assert math.isnan(whole_std) and whole_mean == pytest.approx(kernel_distance(real, fake, subsets=3)[0])
+    assert "+- n/a" in describe_quality({"kid": whole_mean, "kid_std": whole_std})

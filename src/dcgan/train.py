@@ -213,11 +213,12 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
     health = Health(config, diversity(to_float(first)))
     evaluator = _evaluator(config, data) if config.eval_every and world.main else None
 
-    if resumed is not None and resumed["step"] > total:  # checked before anything is written
-        done = resumed["step"]
-        raise DCGANError(f"{run_dir} is at step {done:,}; it cannot be resumed to {total:,} steps: give "
-                         f"--steps above {done:,} (or --resume a snapshot of an earlier step)")
-    lock = _prepare_dir(run, resume, rewind, branch) if world.main else None
+    done = resumed["step"] if resumed is not None else None
+    if world.main:
+        lock = _prepare_dir(run, resume, rewind, branch, done)
+    else:
+        lock = None
+        _check_forward(run_dir, done, total)
     if world.main:  # check the data before waiting for samples: exactly what the model is shown
         mc = config.model
         save_sheet(to_float(first), run_dir / "real_samples.png",
@@ -352,15 +353,29 @@ def _evaluator(config: TrainConfig, data) -> Evaluator:
                      data=config.data, labels=data.labels)
 
 
-def _prepare_dir(run: _Run, resume: bool, rewind: Path | None, branch: dict | None = None):
-    """Rank 0: create and lock the run directory, clear stale temp files, rewind to a snapshot (or
-    start a branch) if asked, write config.json. The lock, held until training ends."""
+def _check_forward(run: Path, done: int | None, total: int) -> None:
+    """A resumed run (at step `done`) only goes forward."""
+    if done is not None and done > total:
+        raise DCGANError(f"{run} is at step {done:,}; it cannot be resumed to {total:,} steps: give "
+                         f"--steps above {done:,} (or --resume a snapshot of an earlier step)")
+
+
+def _prepare_dir(run: _Run, resume: bool, rewind: Path | None, branch: dict | None = None,
+                 done: int | None = None):
+    """Rank 0: create and lock the run directory, check that a resumed run (at step `done`) goes
+    forward, clear stale temp files, rewind to a snapshot (or start a branch) if asked, write
+    config.json. The lock, held until training ends."""
     run.dir.mkdir(parents=True, exist_ok=True)
     lock = checkpoint.lock_run(run.dir)  # one training process per run directory, until it ends
     if not resume and run.latest.exists():  # another process started this run first
         lock.close()
         raise DCGANError(f"{run.dir} already holds a run: continue it with --resume {run.dir}, "
                          "or choose another --out")
+    try:
+        _check_forward(run.dir, done, run.total)  # before anything in the run is changed
+    except DCGANError:
+        lock.close()
+        raise
     remove_stale_temps(run.dir)
     if branch is not None:
         metrics = Path(branch["run"]) / "metrics.jsonl"
