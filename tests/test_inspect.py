@@ -196,7 +196,12 @@ def test_arithmetic_cli_writes_what_the_function_computes(run, tmp_path):
     assert r["neighbour_rms_to_result"] == pytest.approx(rms, abs=1e-5)
     assert r["pixel_result_rms_to_result"] == pytest.approx(
         float((out["pixel_result"] - out["result"]).pow(2).mean().sqrt()), abs=1e-5)
-    assert png(tmp_path / "arithmetic.png").shape[:2] == (2 + 4 * 18, 2 + 10 * 18)
+    with Image.open(tmp_path / "arithmetic.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["rows"] == ["A: 0, 1, 2", "B: 3, 4, 5", "C: 6, 7, 8", "Y = A - B + C"]
+    assert layout["tiles"][0] == ["#0", "#1", "#2", "G(mean z)"]  # the means in one column
+    assert layout["tiles"][3] == ["G(Y)", *[f"Y+noise {i}" for i in range(1, 9)], "pixels A-B+C"]
+    assert layout["tile"] >= 64 and "seed 3" in layout["title"]
     dcgan("arithmetic", run, "--a", "0", "--out", tmp_path / "bad", ok=False)
 
 
@@ -206,10 +211,17 @@ def test_direction_starts_from_the_unchanged_samples(run, tmp_path):
     r = json.loads((tmp_path / "direction.json").read_text())
     assert r["mean_rms_change"][0] == 0 and r["mean_rms_change"][-1] > 0
     assert r["alphas"] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    with Image.open(tmp_path / "direction.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["columns"] == ["+0.00 v", "+0.33 v", "+0.67 v", "+1.00 v"]
+    assert layout["rows"] == ["#9", "#10"]
+    assert layout["title"].startswith("v = mean z(2, 3) - mean z(0, 1)")
     sheet = to_float(torch.from_numpy(png(tmp_path / "direction.png").copy()).permute(2, 0, 1)[:1])
-    g = load_generator(run)
-    first = g.sample(1, seed=0, start=9)[0, 0]
-    assert (sheet[0, 2:18, 2:18] - first).abs().max() < 2 / 255 + 1e-6  # column 0 is the sample itself
+    factor = layout["tile"] // 16
+    top, left, size = layout["top"], layout["left"], layout["tile"]
+    tile = sheet[0, top:top + size:factor, left:left + size:factor]
+    first = load_generator(run).sample(1, seed=0, start=9)[0, 0]
+    assert (tile - first).abs().max() < 2 / 255 + 1e-6  # column 0 is the sample itself
 
 
 # ---- forgetting ---------------------------------------------------------------------------------

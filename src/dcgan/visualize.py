@@ -91,6 +91,58 @@ def pad_rows(rows: list[torch.Tensor], width: int | None = None) -> tuple[torch.
     return torch.cat([torch.cat([r, blank.expand(width - len(r), -1, -1, -1)]) for r in rows]), width
 
 
+def save_figure(rows: list[list[torch.Tensor | None]], path: Path, title: str, row_labels: list[str],
+                column_labels: list[str] | None = None, tile_labels: list[list[str]] | None = None,
+                marked: set[tuple[int, int]] = frozenset(), min_tile: int = 64, **meta) -> dict:
+    """A figure that explains itself: rows of images in [-1, 1] (None: an empty cell), tiles
+    upscaled to at least min_tile pixels, a title on top, a label left of each row, optionally a
+    label above each column and on each tile, and `marked` (row, column) tiles framed in red. The
+    layout (title, tile, row and column labels, tile labels, marked, and `meta`) goes into the PNG's
+    text chunk `layout`; returns it."""
+    first = next(x for row in rows for x in row if x is not None)
+    factor = max(1, -(-min_tile // first.shape[-1]))
+    tile, pad, band = first.shape[-1] * factor, 4, 14
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = max(probe.textbbox((0, 0), text)[2] for text in row_labels) + 2 * pad
+    top = band + (band if column_labels else 0)
+    columns = max(len(row) for row in rows)
+    width, height = left + columns * (tile + pad), top + len(rows) * (tile + pad)
+    width = max(width, probe.textbbox((0, 0), title)[2] + 2 * pad)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 1), title, fill="black")
+    for j, text in enumerate(column_labels or []):
+        draw.text((left + j * (tile + pad), band + 1), text, fill="black")
+    for i, row in enumerate(rows):
+        y = top + i * (tile + pad)
+        draw.text((pad, y + tile // 2 - 6), row_labels[i], fill="black")
+        for j, image in enumerate(row):
+            if image is None:
+                continue
+            x = left + j * (tile + pad)
+            big = image.detach().float().cpu().repeat_interleave(factor, -1).repeat_interleave(factor, -2)
+            pixels = to_uint8(big).permute(1, 2, 0).numpy()
+            canvas.paste(Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB"),
+                         (x, y))
+            text = tile_labels[i][j] if tile_labels and j < len(tile_labels[i]) else ""
+            if text:
+                *_, right, bottom = draw.textbbox((x + 1, y), text)
+                draw.rectangle((x, y, right + 1, bottom + 1), fill="black")
+                draw.text((x + 1, y), text, fill="white")
+            if (i, j) in marked:
+                draw.rectangle((x - 2, y - 2, x + tile + 1, y + tile + 1), outline="red", width=2)
+    layout = {"title": title, "tile": tile, "left": left, "top": top, "step": tile + pad,  # tile (i, j) at
+              # (left + j * step, top + i * step)
+              "rows": row_labels, "columns": column_labels or [],
+              "tiles": tile_labels or [], "marked": sorted(map(list, marked)), **meta}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("layout", json.dumps(layout))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", pnginfo=info)
+    write_bytes(path, buffer.getvalue())
+    return layout
+
+
 def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[Path]:
     """One PNG per image in [-1, 1]: folder/000000.png, ..."""
     folder.mkdir(parents=True, exist_ok=True)
