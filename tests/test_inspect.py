@@ -78,11 +78,20 @@ def test_smoothness_flags_a_discontinuity_made_on_purpose(run):
 def test_walk_cli_writes_grid_json_and_gif(run, tmp_path):
     import imageio.v3 as iio
 
-    dcgan("walk", run, "--walks", 2, "--points", 3, "--steps", 4, "--gif", "--out", tmp_path / "w")
+    dcgan("walk", run, "--walks", 2, "--points", 3, "--steps", 4, "--gif", "--factor", 1.2,
+          "--out", tmp_path / "w")
     report = json.loads((tmp_path / "w" / "walk.json").read_text())
     assert report["frames"] == 9 and len(report["walks"]) == 2 and report["through"] == [[0, 1, 2], [3, 4, 5]]
-    assert png(tmp_path / "w" / "walk.png").shape[:2] == (2 + 2 * 18, 2 + 9 * 18)
-    assert iio.imread(tmp_path / "w" / "walk.gif").shape[0] == 9
+    with Image.open(tmp_path / "w" / "walk.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["rows"] == ["0 -> 1 -> 2", "3 -> 4 -> 5"] and layout["tile"] >= 64
+    flagged = [[r, s + 1] for r, w in enumerate(report["walks"]) for s in w["flagged"]]
+    assert flagged and layout["marked"] == sorted(flagged)  # every flagged jump is framed, nothing else
+    for r, row in enumerate(layout["tiles"]):
+        assert [row[t] for t in (0, 4, 8)] == [f"#{3 * r + k}" for k in range(3)]  # the waypoints
+        assert all(row[t] in ("", "jump") for t in (1, 2, 3, 5, 6, 7))
+    gif = iio.imread(tmp_path / "w" / "walk.gif")
+    assert gif.shape[0] == 9 and gif.shape[1] >= 64  # every frame, upscaled like the sheets
     # slerp between prior draws keeps each frame's norm between its endpoints' norms
     norms = np.array(report["latent_norms"][0])
     for s in range(2):

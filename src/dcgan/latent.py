@@ -262,10 +262,13 @@ def walk(g: Generator, seed: int = 0, walks: int = 4, points: int = 9, steps: in
     return images.view(*latents.shape[:2], *images.shape[1:]), latents
 
 
-def save_gif(frames: torch.Tensor, path: Path, fps: int = 12) -> Path:
-    """frames (R, T, C, H, W): an animated GIF whose frame t shows every walk's frame t side by side."""
+def save_gif(frames: torch.Tensor, path: Path, fps: int = 12, min_tile: int = 64) -> Path:
+    """frames (R, T, C, H, W): an animated GIF whose frame t shows every walk's frame t side by side,
+    each upscaled (nearest) to at least min_tile pixels."""
     import imageio.v3 as iio
 
+    factor = max(1, -(-min_tile // frames.shape[-1]))
+    frames = frames.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
     pictures = [grid(frames[:, t], nrow=len(frames)).mul(255).round().byte().permute(1, 2, 0).numpy()
                 for t in range(frames.shape[1])]
     data = iio.imwrite("<bytes>", np.stack(pictures), extension=".gif", duration=1000 / fps, loop=0)
@@ -304,12 +307,20 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
     report = smoothness(frames, d_features(d) if d is not None else None, factor)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_image(grid(frames.flatten(0, 1), nrow=frames.shape[1]), out / "walk.png")
+    stops = [list(through)] if through else [list(range(r * points, (r + 1) * points)) for r in range(walks)]
+    tiles = [[f"#{row[t // steps]}" if t % steps == 0 else "" for t in range(frames.shape[1])]
+             for row in stops]  # the waypoints, by sample number
+    marked = {(r, s + 1) for r, w in enumerate(report["walks"]) for s in w["flagged"]}  # frames after a jump
+    for r, s in marked:
+        tiles[r][s] = tiles[r][s] or "jump"
+    numbers = f"rows of {latents}" if latents else f"samples of seed {seed}"
+    save_figure([list(row) for row in frames], out / "walk.png",
+                f"{mode} walks through {numbers}, {steps} steps between points; red: a step over "
+                f"{factor:g}x the median", [" -> ".join(map(str, row)) for row in stops], tile_labels=tiles,
+                marked=marked)
     if gif:
         save_gif(frames, out / "walk.gif")
-    report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1],
-                   "through": [list(through)] if through else
-                   [list(range(r * points, (r + 1) * points)) for r in range(walks)],
+    report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1], "through": stops,
                    "latent_norms": path.norm(dim=-1).round(decimals=4).tolist(),
                    "feature_space": "D pooled conv features" if d is not None else None})
     write_json(out / "walk.json", report)
