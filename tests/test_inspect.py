@@ -270,7 +270,14 @@ def test_forget_cli_with_a_boxes_file_and_bad_files(run, tmp_path):
     assert r["boxed_samples"] == 6 and r["maps_in_layer"] == 8 and r["dropped"] == len(r["dropped_maps"])
     assert r["positives"] == 6 * 16 and r["negatives"] == 6 * 16  # one random outside location per inside one
     assert r["detector_accuracy"] > 0.5  # better than the balanced classes' chance
-    assert png(tmp_path / "f" / "forget.png").shape[:2] == (2 + 4 * 18, 2 + 8 * 18)
+    with Image.open(tmp_path / "f" / "forget.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["rows"] == ["boxed: original", "boxed: maps dropped", "seed 0: original",
+                              "seed 0: maps dropped"]
+    assert layout["tiles"][0] == [f"0:{i}" for i in range(6)]
+    assert layout["tiles"][2] == [f"0:{i}" for i in range(4)]
+    assert layout["boxes"] == [[0, j, [[0, 0, 8, 8]]] for j in range(6)]  # drawn on the boxed originals only
+    assert f"G without {r['dropped']} of 8 feature maps of layer -2" in layout["title"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"boxes": [{"seed": 0, "index": 1, "boxes": [[0, 0, 40, 8]]}]}))
     err = dcgan("forget", run, "--boxes", bad, "--out", tmp_path / "g", ok=False).stderr

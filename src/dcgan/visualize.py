@@ -93,10 +93,12 @@ def pad_rows(rows: list[torch.Tensor], width: int | None = None) -> tuple[torch.
 
 def save_figure(rows: list[list[torch.Tensor | None]], path: Path, title: str, row_labels: list[str],
                 column_labels: list[str] | None = None, tile_labels: list[list[str]] | None = None,
-                marked: set[tuple[int, int]] = frozenset(), min_tile: int = 64, **meta) -> dict:
+                marked: set[tuple[int, int]] = frozenset(), boxes: dict | None = None, min_tile: int = 64,
+                **meta) -> dict:
     """A figure that explains itself: rows of images in [-1, 1] (None: an empty cell), tiles
     upscaled to at least min_tile pixels, a title on top, a label left of each row, optionally a
-    label above each column and on each tile, and `marked` (row, column) tiles framed in red. The
+    label above each column and on each tile, `marked` (row, column) tiles framed in red, and
+    `boxes` {(row, column): [(x0, y0, x1, y1), ...]} in image pixels drawn on their tiles. The
     layout (title, tile, row and column labels, tile labels, marked, and `meta`) goes into the PNG's
     text chunk `layout`; returns it."""
     first = next(x for row in rows for x in row if x is not None)
@@ -129,12 +131,16 @@ def save_figure(rows: list[list[torch.Tensor | None]], path: Path, title: str, r
                 *_, right, bottom = draw.textbbox((x + 1, y), text)
                 draw.rectangle((x, y, right + 1, bottom + 1), fill="black")
                 draw.text((x + 1, y), text, fill="white")
+            for x0, y0, x1, y1 in (boxes or {}).get((i, j), []):  # x1, y1 exclusive
+                draw.rectangle((x + x0 * factor, y + y0 * factor, x + x1 * factor - 1, y + y1 * factor - 1),
+                               outline="yellow")
             if (i, j) in marked:
                 draw.rectangle((x - 2, y - 2, x + tile + 1, y + tile + 1), outline="red", width=2)
     layout = {"title": title, "tile": tile, "left": left, "top": top, "step": tile + pad,  # tile (i, j) at
               # (left + j * step, top + i * step)
               "rows": row_labels, "columns": column_labels or [],
-              "tiles": tile_labels or [], "marked": sorted(map(list, marked)), **meta}
+              "tiles": tile_labels or [], "marked": sorted(map(list, marked)),
+              "boxes": sorted([i, j, list(map(list, b))] for (i, j), b in (boxes or {}).items()), **meta}
     info = PngImagePlugin.PngInfo()
     info.add_text("layout", json.dumps(layout))
     buffer = io.BytesIO()
