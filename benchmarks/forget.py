@@ -20,6 +20,7 @@ The first 16 fitted samples with and without the dropped maps go to docs/forget_
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -92,7 +93,9 @@ def main() -> None:
             if layer == layers[0]:
                 docs = Path(__file__).resolve().parent.parent / "docs"
                 sheet = Image.open(out / "forget.png", formats=["PNG"])  # pairs of rows: original, forgotten
-                sheet.crop((0, 0, sheet.width, 2 + 4 * (a.size + 2))).save(docs / "forget_windows.png")
+                layout = json.loads(sheet.text["layout"])  # the first two pairs of rows
+                bottom = layout["top"] + 4 * layout["step"]
+                sheet.crop((0, 0, sheet.width, bottom)).save(docs / "forget_windows.png")
     first = per_layer[layers[0]]["forget"]
     result = {**record.header(), "config": vars(a), "train_seconds": train_s,
               "layers": {str(k): v for k, v in per_layer.items()}}

@@ -46,7 +46,12 @@ def test_exact_and_transformed_copies_are_found(folder, tmp_path):
     assert len(result.exact_groups) == 2
     report = json.loads((tmp_path / "rep" / "duplicates.json").read_text())
     assert report["images"] == 154 and report["duplicates"] == len(result.duplicates) >= 4
-    assert (tmp_path / "rep" / "groups.png").stat().st_size > 0
+    with Image.open(tmp_path / "rep" / "groups.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert len(layout["rows"]) == len(result.groups)
+    assert layout["marked"] == [[n, 0] for n in range(len(result.groups))]  # the kept image of each group
+    exact = next(n for n, g in enumerate(result.groups) if "exact_of_005.png" in {result.names[i] for i in g})
+    assert sorted(layout["tiles"][exact]) == sorted([".._005.png", "d005.png"])  # each tile's file name
     kept = (tmp_path / "rep" / "keep.txt").read_text().split()
     dropped = (tmp_path / "rep" / "duplicates.txt").read_text().split()
     assert len(kept) + len(dropped) == 154 and not set(kept) & set(dropped)

@@ -78,11 +78,20 @@ def test_smoothness_flags_a_discontinuity_made_on_purpose(run):
 def test_walk_cli_writes_grid_json_and_gif(run, tmp_path):
     import imageio.v3 as iio
 
-    dcgan("walk", run, "--walks", 2, "--points", 3, "--steps", 4, "--gif", "--out", tmp_path / "w")
+    dcgan("walk", run, "--walks", 2, "--points", 3, "--steps", 4, "--gif", "--factor", 1.2,
+          "--out", tmp_path / "w")
     report = json.loads((tmp_path / "w" / "walk.json").read_text())
     assert report["frames"] == 9 and len(report["walks"]) == 2 and report["through"] == [[0, 1, 2], [3, 4, 5]]
-    assert png(tmp_path / "w" / "walk.png").shape[:2] == (2 + 2 * 18, 2 + 9 * 18)
-    assert iio.imread(tmp_path / "w" / "walk.gif").shape[0] == 9
+    with Image.open(tmp_path / "w" / "walk.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["rows"] == ["0 -> 1 -> 2", "3 -> 4 -> 5"] and layout["tile"] >= 64
+    flagged = [[r, s + 1] for r, w in enumerate(report["walks"]) for s in w["flagged"]]
+    assert flagged and layout["marked"] == sorted(flagged)  # every flagged jump is framed, nothing else
+    for r, row in enumerate(layout["tiles"]):
+        assert [row[t] for t in (0, 4, 8)] == [f"#{3 * r + k}" for k in range(3)]  # the waypoints
+        assert all(row[t] in ("", "jump") for t in (1, 2, 3, 5, 6, 7))
+    gif = iio.imread(tmp_path / "w" / "walk.gif")
+    assert gif.shape[0] == 9 and gif.shape[1] >= 64  # every frame, upscaled like the sheets
     # slerp between prior draws keeps each frame's norm between its endpoints' norms
     norms = np.array(report["latent_norms"][0])
     for s in range(2):
@@ -196,7 +205,12 @@ def test_arithmetic_cli_writes_what_the_function_computes(run, tmp_path):
     assert r["neighbour_rms_to_result"] == pytest.approx(rms, abs=1e-5)
     assert r["pixel_result_rms_to_result"] == pytest.approx(
         float((out["pixel_result"] - out["result"]).pow(2).mean().sqrt()), abs=1e-5)
-    assert png(tmp_path / "arithmetic.png").shape[:2] == (2 + 4 * 18, 2 + 10 * 18)
+    with Image.open(tmp_path / "arithmetic.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["rows"] == ["A: 0, 1, 2", "B: 3, 4, 5", "C: 6, 7, 8", "Y = A - B + C"]
+    assert layout["tiles"][0] == ["#0", "#1", "#2", "G(mean z)"]  # the means in one column
+    assert layout["tiles"][3] == ["G(Y)", *[f"Y+noise {i}" for i in range(1, 9)], "pixels A-B+C"]
+    assert layout["tile"] >= 64 and "seed 3" in layout["title"]
     dcgan("arithmetic", run, "--a", "0", "--out", tmp_path / "bad", ok=False)
 
 
@@ -206,10 +220,17 @@ def test_direction_starts_from_the_unchanged_samples(run, tmp_path):
     r = json.loads((tmp_path / "direction.json").read_text())
     assert r["mean_rms_change"][0] == 0 and r["mean_rms_change"][-1] > 0
     assert r["alphas"] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    with Image.open(tmp_path / "direction.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["columns"] == ["+0.00 v", "+0.33 v", "+0.67 v", "+1.00 v"]
+    assert layout["rows"] == ["#9", "#10"]
+    assert layout["title"].startswith("v = mean z(2, 3) - mean z(0, 1)")
     sheet = to_float(torch.from_numpy(png(tmp_path / "direction.png").copy()).permute(2, 0, 1)[:1])
-    g = load_generator(run)
-    first = g.sample(1, seed=0, start=9)[0, 0]
-    assert (sheet[0, 2:18, 2:18] - first).abs().max() < 2 / 255 + 1e-6  # column 0 is the sample itself
+    factor = layout["tile"] // 16
+    top, left, size = layout["top"], layout["left"], layout["tile"]
+    tile = sheet[0, top:top + size:factor, left:left + size:factor]
+    first = load_generator(run).sample(1, seed=0, start=9)[0, 0]
+    assert (tile - first).abs().max() < 2 / 255 + 1e-6  # column 0 is the sample itself
 
 
 # ---- forgetting ---------------------------------------------------------------------------------
@@ -249,7 +270,14 @@ def test_forget_cli_with_a_boxes_file_and_bad_files(run, tmp_path):
     assert r["boxed_samples"] == 6 and r["maps_in_layer"] == 8 and r["dropped"] == len(r["dropped_maps"])
     assert r["positives"] == 6 * 16 and r["negatives"] == 6 * 16  # one random outside location per inside one
     assert r["detector_accuracy"] > 0.5  # better than the balanced classes' chance
-    assert png(tmp_path / "f" / "forget.png").shape[:2] == (2 + 4 * 18, 2 + 8 * 18)
+    with Image.open(tmp_path / "f" / "forget.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["rows"] == ["boxed: original", "boxed: maps dropped", "seed 0: original",
+                              "seed 0: maps dropped"]
+    assert layout["tiles"][0] == [f"0:{i}" for i in range(6)]
+    assert layout["tiles"][2] == [f"0:{i}" for i in range(4)]
+    assert layout["boxes"] == [[0, j, [[0, 0, 8, 8]]] for j in range(6)]  # drawn on the boxed originals only
+    assert f"G without {r['dropped']} of 8 feature maps of layer -2" in layout["title"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"boxes": [{"seed": 0, "index": 1, "boxes": [[0, 0, 40, 8]]}]}))
     err = dcgan("forget", run, "--boxes", bad, "--out", tmp_path / "g", ok=False).stderr

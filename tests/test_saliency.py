@@ -207,7 +207,13 @@ def test_guided_backprop_report_writes_figure_and_json(run, tmp_path):
                                              max_images=300)
     assert json.loads((tmp_path / "guided_backprop.json").read_text()) == report
     with Image.open(tmp_path / "guided_backprop.png") as im:  # 16-pixel tiles drawn 4x larger
-        assert im.size == (4 * (2 * (2 * (4 * 18 + 2) + 4) + 16), 4 * (3 * 18 + 2))
+        layout = json.loads(im.text["layout"])
+        assert im.size == (layout["left"] + layout["width"], layout["top"] + layout["height"])
+    assert (layout["width"], layout["height"]) == (4 * (2 * (2 * (4 * 18 + 2) + 4) + 16), 4 * (3 * 18 + 2))
+    assert layout["rows"] == ["filter 0", "filter 1", "filter 2"]
+    half = 4 * (2 * (4 * 18 + 2) + 4 + 16)  # the random D's half starts after the trained one and a band
+    assert layout["headers"] == [["trained D: top images", 0], ["trained D: maps", 4 * (4 * 18 + 6)],
+                                 ["random D: top images", half], ["random D: maps", half + 4 * (4 * 18 + 6)]]
     labels = open_dataset("digits", 16, 1).labels
     assert report["images"] == 300 and report["layer"] == "D.block1 (16x4x4)"
     for net in ("trained", "random"):
@@ -240,6 +246,10 @@ def test_feature_map_report_for_g_and_d(run, tmp_path):
     assert [r["shape"] for r in rep["layers"]] == [[16, 4, 4], [8, 8, 8]]
     assert all(0 <= r["inactive_fraction"] <= 1 for r in rep["layers"])
     assert rep["input"] == {"seed": 3, "index": 2}
+    with Image.open(tmp_path / "g" / "feature_maps_g.png") as im:
+        layout = json.loads(im.text["layout"])
+    assert layout["rows"] == ["G(z)", "G.project (16x4x4)", "G.block0 (8x8x8)"]
+    assert "sample 2 of seed 3" in layout["title"] and layout["channels"] == 16
 
     pixels = (torch.arange(64 * 48) % 256).to(torch.uint8).view(48, 64)  # not square, not 16 pixels
     Image.fromarray(pixels.numpy()).save(tmp_path / "x.png")

@@ -31,8 +31,9 @@ from dcgan.config import check_count
 from dcgan.data import ImageData, open_dataset, to_float
 from dcgan.datasets import natural_shape
 from dcgan.errors import DCGANError
-from dcgan.outputs import check_out_dir, write_image, write_json, write_text
+from dcgan.outputs import check_out_dir, write_json, write_text
 from dcgan.progress import Progress
+from dcgan.visualize import save_figure
 
 __all__ = ["dedup"]  # public: dcgan.NAME
 
@@ -264,8 +265,17 @@ def write_report(result: DedupResult, images: torch.Tensor, out: Path, sheet_gro
     write_text(out / "keep.txt", "".join(n + "\n" for i, n in enumerate(result.names) if i not in dup),
                errors="surrogateescape")
     if result.groups:  # one row per group: the kept image first, then its duplicates
-        rows = result.groups[:sheet_groups]
-        width = min(max(len(g) for g in rows), 12)
-        blank = torch.zeros_like(images[0])
-        cells = [images[g[k]] if k < len(g) else blank for g in rows for k in range(width)]
-        write_image(torch.stack(cells).float() / 255, out / "groups.png", nrow=width, padding=2)
+        groups = [g[:12] for g in result.groups[:sheet_groups]]
+        short = [[_short(result.names[i]) for i in g] for g in groups]
+        save_figure([[to_float(images[i]) for i in g] for g in groups], out / "groups.png",
+                    f"{len(result.groups)} groups of near-duplicates (the first {len(groups)}): the framed "
+                    "image is kept, the others are listed in duplicates.txt",
+                    [f"group {n} ({len(g)})" for n, g in enumerate(result.groups[:sheet_groups])],
+                    tile_labels=short, marked={(n, 0) for n in range(len(groups))})
+
+
+def _short(name: str, chars: int = 10) -> str:
+    """A file name that fits a 64-pixel tile: its end, which tells copies apart (ASCII: a name need not
+    be UTF-8)."""
+    name = name.encode("ascii", "replace").decode()
+    return name if len(name) <= chars else ".." + name[-(chars - 2):]

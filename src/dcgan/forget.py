@@ -36,8 +36,8 @@ from dcgan.checkpoint import load_generator
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.errors import DCGANError, check_regular_file
 from dcgan.models import Generator, eval_mode
-from dcgan.outputs import check_out_dir, write_image, write_json, write_text
-from dcgan.visualize import grid, pad_rows
+from dcgan.outputs import check_out_dir, write_json, write_text
+from dcgan.visualize import save_figure
 
 __all__ = ["forget"]  # public: dcgan.NAME
 
@@ -247,10 +247,22 @@ def forget_maps(g: Generator, boxed: list[Boxed], out: str | Path, drop: str = "
     change = change_in_boxes(before[:len(boxed)], after[:len(boxed)], boxed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [x for s in range(0, len(z), 8) for x in (before[s:s + 8], after[s:s + 8])]
-    padded, width = pad_rows(rows, width=8)
-    write_image(grid(padded, nrow=width), out / "forget.png")
     size = activations(g, z[:1], layer).shape[-1]
+    rows, labels, tiles, drawn = [], [], [], {}
+    groups = [("boxed", 0, len(boxed), [f"{b.seed}:{b.index}" for b in boxed]),
+              (f"seed {seed}", len(boxed), len(z), [f"{seed}:{i}" for i in range(n)])]
+    for name, first, last, names in groups:  # the boxed samples, then the extra ones: never mixed
+        for s in range(first, last, 8):
+            chunk = range(s, min(s + 8, last))
+            for i in chunk:
+                if i < len(boxed):
+                    drawn[(len(rows), i - s)] = boxed[i].boxes
+            rows += [[before[i] for i in chunk], [after[i] for i in chunk]]
+            tiles += [[names[i - first] for i in chunk], [""] * len(chunk)]
+            labels += [f"{name}: original", f"{name}: maps dropped"]
+    title = (f"G without {len(maps)} of {len(fit['weights'])} feature maps of layer {layer} ({size}x{size}; "
+             f"drop {drop}; detector accuracy {fit['accuracy']:.2f}); yellow: the boxes")
+    save_figure(rows, out / "forget.png", title, labels, tile_labels=tiles, boxes=drawn)
     report = {"drop": drop, "layer": layer, "layer_size": size, "dropped_maps": maps, "dropped": len(maps),
               "maps_in_layer": int(len(fit["weights"])), "detector_accuracy": fit["accuracy"],
               "positives": fit["positives"], "negatives": fit["negatives"], "boxed_samples": len(boxed),

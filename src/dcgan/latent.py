@@ -38,7 +38,7 @@ from dcgan.outputs import (
     write_json,
 )
 from dcgan.representation import pooled_features
-from dcgan.visualize import annotate, grid, pad_rows, save_individual
+from dcgan.visualize import annotate, grid, save_figure, save_individual
 
 __all__ = ["arithmetic_report", "direction_report", "sample_sheet", "walk_report"]  # public: dcgan.NAME
 
@@ -262,10 +262,13 @@ def walk(g: Generator, seed: int = 0, walks: int = 4, points: int = 9, steps: in
     return images.view(*latents.shape[:2], *images.shape[1:]), latents
 
 
-def save_gif(frames: torch.Tensor, path: Path, fps: int = 12) -> Path:
-    """frames (R, T, C, H, W): an animated GIF whose frame t shows every walk's frame t side by side."""
+def save_gif(frames: torch.Tensor, path: Path, fps: int = 12, min_tile: int = 64) -> Path:
+    """frames (R, T, C, H, W): an animated GIF whose frame t shows every walk's frame t side by side,
+    each upscaled (nearest) to at least min_tile pixels."""
     import imageio.v3 as iio
 
+    factor = max(1, -(-min_tile // frames.shape[-1]))
+    frames = frames.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
     pictures = [grid(frames[:, t], nrow=len(frames)).mul(255).round().byte().permute(1, 2, 0).numpy()
                 for t in range(frames.shape[1])]
     data = iio.imwrite("<bytes>", np.stack(pictures), extension=".gif", duration=1000 / fps, loop=0)
@@ -304,12 +307,20 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
     report = smoothness(frames, d_features(d) if d is not None else None, factor)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_image(grid(frames.flatten(0, 1), nrow=frames.shape[1]), out / "walk.png")
+    stops = [list(through)] if through else [list(range(r * points, (r + 1) * points)) for r in range(walks)]
+    tiles = [[f"#{row[t // steps]}" if t % steps == 0 else "" for t in range(frames.shape[1])]
+             for row in stops]  # the waypoints, by sample number
+    marked = {(r, s + 1) for r, w in enumerate(report["walks"]) for s in w["flagged"]}  # frames after a jump
+    for r, s in marked:
+        tiles[r][s] = tiles[r][s] or "jump"
+    numbers = f"rows of {latents}" if latents else f"samples of seed {seed}"
+    save_figure([list(row) for row in frames], out / "walk.png",
+                f"{mode} walks through {numbers}, {steps} steps between points; red: a step over "
+                f"{factor:g}x the median", [" -> ".join(map(str, row)) for row in stops], tile_labels=tiles,
+                marked=marked)
     if gif:
         save_gif(frames, out / "walk.gif")
-    report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1],
-                   "through": [list(through)] if through else
-                   [list(range(r * points, (r + 1) * points)) for r in range(walks)],
+    report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1], "through": stops,
                    "latent_norms": path.norm(dim=-1).round(decimals=4).tolist(),
                    "feature_space": "D pooled conv features" if d is not None else None})
     write_json(out / "walk.json", report)
@@ -353,12 +364,20 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
     g = load_generator(source)
     z = load_latents(latents, g.config.nz) if latents else None
     r = arithmetic(g, seed, a, b, c, noise, neighbours, z)
-    rows = [torch.cat([x, m[None]]) for x, m in zip(r["exemplars"], r["mean_images"], strict=True)]
-    rows.append(torch.cat([r["result"][None], r["neighbours"], r["pixel_result"][None]]))
-    batch, width = pad_rows(rows)
+    k = max(len(a), len(b), len(c))  # the G(mean z) column, aligned under every concept
+    rows, tiles, labels = [], [], []
+    for name, idx, x, m in zip("ABC", (a, b, c), r["exemplars"], r["mean_images"], strict=True):
+        rows.append([*x, *[None] * (k - len(idx)), m])
+        tiles.append([*(f"#{i}" for i in idx), *[""] * (k - len(idx)), "G(mean z)"])
+        labels.append(f"{name}: {', '.join(map(str, idx))}")
+    rows.append([r["result"], *r["neighbours"], r["pixel_result"]])
+    tiles.append(["G(Y)", *[f"Y+noise {i + 1}" for i in range(len(r["neighbours"]))], "pixels A-B+C"])
+    labels.append("Y = A - B + C")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_image(grid(batch, nrow=width), out / "arithmetic.png")
+    source_of = f"rows of {latents}" if latents else f"samples of seed {seed}"
+    save_figure(rows, out / "arithmetic.png", f"vector arithmetic on z ({source_of}); neighbours: "
+                f"Y + U(-{noise:g}, {noise:g})", labels, tile_labels=tiles)
     report = {"seed": seed, "a": a, "b": b, "c": c, "noise": noise, "y_norm": float(r["y"].norm()),
               "y": r["y"].tolist(),
               "neighbour_rms_to_result": [_rms(x, r["result"]) for x in r["neighbours"]],
@@ -405,7 +424,17 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
     images = images.view(*moved.shape[:2], *images.shape[1:])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_image(grid(images.flatten(0, 1), nrow=steps), out / "direction.png")
+    if direction is not None:
+        what, columns = f"direction {Path(direction).name}", [f"{a:+.2f} sd" for a in alphas.tolist()]
+    else:
+        what = f"v = mean z({', '.join(map(str, end))}) - mean z({', '.join(map(str, start))})"
+        columns = [f"{a:+.2f} v" for a in alphas.tolist()]
+    if targets:
+        names = [f"#{i}" for i in targets]
+    else:
+        names = [f"row {i}" if z_file is not None else f"#{i} of seed {seed + 1}" for i in range(len(z))]
+    save_figure([list(row) for row in images], out / "direction.png", f"{what}, added to each row",
+                names, column_labels=columns)
     base = g.generate(z).cpu()  # the unchanged samples
     change = (images - base[:, None]).flatten(2).pow(2).mean(2).sqrt().mean(0)
     report = {"seed": seed, "from": start, "to": end, "direction": str(direction) if direction else None,

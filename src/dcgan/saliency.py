@@ -29,6 +29,7 @@ from dcgan.errors import DCGANError, check_regular_file
 from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.representation import average_bn_statistics
+from dcgan.visualize import save_labelled
 
 __all__ = ["feature_map_report", "guided_backprop_report"]  # public: dcgan.NAME
 
@@ -276,7 +277,14 @@ def guided_backprop_report(source: str | Path, *, data: str | None = None, out: 
         figure = F.interpolate(figure[None], scale_factor=scale, mode="nearest")[0]
     report = {"source": str(source), "data": data, "images": len(images), "seed": seed, "top": top,
               **info, "png": str(out / "guided_backprop.png")}
-    write_image(figure, out / "guided_backprop.png")
+    side, k = d.config.image_size, min(top, len(images))  # the grid of saliency_figure, scaled
+    maps_at = (k * (side + 2) + 2 + 4) * scale
+    random_at = (2 * (k * (side + 2) + 2) + 4 + side) * scale
+    save_labelled(figure, out / "guided_backprop.png",
+                  f"guided backprop, {info['layer']}: each filter's top {k} images, then their maps",
+                  [f"filter {f}" for f in range(filters)], (side + 2) * scale, first_row=2 * scale,
+                  headers=[("trained D: top images", 0), ("trained D: maps", maps_at),
+                           ("random D: top images", random_at), ("random D: maps", random_at + maps_at)])
     write_json(out / "guided_backprop.json", report)
     return report
 
@@ -390,7 +398,18 @@ def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", s
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"feature_maps_{net}.png"
     picture = out / (f"feature_maps_{net}_image.png" if net == "g" else f"feature_maps_{net}_input.png")
-    write_image(feature_map_figure(maps, max_channels), png)
+    figure = feature_map_figure(maps, max_channels)
+    side = max(32, max(m.shape[-1] for _, m in maps))  # feature_map_figure's tile
+    shown = F.interpolate(x[:1].detach().float().cpu().add(1).div(2).clamp(0, 1), size=(side, side),
+                          mode="nearest")[0].expand(3, -1, -1)
+    first = torch.ones(3, side + 2, figure.shape[-1])  # D's input, or G's image, as a row of its own
+    first[:, 2:2 + side, 2:2 + side] = shown
+    what = f"{report['input']['image']}" if "image" in report["input"] else f"sample {index} of seed {seed}"
+    title = f"{net.upper()}'s feature maps for {what}: each channel scaled to its own range"
+    shown_as = "G(z)" if net == "g" else "input"
+    save_labelled(torch.cat([first, figure], 1), png, title, [shown_as, *(name for name, _ in maps)],
+                  side + 2, first_row=2,
+                  channels=min(max_channels, max(m.shape[1] for _, m in maps)))
     _save_image(x[0], picture)
     report.update(layers=_layer_stats(maps), png=str(png), image_png=str(picture))
     write_json(out / f"feature_maps_{net}.json", report)

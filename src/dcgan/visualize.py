@@ -91,6 +91,103 @@ def pad_rows(rows: list[torch.Tensor], width: int | None = None) -> tuple[torch.
     return torch.cat([torch.cat([r, blank.expand(width - len(r), -1, -1, -1)]) for r in rows]), width
 
 
+def save_figure(rows: list[list[torch.Tensor | None]], path: Path, title: str, row_labels: list[str],
+                column_labels: list[str] | None = None, tile_labels: list[list[str]] | None = None,
+                marked: set[tuple[int, int]] = frozenset(), boxes: dict | None = None,
+                column_groups: list[tuple[str, int]] | None = None, min_tile: int = 64, **meta) -> dict:
+    """A figure that explains itself: rows of images in [-1, 1] (None: an empty cell), tiles
+    upscaled to at least min_tile pixels, a title on top, a label left of each row, optionally a
+    label above each column and on each tile, `marked` (row, column) tiles framed in red, and
+    `boxes` {(row, column): [(x0, y0, x1, y1), ...]} in image pixels drawn on their tiles, and
+    `column_groups` [(header, columns), ...] spanning consecutive columns above their labels. The
+    layout (title, tile, row and column labels, tile labels, marked, and `meta`) goes into the PNG's
+    text chunk `layout`; returns it."""
+    first = next(x for row in rows for x in row if x is not None)
+    factor = max(1, -(-min_tile // first.shape[-1]))
+    tile, pad, band = first.shape[-1] * factor, 4, 14
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = max(probe.textbbox((0, 0), text)[2] for text in row_labels) + 2 * pad
+    top = band + (band if column_labels else 0) + (band if column_groups else 0)
+    columns = max(len(row) for row in rows)
+    width, height = left + columns * (tile + pad), top + len(rows) * (tile + pad)
+    width = max(width, probe.textbbox((0, 0), title)[2] + 2 * pad)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 1), title, fill="black")
+    j = 0
+    for header, span in column_groups or []:
+        draw.text((left + j * (tile + pad), band + 1), header, fill="black")
+        if header:
+            x0, x1 = left + j * (tile + pad), left + (j + span) * (tile + pad) - pad
+            draw.line((x0, 2 * band - 2, x1, 2 * band - 2), fill="black")
+        j += span
+    for j, text in enumerate(column_labels or []):
+        draw.text((left + j * (tile + pad), top - band + 1), text, fill="black")
+    for i, row in enumerate(rows):
+        y = top + i * (tile + pad)
+        draw.text((pad, y + tile // 2 - 6), row_labels[i], fill="black")
+        for j, image in enumerate(row):
+            if image is None:
+                continue
+            x = left + j * (tile + pad)
+            big = image.detach().float().cpu().repeat_interleave(factor, -1).repeat_interleave(factor, -2)
+            pixels = to_uint8(big).permute(1, 2, 0).numpy()
+            canvas.paste(Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB"),
+                         (x, y))
+            text = tile_labels[i][j] if tile_labels and j < len(tile_labels[i]) else ""
+            if text:
+                *_, right, bottom = draw.textbbox((x + 1, y), text)
+                draw.rectangle((x, y, right + 1, bottom + 1), fill="black")
+                draw.text((x + 1, y), text, fill="white")
+            for x0, y0, x1, y1 in (boxes or {}).get((i, j), []):  # x1, y1 exclusive
+                draw.rectangle((x + x0 * factor, y + y0 * factor, x + x1 * factor - 1, y + y1 * factor - 1),
+                               outline="yellow")
+            if (i, j) in marked:
+                draw.rectangle((x - 2, y - 2, x + tile + 1, y + tile + 1), outline="red", width=2)
+    layout = {"title": title, "tile": tile, "left": left, "top": top, "step": tile + pad,  # tile (i, j) at
+              # (left + j * step, top + i * step)
+              "rows": row_labels, "columns": column_labels or [], "column_groups": column_groups or [],
+              "tiles": tile_labels or [], "marked": sorted(map(list, marked)),
+              "boxes": sorted([i, j, list(map(list, b))] for (i, j), b in (boxes or {}).items()), **meta}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("layout", json.dumps(layout))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", pnginfo=info)
+    write_bytes(path, buffer.getvalue())
+    return layout
+
+
+def save_labelled(picture: torch.Tensor, path: Path, title: str, row_labels: list[str], row_step: int,
+                  headers: list[tuple[str, int]] = (), first_row: int = 0, **meta) -> dict:
+    """A picture (3, H, W) in [0, 1] made of rows `row_step` pixels apart (the first `first_row`
+    pixels down), written with a title, a label left of each row and `headers` [(text, x)] above it;
+    the layout (title, rows, headers, where the picture sits, and `meta`) in the PNG's text chunk
+    `layout`. Returns the layout."""
+    band, pad = 14, 4
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = max(probe.textbbox((0, 0), text)[2] for text in row_labels) + 2 * pad
+    top = band * (2 if headers else 1)
+    pixels = to_uint8(picture.detach().float().cpu() * 2 - 1).permute(1, 2, 0).numpy()
+    body = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
+    width = max(left + body.width, probe.textbbox((0, 0), title)[2] + 2 * pad)
+    canvas = Image.new("RGB", (width, top + body.height), "white")
+    canvas.paste(body, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 1), title, fill="black")
+    for text, x in headers:
+        draw.text((left + x, band + 1), text, fill="black")
+    for i, text in enumerate(row_labels):
+        draw.text((pad, top + first_row + i * row_step + row_step // 2 - 6), text, fill="black")
+    layout = {"title": title, "rows": row_labels, "headers": [list(h) for h in headers], "left": left,
+              "top": top, "width": body.width, "height": body.height, **meta}
+    info = PngImagePlugin.PngInfo()
+    info.add_text("layout", json.dumps(layout))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", pnginfo=info)
+    write_bytes(path, buffer.getvalue())
+    return layout
+
+
 def save_individual(images: torch.Tensor, folder: Path, start: int = 0) -> list[Path]:
     """One PNG per image in [-1, 1]: folder/000000.png, ..."""
     folder.mkdir(parents=True, exist_ok=True)
