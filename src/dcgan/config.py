@@ -183,8 +183,7 @@ class TrainConfig:
     eval_every: int = setting(0, "steps between FID/KID/precision/recall evaluations (0: never)",
                               resumable=True)
     eval_extractor: str = setting("inception", "the network whose features FID/KID compare: inception, or "
-                                  "classifier:PATH from dcgan train-classifier",
-                                 resumable=True)
+                                  "classifier:PATH from dcgan train-classifier", resumable=True)
     eval_n: int = setting(2000, "generated and real images per evaluation", resumable=True)
     inception_weights: str | None = setting(None, "local pt_inception-2015-12-05 weights file (or "
                                             "$DCGAN_INCEPTION_WEIGHTS)", resumable=True)

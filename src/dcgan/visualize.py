@@ -83,14 +83,6 @@ def annotate(images: torch.Tensor, labels: list[str], min_size: int = 64) -> tor
     return torch.stack(out)
 
 
-def pad_rows(rows: list[torch.Tensor], width: int | None = None) -> tuple[torch.Tensor, int]:
-    """Rows of images (n_i, C, H, W) in [-1, 1] -> one batch of len(rows) * width images for
-    grid(batch, nrow=width), short rows padded with black; width defaults to the longest row."""
-    width = width or max(len(r) for r in rows)
-    blank = -torch.ones(1, *rows[0].shape[1:])
-    return torch.cat([torch.cat([r, blank.expand(width - len(r), -1, -1, -1)]) for r in rows]), width
-
-
 def save_figure(rows: list[list[torch.Tensor | None]], path: Path, title: str, row_labels: list[str],
                 column_labels: list[str] | None = None, tile_labels: list[list[str]] | None = None,
                 marked: set[tuple[int, int]] = frozenset(), boxes: dict | None = None,
