@@ -52,13 +52,18 @@ def save_sheet(images: torch.Tensor, path: Path, title: str, min_tile: int = 64,
     ImageDraw.Draw(titled).text((3, 2), title, fill=(255, 255, 255))
     layout = {"title": title, "tile": images.shape[-1] * factor, "columns": columns,
               "rows": -(-len(images) // columns), "images": len(images), "header": header, **meta}
-    info = PngImagePlugin.PngInfo()
-    for key, value in layout.items():
-        info.add_text(key, str(value))
-    buffer = io.BytesIO()
-    titled.save(buffer, format="PNG", pnginfo=info)
-    write_bytes(path, buffer.getvalue())
+    _save_png(titled, path, {key: str(value) for key, value in layout.items()})
     return layout
+
+
+def _save_png(image: Image.Image, path: Path, text: dict[str, str]) -> None:
+    """`image` as a PNG whose text chunks hold `text` (the figure's layout), written atomically."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    write_bytes(path, buffer.getvalue())
 
 
 @torch.no_grad()
@@ -141,11 +146,7 @@ def save_figure(rows: list[list[torch.Tensor | None]], path: Path, title: str, r
               "rows": row_labels, "columns": column_labels or [], "column_groups": column_groups or [],
               "tiles": tile_labels or [], "marked": sorted(map(list, marked)),
               "boxes": sorted([i, j, list(map(list, b))] for (i, j), b in (boxes or {}).items()), **meta}
-    info = PngImagePlugin.PngInfo()
-    info.add_text("layout", json.dumps(layout))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", pnginfo=info)
-    write_bytes(path, buffer.getvalue())
+    _save_png(canvas, path, {"layout": json.dumps(layout)})
     return layout
 
 
@@ -172,11 +173,7 @@ def save_labelled(picture: torch.Tensor, path: Path, title: str, row_labels: lis
         draw.text((pad, top + first_row + i * row_step + row_step // 2 - 6), text, fill="black")
     layout = {"title": title, "rows": row_labels, "headers": [list(h) for h in headers], "left": left,
               "top": top, "width": body.width, "height": body.height, **meta}
-    info = PngImagePlugin.PngInfo()
-    info.add_text("layout", json.dumps(layout))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG", pnginfo=info)
-    write_bytes(path, buffer.getvalue())
+    _save_png(canvas, path, {"layout": json.dumps(layout)})
     return layout
 
 
