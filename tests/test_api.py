@@ -58,15 +58,6 @@ def test_a_submodule_import_does_not_hide_the_function_of_its_name():
         dcgan.no_such_thing  # noqa: B018
 
 
-@pytest.mark.parametrize("name", ["evaluate", "write_features", "feature_map_report", "forget", "plan"])
-def test_any_public_name_can_be_the_first_one_used(name):
-    """Finding a name imports modules in MODULES order; a module importing a submodule of the package
-    (`from dcgan import seeds`) during that search must not start a circular import."""
-    code = f"import dcgan; print(callable(dcgan.{name}))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.strip() == "True", out.stderr
-
-
 def test_commands_take_one_subject_then_keywords_with_shared_names_and_defaults():
     functions = [getattr(dcgan, n) for n in dcgan.__all__ if inspect.isfunction(getattr(dcgan, n))]
     commands = [f for f in functions if "out" in inspect.signature(f).parameters]
