@@ -233,7 +233,8 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
         log.rewind(start, start * images_per_step)
     stop = []  # the signal that asked us to stop, if any
     handlers = _install_stop_handlers(stop)
-    log.message(f"training {run_dir}: {len(data)} images from {data.source}, steps {start}->{total}, "
+    log.message(f"training {run_dir}: {len(data)} images from {data.source} ({data.reading()}), "
+                f"steps {start}->{total}, "
                 f"device {device}" + (f", {world.size} ranks" if world.distributed else ""))
     step, stream, window = start, None, _Window(device)
     try:
@@ -303,7 +304,8 @@ def _open_data(config: TrainConfig, run_dir: Path, resumed: dict | None):
     """The training images; on resume, the same images as the `resumed` checkpoint's (--data-dir may
     move them, never swap them)."""
     mc = config.model
-    data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir, exclude=config.exclude)
+    data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir, exclude=config.exclude,
+                        use_cache=config.cache, workers=config.workers)
     if resumed is not None:
         stored = resumed.get("data_fingerprint")
         changed = fingerprint_changes(stored, data.fingerprint)
