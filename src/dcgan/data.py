@@ -438,12 +438,14 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
     order = order[start * batch_size: (len(order) // batch_size) * batch_size]
     if len(order) == 0:
         return
-    if data.mapped:  # read each batch from the memory map: rows in file order, then the epoch's order
+    if data.mapped:  # each batch read from the memory map in file order, then put in the epoch's
+        mapped = data.images.numpy()  # (numpy's row copies: torch's indexing waits on busy cores)
         for idx in order.split(batch_size):
-            rows, where = idx.sort()
-            batch = torch.empty((len(idx), *data.images.shape[1:]), dtype=torch.uint8,
+            where = idx.numpy().argsort(kind="stable")
+            rows = np.take(mapped, idx.numpy()[where], axis=0)
+            batch = torch.empty((len(idx), *mapped.shape[1:]), dtype=torch.uint8,
                                 pin_memory=torch.device(device).type == "cuda")
-            batch[where] = data.images[rows]
+            np.take(rows, where.argsort(kind="stable"), axis=0, out=batch.numpy())
             yield batch.to(device, non_blocking=True)
         return
     if data.images is not None:
@@ -451,7 +453,10 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
         if images.device != torch.device(device):
             images = data.images = images.to(device)  # once: the dataset lives on the device
         for idx in order.split(batch_size):
-            yield images[idx.to(images.device)]
+            if images.device.type == "cpu":
+                yield torch.from_numpy(np.take(images.numpy(), idx.numpy(), axis=0))
+            else:
+                yield torch.index_select(images, 0, idx.to(images.device))
         return
     loader = torch.utils.data.DataLoader(
         data.stream, batch_size=batch_size, sampler=order.tolist(),

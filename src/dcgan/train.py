@@ -333,7 +333,8 @@ def plan(config: TrainConfig) -> dict:
     check_best_metric(config.best_metric, config.eval_extractor)
     data = _open_data(config, Path(config.out), None)
     per_epoch, total = schedule(config, data)
-    return {"images": len(data), "source": data.source, "batches_per_epoch": per_epoch,
+    return {"images": len(data), "source": data.source, "reading": data.reading(),
+            "batches_per_epoch": per_epoch,
             "steps_per_epoch": round(per_epoch / config.d_steps, 2), "total_steps": total,
             "epochs": round(total * config.d_steps / per_epoch, 2)}
 
