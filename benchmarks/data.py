@@ -155,7 +155,8 @@ def main() -> None:
     out = record.header()
     start = time.perf_counter()
     build_folder(args.folder, args.images)
-    out["folder"] = {"images": args.images, "bytes": sum(p.stat().st_size for p in args.folder.iterdir())}
+    size = sum(p.stat().st_size for p in args.folder.iterdir())
+    out["folder"] = {"images": args.images, "bytes": size, "kib_per_jpeg": size / args.images / 1024}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DCGAN_CACHE_DIR"] = str(Path(tmp) / "cache")
         out["sizes"] = [loaders(args.folder, size, args.stream_batches) for size in args.sizes]
@@ -163,8 +164,8 @@ def main() -> None:
         half.write_text("\n".join(sorted(p.name for p in args.folder.iterdir())[::2]) + "\n")
         out["peak_memory"] = peak_memory(args.folder, half, Path(tmp) / "runs")
     out["seconds"] = time.perf_counter() - start
-    jpeg_kb = out["folder"]["bytes"] / args.images / 1024
-    lines = [f"  folder: {args.images:,} JPEGs from real photos, {jpeg_kb:.1f} KiB each; batch {BATCH}, "
+    kib = out["folder"]["kib_per_jpeg"]
+    lines = [f"  folder: {args.images:,} JPEGs from real photos, {kib:.1f} KiB each; batch {BATCH}, "
              f"{torch.get_num_threads()} threads"]
     for s in out["sizes"]:
         p = s["pack"]

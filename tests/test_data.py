@@ -439,8 +439,8 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path, monkeypatch, capsys, damage):
     first = open_dataset(str(root), 16, 3)
     (entry,) = _cache_files()
     blob = (entry / "images.npy").read_bytes()
-    (entry / "images.npy").write_bytes({"garbage": b"\x00not an array" * 50, "truncated": blob[: len(blob) // 2],
-                                        "empty": b""}[damage])
+    damaged = {"garbage": b"\x00not an array" * 50, "truncated": blob[: len(blob) // 2], "empty": b""}
+    (entry / "images.npy").write_bytes(damaged[damage])
     calls = []
     real = data.decode_image
     monkeypatch.setattr(data, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -62,7 +62,8 @@ def _add_train(sub) -> None:
             kw.update(type=kind, metavar={int: "N", float: "X"}.get(kind, f.name.upper()))
         add = length.add_argument if f.name in ("steps", "epochs") else p.add_argument
         add(f"--{f.name.replace('_', '-')}", **kw)
-    p.add_argument("--no-cache", dest="cache", action="store_false", help="the same as --cache false")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="the same as --cache false (default: the cache is used)")
     p.add_argument("--config", dest="config_file", help="YAML or JSON file of settings (flags override it)")
     p.add_argument("--resume", help="continue the run in this directory (or from one of its snapshots); "
                    "with --out NEW, a new run NEW branches from it")
@@ -528,7 +529,8 @@ def _add_prepare(sub) -> None:
     p.add_argument("--image-size", dest="image_size", type=int,
                    help="the size the model will train at (default: the dataset's, 64 for a folder)")
     p.add_argument("--channels", type=int, choices=[1, 3], help="default: the dataset's, 3 for a folder")
-    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--split", choices=["train", "test"], default="train",
+                   help="a named dataset's split (default: train)")
     p.add_argument("--exclude", help="text file of image paths (or dataset indices) to leave out")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     p.set_defaults(func=cmd_prepare)
