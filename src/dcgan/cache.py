@@ -50,6 +50,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DCGAN_CACHE_DIR", Path.home() / ".cache" / "dcgan"))
 
 
+def cores() -> int:
+    """The CPU cores this process may use (a container's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -283,7 +288,7 @@ def load(key: dict, make_source: Callable[[], Source], shape: tuple[int, int, in
         root = cache_dir()
     except RuntimeError:  # no home folder to put the cache in
         return None, []
-    workers = os.cpu_count() or 1 if workers is None else workers
+    workers = cores() if workers is None else workers
     try:
         root.mkdir(parents=True, exist_ok=True)
         with _lock(root / f"{digest(key)}.lock", what):

@@ -148,7 +148,7 @@ def decode_folder(paths: list[Path], root: Path, size: int, channels: int,
                   crop: int | None = None) -> tuple[torch.Tensor, list[Path]]:
     """Decode every file in threads (PIL releases the GIL); unreadable ones are skipped.
     Returns the images and the paths they came from."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=cache.cores()) as pool:
         decoded = list(pool.map(_try_decode, [(p, size, channels, crop) for p in paths],
                                 chunksize=64))
     skipped = [p for p, x in zip(paths, decoded, strict=True) if x is None]
@@ -460,7 +460,7 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
         return
     loader = torch.utils.data.DataLoader(
         data.stream, batch_size=batch_size, sampler=order.tolist(),
-        num_workers=os.cpu_count() or 1 if workers is None else workers,
+        num_workers=cache.cores() if workers is None else workers,
         collate_fn=_drop_unreadable, pin_memory=torch.device(device).type == "cuda",
         persistent_workers=False)
     for batch in loader:
