@@ -51,7 +51,8 @@ def _add_train(sub) -> None:
                        description="Train a DCGAN. Unset options take the preset's and the "
                                    "dataset's defaults; --dry-run shows the resolved settings.")
     length = p.add_mutually_exclusive_group()
-    settings = [m for t in fields(TrainConfig) for m in (fields(ModelConfig) if t.name == "model" else [t])]
+    settings = [m for t in fields(TrainConfig) for m in (fields(ModelConfig) if t.name == "model" else [t])
+                if m.metadata.get("flag", True)]
     for f in settings:
         hint = HINTS[f.name]
         kind = typing.get_args(hint)[0] if isinstance(hint, types.UnionType) else hint

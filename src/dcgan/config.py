@@ -19,6 +19,7 @@ from dcgan.errors import DCGANError, check_regular_file, describe_os_error
 __all__ = ["ModelConfig", "PRESETS", "TrainConfig"]  # public: dcgan.NAME
 
 PROJECTIONS = ("conv", "linear")
+MAX_CLASSES = 10000
 LATENT_PRIORS = ("normal", "uniform")
 
 
@@ -47,6 +48,8 @@ class ModelConfig:
     alternate_strides: bool = field(default=False, metadata={
         "help": "a stride-1 conv beside each stride-2 one (imagenet32; needs an odd kernel)",
         "shown": "the preset's"})
+    classes: list | None = field(default=None, metadata={
+        "help": "class names of a conditional model (--conditional), read from the data", "flag": False})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -80,6 +83,17 @@ class ModelConfig:
             raise DCGANError(f"projection must be one of {PROJECTIONS}, got {reprlib.repr(self.projection)}")
         if not isinstance(self.latent, str) or self.latent not in LATENT_PRIORS:
             raise DCGANError(f"latent must be one of {LATENT_PRIORS}, got {reprlib.repr(self.latent)}")
+        if self.classes is not None and not (
+                isinstance(self.classes, list) and 2 <= len(self.classes) <= MAX_CLASSES
+                and all(isinstance(c, str) and c for c in self.classes)
+                and len(set(self.classes)) == len(self.classes)):
+            raise DCGANError(f"classes must be a list of 2 to {MAX_CLASSES} distinct class names, got "
+                             f"{reprlib.repr(self.classes)}")
+
+    @property
+    def num_classes(self) -> int:
+        """K of a class-conditional model; 0 for an unconditional one."""
+        return len(self.classes) if self.classes else 0
 
     @property
     def levels(self) -> int:
@@ -151,6 +165,8 @@ class TrainConfig:
                                    resumable=True)
     exclude: str | None = setting(None, "text file of image paths (or dataset indices) to leave out, "
                                   "one per line")
+    conditional: bool = setting(False, "class-conditional G and D: the data's labels (a labelled dataset, "
+                                "or a folder with one subfolder per class) go into both networks")
     # model (see ModelConfig; image_size and channels default to the data's own)
     preset: str = setting("pytorch", " | ".join(PRESETS) + ": architecture and training defaults")
     model: ModelConfig | None = None

@@ -414,6 +414,30 @@ def labelled_splits(spec: str, image_size: int, channels: int,
             ImageData(spec, images=train.images[held], labels=train.labels[held]))
 
 
+def class_labels(data: ImageData, spec: str) -> tuple[torch.Tensor, list[str]]:
+    """The class of each image, int64 (N,), and the class names, for a conditional model: a labelled
+    dataset's own labels, or a folder's first-level subfolders (sorted by name). Data without labels
+    is an error that says what layout is expected."""
+    named = NAMED.get(spec)
+    if named is not None:
+        if not named.labelled or data.labels is None:
+            raise DCGANError(f"--conditional needs class labels and {spec} has none: use a labelled dataset "
+                             f"({labelled_names()}) or a folder with one subfolder of images per class")
+        return data.labels.long(), list(named.classes)
+    layout = "one subfolder per class, every image inside one (FOLDER/CLASS/image.png)"
+    parts = [Path(name).parts for name in data.names]
+    loose = [name for name, p in zip(data.names, parts, strict=True) if len(p) < 2]
+    if loose:
+        raise DCGANError(f"--conditional on folder {data.source}: {loose[0]} lies in the folder itself "
+                         f"({len(loose)} image(s) do); the classes are its subfolders: {layout}")
+    classes = sorted({p[0] for p in parts})
+    if len(classes) < 2:
+        raise DCGANError(f"--conditional on folder {data.source}: it has {len(classes)} class subfolder "
+                         f"({classes[0]}); a conditional model needs at least 2: {layout}")
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[p[0]] for p in parts], dtype=torch.long), classes
+
+
 # ---- batching -----------------------------------------------------------------------------
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -428,16 +452,25 @@ def _drop_unreadable(items: list) -> torch.Tensor:
 
 def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int = 0,
             device: torch.device | str = "cpu", workers: int | None = None, rank: int = 0,
-            world_size: int = 1) -> Iterator[torch.Tensor]:
+            world_size: int = 1, labels: torch.Tensor | None = None) -> Iterator:
     """uint8 batches of one epoch, skipping its first `start` batches; the last partial batch is
     dropped so every step sees `batch_size` images. With several ranks, rank r takes every
     world_size-th image of the epoch's order, so one step's batches together are a contiguous
-    slice of it."""
+    slice of it. With `labels` (int64 (N,), one per image), (images, their labels) pairs instead."""
     order = epoch_order(len(data), seed, epoch)
     order = order[: len(order) // world_size * world_size][rank::world_size]
     order = order[start * batch_size: (len(order) // batch_size) * batch_size]
     if len(order) == 0:
         return
+    if labels is not None:
+        yield from _labelled_batches(data, order, batch_size, labels, device, workers)
+        return
+    yield from _batches_of(data, order, batch_size, device, workers)
+
+
+def _batches_of(data: ImageData, order: torch.Tensor, batch_size: int, device: torch.device | str,
+                workers: int | None) -> Iterator[torch.Tensor]:
+    """The images of `order`, batch_size at a time (a stream drops unreadable ones)."""
     if data.mapped:  # each batch read from the memory map in file order, then put in the epoch's
         mapped = data.images.numpy()  # (numpy's row copies: torch's indexing waits on busy cores)
         for idx in order.split(batch_size):
@@ -468,14 +501,53 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
             yield batch.to(device, non_blocking=True)
 
 
+def _labelled_batches(data: ImageData, order: torch.Tensor, batch_size: int, labels: torch.Tensor,
+                      device: torch.device | str, workers: int | None) -> Iterator:
+    """(images, labels) of `order`'s batches: the image batches of `batches`, each with the labels of
+    exactly its images (a stream drops an unreadable image together with its label)."""
+    if data.images is not None:  # one batch per chunk of the order
+        for idx, images in zip(order.split(batch_size), _batches_of(data, order, batch_size, device, workers),
+                               strict=True):
+            yield images, labels[idx].to(device, non_blocking=True)
+        return
+    loader = torch.utils.data.DataLoader(
+        _Labelled(data.stream, labels), batch_size=batch_size, sampler=order.tolist(),
+        num_workers=cache.cores() if workers is None else workers, collate_fn=_drop_unreadable_pairs,
+        pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
+    for images, y in loader:
+        if len(images):
+            yield images.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """A stream of images, each paired with its label."""
+
+    def __init__(self, stream, labels: torch.Tensor):
+        self.stream, self.labels = stream, labels
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def __getitem__(self, i: int):
+        return self.stream[i], self.labels[i]
+
+
+def _drop_unreadable_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    kept = [(x, y) for x, y in items if x is not None]
+    if not kept:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    return torch.stack([x for x, _ in kept]), torch.stack([y for _, y in kept])
+
+
 def stream_batches(data: ImageData, batch_size: int, seed: int, device: torch.device | str = "cpu",
                    start_batch: int = 0, rank: int = 0, world_size: int = 1,
-                   workers: int | None = None) -> Iterator[torch.Tensor]:
-    """uint8 batches forever, epoch after epoch, from batch index `start_batch` on."""
+                   workers: int | None = None, labels: torch.Tensor | None = None) -> Iterator:
+    """uint8 batches forever, epoch after epoch, from batch index `start_batch` on (with `labels`:
+    (images, labels) pairs, see `batches`)."""
     epoch, position = divmod(start_batch, len(data) // world_size // batch_size)
     while True:
         yield from batches(data, batch_size, seed, epoch, position, device, workers=workers, rank=rank,
-                           world_size=world_size)
+                           world_size=world_size, labels=labels)
         epoch, position = epoch + 1, 0
 
 

@@ -216,17 +216,24 @@ class Named:
     labelled: bool  # labels for the classifier, the probe and train-classifier
     held_out: bool = False  # one split only: every fifth image is the test split
     cache: bool = True  # decoded once into the cache (digits ships with scikit-learn: reading is instant)
+    classes: tuple[str, ...] = ()  # the name of each label 0..K-1 (labelled datasets)
 
+
+DIGITS = tuple(str(i) for i in range(CLASSES))
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # The one table of named datasets. Those without a reader are image files that data.py opens as a
 # folder (CelebA, centre-cropped to the face) or streams from LMDB (LSUN).
 NAMED: dict[str, Named] = {
     "digits": Named(lambda data_dir, split: read_digits(), (1, 32), labelled=True, held_out=True,
-                    cache=False),
-    "mnist": Named(partial(read_mnist, "mnist"), (1, 32), labelled=True),
-    "fashion-mnist": Named(partial(read_mnist, "fashion-mnist"), (1, 32), labelled=True),
-    "cifar10": Named(read_cifar10, (3, 32), labelled=True),
-    "svhn": Named(read_svhn, (3, 32), labelled=True),
+                    cache=False, classes=DIGITS),
+    "mnist": Named(partial(read_mnist, "mnist"), (1, 32), labelled=True, classes=DIGITS),
+    "fashion-mnist": Named(partial(read_mnist, "fashion-mnist"), (1, 32), labelled=True,
+                           classes=FASHION_MNIST_CLASSES),
+    "cifar10": Named(read_cifar10, (3, 32), labelled=True, classes=CIFAR10_CLASSES),
+    "svhn": Named(read_svhn, (3, 32), labelled=True, classes=DIGITS),
     "celeba": Named(None, (3, 64), labelled=False),
     "lsun": Named(None, (3, 64), labelled=False),
 }

@@ -461,10 +461,11 @@ def evaluate(source: str | Path, *, data: str | None = None, n: int = 10000, ext
         if len(real) < n:
             notes.append(f"--n {n:,} is more than the {len(real):,} real images of {data} {split}: all of "
                          f"them are compared with {n:,} generated ones")
-        z = g.latent(seed, range(n))
+        z, y = g.latent(seed, range(n)), g.cycled_labels(range(n))  # a conditional G: class i % K
         with torch.no_grad():
-            fake = torch.cat([to_uint8(g(chunk)) for chunk in z.split(500)])
-        generated = f"G(latent(seed {seed}, 0..{len(fake) - 1}))"
+            fake = torch.cat([to_uint8(g(chunk, labels))
+                              for chunk, labels in zip(z.split(500), _chunks(y, z, 500), strict=True)])
+        generated = f"G(latent(seed {seed}, 0..{len(fake) - 1}))" + (", class i % K" * (y is not None))
     real_f, _ = extract(real, extractor, progress=f"{spec} features of the real images")
     fake_f, fake_logits = extract(fake, extractor, progress=f"{spec} features of the compared images")
     result = {**compare(real_f, fake_f, fake_logits), "extractor": spec, "data": data, "split": split,
@@ -483,6 +484,11 @@ def evaluate(source: str | Path, *, data: str | None = None, n: int = 10000, ext
     return result
 
 
+def _chunks(labels: torch.Tensor | None, z: torch.Tensor, size: int) -> list:
+    """`labels` split as z.split(size) splits z; Nones for an unconditional G."""
+    return list(labels.split(size)) if labels is not None else [None] * len(z.split(size))
+
+
 class Evaluator:
     """The metric during training: a fixed set of z against fixed real features."""
 
@@ -498,5 +504,7 @@ class Evaluator:
     def __call__(self, generator) -> dict:
         with eval_mode(generator), torch.no_grad():
             z = generator.latent(self.seed, range(self.n), stream="eval")
-            fake = torch.cat([to_uint8(generator(c)).cpu() for c in z.split(500)])  # uint8 per chunk
+            y = generator.cycled_labels(range(self.n))  # a conditional G: every class equally often
+            fake = torch.cat([to_uint8(generator(c, labels)).cpu()  # uint8 per chunk
+                              for c, labels in zip(z.split(500), _chunks(y, z, 500), strict=True)])
         return scores(self.real, *extract(fake, self.extractor))

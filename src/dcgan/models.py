@@ -6,6 +6,9 @@ The architecture guidelines hold for every configuration:
 - no fully connected hidden layers: G projects z to a 4x4 map, D maps its 4x4 map to one logit;
 - G uses ReLU and a Tanh output, D uses LeakyReLU(0.2);
 - weights ~ N(0, 0.02), BN gain ~ N(1, 0.02), and no conv bias where BatchNorm follows.
+
+A class-conditional pair (ModelConfig.classes, `dcgan train --conditional`) keeps both conv stacks:
+G reads [z, one_hot(y)] (Mirza & Osindero 2014), D adds a projection term (Miyato & Koyama 2018).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dcgan import seeds
@@ -57,9 +61,9 @@ def _down(cin: int, cout: int, k: int, stride: int, bn: bool) -> nn.Sequential:
 def init_weights(module: nn.Module) -> None:
     """Paper §4: all weights ~ N(0, 0.02); BN gain ~ N(1, 0.02), BN bias 0; biases 0."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
+            if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
@@ -86,15 +90,26 @@ class ProjectAndReshape(nn.Module):
         return self.act(self.bn(self.project(z.view(*z.shape, 1, 1))))
 
 
+def check_labels(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Class indices (N,) as int64 (their range is checked by one_hot and the embedding, without a
+    device sync here)."""
+    if labels.dtype.is_floating_point or labels.ndim != 1:
+        raise ValueError(f"labels must be integer class indices 0..{k - 1} of shape (N,)")
+    return labels.long()
+
+
 class Generator(nn.Module):
-    """z -> image in [-1, 1] of shape (channels, image_size, image_size)."""
+    """z -> image in [-1, 1] of shape (channels, image_size, image_size). A conditional G (config.classes)
+    takes class indices too: G(z, labels); without them it draws class `class_index` (0 unless set)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.class_index = 0  # the class G(z) draws when no labels are given (conditional G)
         c, k, n = config, config.kernel_size, config.levels
         width = [c.ngf * 2 ** (n - 1 - i) for i in range(n)]  # channels entering level i
-        self.project_and_reshape = ProjectAndReshape(c.nz, width[0], c.projection)
+        # a conditional G reads [z, one_hot(y)]: nz + K inputs
+        self.project_and_reshape = ProjectAndReshape(c.nz + c.num_classes, width[0], c.projection)
         # state size. width[0] x 4 x 4, doubling in size and halving in channels per level
         blocks = []
         for i in range(n):
@@ -108,7 +123,14 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         init_weights(self)
 
-    def forward(self, z: torch.Tensor, return_features: bool = False):
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, return_features: bool = False):
+        k = self.config.num_classes
+        if k:  # (N, nz) -> (N, nz + K)
+            if labels is None:
+                labels = torch.full((len(z),), self.class_index, dtype=torch.long, device=z.device)
+            z = torch.cat([z, F.one_hot(check_labels(labels, k).to(z.device), k).to(z.dtype)], 1)
+        elif labels is not None:
+            raise ValueError("an unconditional generator takes no labels")
         h = self.project_and_reshape(z)
         feature_maps = [h]
         for block in self.blocks:
@@ -132,18 +154,28 @@ class Generator(nn.Module):
         return torch.cat([self.sample_latent(1, seeds.generator(seed, stream, int(i)), device)
                           for i in indices])
 
-    @torch.no_grad()
-    def generate(self, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """G(z) in [-1, 1] on G's device, batched, with BN in inference mode (the mode is restored after)."""
-        z = z.to(next(self.parameters()).device)
-        with eval_mode(self):
-            return torch.cat([self(chunk) for chunk in z.split(batch_size)])
+    def cycled_labels(self, indices) -> torch.Tensor | None:
+        """Class i % K for sample number i (every class equally often); None for an unconditional G."""
+        k = self.config.num_classes
+        return torch.as_tensor(list(indices), dtype=torch.long) % k if k else None
 
-    def sample(self, n: int, seed: int | None = None, batch_size: int = 256, start: int = 0) -> torch.Tensor:
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, batch_size: int = 256,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z) in [-1, 1] on G's device, batched, with BN in inference mode (the mode is restored after).
+        `labels`: each z's class (conditional G; default: class_index)."""
+        device = next(self.parameters()).device
+        z = z.to(device)
+        ys = [None] * len(z.split(batch_size)) if labels is None else labels.to(device).split(batch_size)
+        with eval_mode(self):
+            return torch.cat([self(chunk, y) for chunk, y in zip(z.split(batch_size), ys, strict=True)])
+
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 256, start: int = 0,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
         """n images in [-1, 1] on the model's device, BN in inference mode. With a seed, image i
         is G(latent(seed, [i])) whatever n is; they are images start .. start + n - 1."""
         z = self.latent(seed, range(start, start + n)) if seed is not None else self.sample_latent(n)
-        return self.generate(z, batch_size)
+        return self.generate(z, batch_size, labels)
 
 
 class Discriminator(nn.Module):
@@ -168,15 +200,26 @@ class Discriminator(nn.Module):
             self.head = nn.Sequential(nn.Conv2d(cin, 1, 4, 1, 0), nn.Flatten(0))
         else:  # paper's code: flatten, linear to one logit
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * 16, 1), nn.Flatten(0))
+        if c.num_classes:
+            # Projection discriminator (Miyato & Koyama 2018): logit = head(phi(x)) + <embed(y), phi(x)>,
+            # phi(x) the (cin*4*4) features the head reads. Chosen over label maps concatenated to the
+            # input: better class fidelity and steadier training, and the conv stack (D's features for
+            # probe, features and projection) stays exactly the unconditional one.
+            self.embed = nn.Embedding(c.num_classes, cin * 16)
         init_weights(self)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, return_features: bool = False):
         feature_maps = []
         h = x
         for block in self.blocks:
             h = block(h)
             feature_maps.append(h)
         logits = self.head(h)
+        if labels is not None:  # the projection term; without labels, the unconditional head alone
+            if not self.config.num_classes:
+                raise ValueError("an unconditional discriminator takes no labels")
+            y = check_labels(labels, self.config.num_classes).to(h.device)
+            logits = logits + (self.embed(y) * h.flatten(1)).sum(1)
         return (logits, feature_maps) if return_features else logits
 
 

@@ -43,6 +43,15 @@ class Runtime:
         z = G.sample_latent(n * self.world_size, noise, device)
         return z[self.rank::self.world_size] if self.world_size > 1 else z
 
+    def classes(self, G: Generator, n: int, noise: torch.Generator, device) -> torch.Tensor | None:
+        """Classes of the fake batch, uniform over a conditional G's K, drawn from `noise` after z as
+        `latent` draws z (None for an unconditional G, which draws nothing)."""
+        k = G.config.num_classes
+        if not k:
+            return None
+        y = torch.randint(k, (n * self.world_size,), generator=noise)
+        return (y[self.rank::self.world_size] if self.world_size > 1 else y).to(device)
+
     def images(self, x: torch.Tensor) -> torch.Tensor:
         x = to_float(x)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -114,6 +123,11 @@ class Networks:
             group["lr"] = lr
 
 
+def labelled(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images, labels) from a batch of a conditional run's stream; (images, None) from a plain one."""
+    return batch if isinstance(batch, tuple) else (batch, None)
+
+
 def train_step(nets: Networks, reals: Iterator[torch.Tensor], noise: torch.Generator,
                config: TrainConfig) -> torch.Tensor:
     """d_steps updates of D, then one of G. Returns [loss_D, loss_G, D(x), D(G(z))], detached.
@@ -127,16 +141,18 @@ def train_step(nets: Networks, reals: Iterator[torch.Tensor], noise: torch.Gener
     policy = parse_policy(config.augment)  # DiffAugment: D sees T(x) and T(G(z)), G learns through T
     # (1) D: maximize log D(x) + log(1 - D(G(z)))
     for j in range(config.d_steps):
-        real = rt.images(next(reals))
+        real, y_real = labelled(next(reals))  # y: the classes of a conditional run, else None
+        real = rt.images(real)
         b = len(real)
         z = rt.latent(generator, b, noise, device)
+        y_fake = rt.classes(generator, b, noise, device)
         real = augment(real, policy, noise)
         opt_d.zero_grad(set_to_none=True)
         with rt.autocast():
             with torch.set_grad_enabled(j == config.d_steps - 1):  # keep G's graph for step (2)
-                fake = augment(G(z), policy, noise)  # one draw of T, seen by D here and by G in (2)
-            out_real = D(real)
-            out_fake = D(fake.detach())  # a separate pass: real and fake get their own BN statistics
+                fake = augment(G(z, y_fake), policy, noise)  # one draw of T, seen by D here and by G in (2)
+            out_real = D(real, y_real)
+            out_fake = D(fake.detach(), y_fake)  # a separate pass: real and fake get their own BN statistics
             loss_d = (F.binary_cross_entropy_with_logits(
                 out_real, torch.full_like(out_real, 1.0 - config.label_smoothing))  # one-sided
                 + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
@@ -148,7 +164,7 @@ def train_step(nets: Networks, reals: Iterator[torch.Tensor], noise: torch.Gener
     try:
         opt_g.zero_grad(set_to_none=True)
         with rt.autocast():
-            out = D_frozen(fake)
+            out = D_frozen(fake, y_fake)
             loss_g = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
         rt.scaler_g.scale(loss_g).backward()
         rt.scaler_g.step(opt_g)

@@ -24,6 +24,7 @@ import torch
 from dcgan import checkpoint, distributed, seeds
 from dcgan.config import TrainConfig, configure_new, configure_resumed, default_run_dir, run_of
 from dcgan.data import (
+    class_labels,
     fingerprint_changes,
     first_images,
     open_dataset,
@@ -203,12 +204,14 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
     random.seed(config.seed)
     resumed = checkpoint.load(rewind or run_dir / checkpoint.LATEST) if resume else None
     data = _open_data(config, run_dir, resumed)
+    labels = _class_labels(config, data)  # a conditional run's class per image (sets its classes)
     B = config.batch_size  # per rank: the global batch is B * world.size
     per_epoch, total = schedule(config, data, world.size)
     nets = Networks.build(config, device, world)
     run = _Run(run_dir, config, nets, seeds.generator(config.seed, "noise"), world, data.fingerprint,
                per_epoch, total)
     fixed_z = nets.G.latent(config.seed, range(config.n_samples))  # the same z for every grid
+    fixed_y = nets.G.cycled_labels(range(config.n_samples))  # conditional: class i % K, a column per class
     first = first_images(data, config.n_samples)
     health = Health(config, diversity(to_float(first)))
     evaluator = _evaluator(config, data) if config.eval_every and world.main else None
@@ -241,7 +244,7 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
         while step < total:
             if stream is None:  # the batches from this step on: at the start and after a rollback
                 stream = stream_batches(data, B, config.seed, device, step * config.d_steps, world.rank,
-                                        world.size, config.workers)
+                                        world.size, config.workers, labels)
                 window.reset()
             window.add(train_step(nets, stream, run.noise, config))
             step += 1
@@ -250,9 +253,9 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
             try:
                 if world.main and (step % config.sample_every == 0 or step == total):
                     images = save_samples(nets.G, fixed_z, run_dir / "samples" / f"step_{step:08d}.png",
-                                          f"step {step}: G(z) for the run's {len(fixed_z)} fixed z")
+                                          f"step {step}: G(z) for the run's {len(fixed_z)} fixed z", fixed_y)
                     health.check_diversity(step, images)
-                    log.image(grid(images), step)
+                    log.image(grid(images, config.model.num_classes or None), step)
                 evaluated = config.eval_every and step % config.eval_every == 0  # alike on every rank
                 quality = evaluator(nets.G) if evaluator and evaluated else {}
                 if step % config.log_every == 0 or step == total or evaluated:
@@ -287,7 +290,7 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                     f"checkpoint saved in {run.latest}. Continue with: dcgan train --resume {run_dir}")
         if world.main:
             save_samples(nets.G, fixed_z, run_dir / "samples" / "final.png",
-                         f"final (step {total}): G(z) for the run's {len(fixed_z)} fixed z")
+                         f"final (step {total}): G(z) for the run's {len(fixed_z)} fixed z", fixed_y)
             plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
     except OSError as e:  # disk full, read-only folder, ...
         raise DCGANError(f"writing {e.filename or run_dir} failed: {describe_os_error(e)}; the last "
@@ -316,6 +319,20 @@ def _open_data(config: TrainConfig, run_dir: Path, resumed: dict | None):
     return data
 
 
+def _class_labels(config: TrainConfig, data) -> torch.Tensor | None:
+    """A conditional run's class of each image (data.class_labels), its class names recorded in
+    config.model.classes (a resumed run's must be the data's); None for an unconditional run."""
+    if not config.conditional:
+        if config.model.classes is not None:
+            raise DCGANError("classes are read from the data by --conditional; an unconditional run has none")
+        return None
+    labels, classes = class_labels(data, config.data)
+    if config.model.classes is not None and config.model.classes != classes:
+        raise DCGANError(f"the run's classes {config.model.classes} are not the data's {classes}")
+    config.model.classes = classes
+    return labels
+
+
 def schedule(config: TrainConfig, data, world_size: int = 1) -> tuple[int, int]:
     """(real batches per rank and epoch, the last partial one dropped; total steps of the run)."""
     per_rank, batch = len(data) // world_size, config.batch_size
@@ -332,11 +349,12 @@ def plan(config: TrainConfig) -> dict:
     (opening the data, so a bad --data fails here, as training would)."""
     check_best_metric(config.best_metric, config.eval_extractor)
     data = _open_data(config, Path(config.out), None)
+    _class_labels(config, data)
     per_epoch, total = schedule(config, data)
     return {"images": len(data), "source": data.source, "reading": data.reading(),
             "batches_per_epoch": per_epoch,
             "steps_per_epoch": round(per_epoch / config.d_steps, 2), "total_steps": total,
-            "epochs": round(total * config.d_steps / per_epoch, 2)}
+            "epochs": round(total * config.d_steps / per_epoch, 2), "classes": config.model.classes}
 
 
 def best_record(stored: dict, metric: str) -> dict:

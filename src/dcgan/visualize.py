@@ -26,24 +26,28 @@ def grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def save_samples(generator: Generator, z: torch.Tensor, path: Path, title: str) -> torch.Tensor:
+def save_samples(generator: Generator, z: torch.Tensor, path: Path, title: str,
+                 labels: torch.Tensor | None = None) -> torch.Tensor:
     """G(z) as a titled PNG sheet (see save_sheet), with BN in inference mode while sampling;
-    returns the images."""
-    images = generator.generate(z)
+    returns the images. With `labels` (a conditional G, class i % K for z number i), one column
+    per class."""
+    images = generator.generate(z, labels=labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_sheet(images, path, title)
+    columns = generator.config.num_classes if labels is not None else None
+    save_sheet(images, path, title, columns=columns)
     return images
 
 
 @torch.no_grad()
-def save_sheet(images: torch.Tensor, path: Path, title: str, min_tile: int = 64, **meta) -> dict:
+def save_sheet(images: torch.Tensor, path: Path, title: str, min_tile: int = 64, columns: int | None = None,
+               **meta) -> dict:
     """Images in [-1, 1] as one PNG grid that explains itself: tiles upscaled by an integer factor
     (nearest) to at least min_tile pixels, a title band on top, and the layout in the PNG's text
     chunks (title, tile, columns, rows, images, header, and `meta`); returns that layout."""
     images = images.detach().float().cpu()
     factor = max(1, -(-min_tile // images.shape[-1]))
     big = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
-    columns = max(1, int(math.ceil(math.sqrt(len(images)))))
+    columns = columns or max(1, int(math.ceil(math.sqrt(len(images)))))
     pixels = to_uint8(grid(big, nrow=columns) * 2 - 1).permute(1, 2, 0).numpy()
     sheet = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
     header = 16
