@@ -113,6 +113,8 @@ def _add_sample(sub) -> None:
                                      "instead of seed's samples")
     s.add_argument("--which", default="latest", help="a run directory's checkpoint: latest | best (the best "
                    "evaluated step) | a snapshot step")
+    s.add_argument("--class", dest="class_", help="a conditional generator's class, by index or name "
+                   "(default 0); all: one grid row per class, the same --n z in each")
     s.set_defaults(func=cmd_sample)
 
 
@@ -120,9 +122,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = args.out or (None if args.individual else "samples.png")
     r = dcgan.sample_sheet(args.source, out=out, n=args.n, seed=args.seed, start=args.start, nrow=args.nrow,
                            numbered=args.numbered, individual=args.individual, latents=args.latents,
-                           which=args.which, device=args.device)
+                           which=args.which, device=args.device, class_=args.class_)
     step = "an unknown step" if r["step"] is None else f"step {r['step']:,}"
-    print(f"generator of {step}, from {r['checkpoint']}")
+    drawn = "" if r["class"] is None else (" (every class, a row each)" if r["class"] == "all"
+                                           else f" (class {r['class']})")
+    print(f"generator of {step}, from {r['checkpoint']}{drawn}")
     if "individual" in r:
         print(f"wrote {len(r['individual'])} images to {args.individual}")
     if "out" in r:
@@ -157,13 +161,15 @@ def _add_walk(sub) -> None:
     w.add_argument("--factor", type=float, default=3.0, help="flag steps jumping > factor x the median")
     w.add_argument("--latents", help="walk through the rows of this latents file (from `dcgan project`); "
                                      "--through then numbers its rows")
+    w.add_argument("--class", dest="class_", help="a conditional generator's class, by index or name "
+                   "(default 0)")
     w.set_defaults(func=cmd_walk)
 
 
 def cmd_walk(args: argparse.Namespace) -> None:
     r = dcgan.walk_report(args.source, out=args.out, walks=args.walks, points=args.points, steps=args.steps,
                           mode=args.mode, seed=args.seed, through=indices(args.through, "--through"),
-                          gif=args.gif, factor=args.factor, latents=args.latents)
+                          gif=args.gif, factor=args.factor, latents=args.latents, class_=args.class_)
     print(f"wrote {Path(args.out) / 'walk.png'}: {len(r['walks'])} walk(s) of {r['frames']} frames "
           f"({args.mode}); {r['flagged_steps']} step(s) jump more than {args.factor:g}x the median "
           f"(details in walk.json)")
@@ -187,6 +193,8 @@ def _add_arithmetic(sub) -> None:
     ar.add_argument("--direction", help="direction mode with a saved direction (from `dcgan directions`)")
     ar.add_argument("--latents", help="sample numbers index the rows of this latents file (from "
                                       "`dcgan project`) instead of seed's samples")
+    ar.add_argument("--class", dest="class_", help="a conditional generator's class, by index or name "
+                   "(default 0)")
     ar.add_argument("--seed", type=int, default=0)
     ar.add_argument("--out", default="arithmetic")
     ar.set_defaults(func=cmd_arithmetic)
@@ -198,7 +206,8 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
         end = None if args.direction else indices(args.end or "", "--to")
         r = dcgan.direction_report(args.source, out=args.out, start=start, end=end, seed=args.seed,
                                    targets=indices(args.targets, "--targets"), n=args.n, steps=args.steps,
-                                   scale=args.scale, direction=args.direction, latents=args.latents)
+                                   scale=args.scale, direction=args.direction, latents=args.latents,
+                                   class_=args.class_)
         span = (f"from {-args.scale:g} to {args.scale:g} sigma" if args.direction
                 else f"from 0 to {args.scale:g} v")
         print(f"wrote {Path(args.out) / 'direction.png'}: |v| = {r['v_norm']:.3f}, {args.steps} steps {span}")
@@ -207,7 +216,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
         raise DCGANError("give --a, --b and --c (Y = A - B + C), or --from and --to (a direction)")
     r = dcgan.arithmetic_report(args.source, out=args.out, a=indices(args.a, "--a"), b=indices(args.b, "--b"),
                                 c=indices(args.c, "--c"), seed=args.seed, noise=args.noise,
-                                latents=args.latents)
+                                latents=args.latents, class_=args.class_)
     print(f"wrote {Path(args.out) / 'arithmetic.png'}: |Y| = {r['y_norm']:.3f}; pixel-space result differs "
           f"from G(Y) by RMS {r['pixel_result_rms_to_result']:.3f}")
 

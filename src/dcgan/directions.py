@@ -40,10 +40,12 @@ MAX_ACTIVATION_BYTES = 4 * 2**30  # pca holds one layer's activations for every 
 
 def first_layer_weight(g: Generator) -> torch.Tensor:
     """G's projection of z as a (nz, units) matrix: the 4x4 transposed conv's (nz, c, 4, 4) weight
-    or the linear layer's (units, nz) weight, transposed."""
+    or the linear layer's (units, nz) weight, transposed. A conditional G's class inputs (the rows
+    after nz) are left out: directions live in z."""
     project = g.project_and_reshape.project
     w = project.weight.detach().float().cpu()
-    return w.t().contiguous() if isinstance(project, nn.Linear) else w.flatten(1)
+    w = w.t().contiguous() if isinstance(project, nn.Linear) else w.flatten(1)
+    return w[:g.config.nz]
 
 
 def sefa(g: Generator, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

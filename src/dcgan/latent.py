@@ -40,7 +40,8 @@ from dcgan.outputs import (
 from dcgan.representation import pooled_features
 from dcgan.visualize import annotate, grid, save_figure, save_individual
 
-__all__ = ["arithmetic_report", "direction_report", "sample_sheet", "walk_report"]  # public: dcgan.NAME
+__all__ = ["arithmetic_report", "choose_class", "direction_report", "sample_sheet",
+           "walk_report"]  # public: dcgan.NAME
 
 MODES = ("slerp", "linear")
 LATENTS_FORMAT = "dcgan-latents"
@@ -191,6 +192,28 @@ def pick(g: Generator, seed: int, indices, latents: torch.Tensor | None = None) 
     return latents[indices]
 
 
+def choose_class(g: Generator, value: int | str | None) -> int | None:
+    """A conditional G's class given by index or name -> its index; it becomes the class G(z) draws
+    (g.class_index). None keeps class 0 (or means nothing for an unconditional G)."""
+    if value is None:
+        return g.class_index if g.config.classes else None
+    classes = g.config.classes
+    if not classes:
+        raise DCGANError(f"--class {value}: {g.origin['file']} holds an unconditional generator (trained "
+                         "without --conditional): it has no classes")
+    text = str(value)
+    if text in classes:
+        index = classes.index(text)
+    elif text.isascii() and text.isdigit() and int(text) < len(classes):
+        index = int(text)
+    else:
+        listed = ", ".join(f"{i} ({name})" for i, name in enumerate(classes))
+        raise DCGANError(f"--class {reprlib.repr(value)} is not a class of {g.origin['file']}: give an index "
+                         f"or a name of one of its {len(classes)} classes: {listed}")
+    g.class_index = index
+    return index
+
+
 def _check_indices(values: list[int] | None, name: str) -> None:
     if values is None:
         return
@@ -206,12 +229,13 @@ def _check_indices(values: list[int] | None, name: str) -> None:
 def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", n: int = 64, seed: int = 0,
                  start: int = 0, nrow: int | None = None, numbered: bool = False,
                  individual: str | Path | None = None, latents: str | Path | None = None,
-                 which: str = "latest", device: str = "cpu") -> dict:
+                 which: str = "latest", device: str = "cpu", class_: int | str | None = None) -> dict:
     """Samples start..start+n-1 of `seed` (or rows start.. of a latents file from `dcgan project`)
     as one grid image `out` (numbered: each tile shows its sample number, which names its z for
     walk, arithmetic and forget) and/or one PNG per sample in the folder `individual`. `which`
     picks a run directory's checkpoint: latest, best or a snapshot step; the report names the
-    checkpoint file and its step."""
+    checkpoint file and its step. A conditional G draws class `class_` (an index or a name;
+    default 0), or with class_="all" every class: one grid row per class, the same n z in each."""
     check_count(n, "--n", MAX_SAMPLES)
     check_count(start, "--start", MAX_INDEX, minimum=0)
     check_seed(seed)
@@ -224,21 +248,35 @@ def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", 
     if individual is not None:
         check_out_dir(individual, inputs=[source, latents], what="--individual")
     g = load_generator(source, pick_device(device), which=which)
+    every = class_ == "all"
+    if every and (individual is not None or not g.config.classes):
+        raise DCGANError("--class all draws a grid with one row per class of a conditional generator: "
+                         + ("give --out, not --individual" if g.config.classes
+                            else f"{g.origin['file']} is unconditional"))
+    k = None if every else choose_class(g, class_)
     if latents is not None:
         rows = load_latents(latents, g.config.nz)
         z = rows[start: start + n]
         if not len(z):
             raise DCGANError(f"--start {start} is past the {len(rows)} latents of {latents}")
-        images = g.generate(z).cpu()
     else:
-        images = g.sample(n, seed=seed, start=start).cpu()
+        z = g.latent(seed, range(start, start + n))
+    if every:  # row c: the same z, class c
+        classes = g.config.num_classes
+        check_count(classes * len(z), "--n x classes", MAX_SAMPLES)
+        labels = torch.arange(classes).repeat_interleave(len(z))
+        images = g.generate(z.repeat(classes, 1), labels=labels).cpu()
+        nrow = len(z)
+    else:
+        images = g.generate(z).cpu()
     report = {"images": len(images), "start": start, "seed": None if latents is not None else seed,
-              "checkpoint": g.origin["file"], "step": g.origin["step"]}
+              "checkpoint": g.origin["file"], "step": g.origin["step"],
+              "class": "all" if every else (None if k is None else g.config.classes[k])}
     if individual is not None:
         report["individual"] = [str(p) for p in save_individual(images, Path(individual), start=start)]
     if out is not None:
         if numbered:
-            images = annotate(images, [str(start + i) for i in range(len(images))])
+            images = annotate(images, [str(start + i % len(z)) for i in range(len(images))])
         report["out"] = str(write_image(grid(images, nrow), out))
     return report
 
@@ -278,9 +316,11 @@ def save_gif(frames: torch.Tensor, path: Path, fps: int = 12, min_tile: int = 64
 
 def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: int = 9, steps: int = 8,
                 mode: str = "slerp", seed: int = 0, through: list[int] | None = None, gif: bool = False,
-                factor: float = 3.0, latents: str | Path | None = None) -> dict:
+                factor: float = 3.0, latents: str | Path | None = None,
+                class_: int | str | None = None) -> dict:
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
-    `latents` (a latents file of `dcgan project`), the walk passes through its rows."""
+    `latents` (a latents file of `dcgan project`), the walk passes through its rows. A conditional G
+    walks within class `class_` (an index or a name; default 0)."""
     check_seed(seed, "seed", MAX_SEED)
     _check_indices(through, "--through")
     check_count(walks, "walks", 64)
@@ -297,6 +337,7 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
                          "fit one figure: lower --walks, --points or --steps")
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g, d = load_networks(source)
+    k = choose_class(g, class_)
     z = load_latents(latents, g.config.nz) if latents else None
     if z is not None and not through:
         through = list(range(len(z)))
@@ -322,7 +363,8 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
         save_gif(frames, out / "walk.gif")
     report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1], "through": stops,
                    "latent_norms": path.norm(dim=-1).round(decimals=4).tolist(),
-                   "feature_space": "D pooled conv features" if d is not None else None})
+                   "feature_space": "D pooled conv features" if d is not None else None,
+                   "class": None if k is None else g.config.classes[k]})
     write_json(out / "walk.json", report)
     return report
 
@@ -352,9 +394,10 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: list[int], c: list[int],
                       seed: int = 0, noise: float = 0.25, neighbours: int = 8,
-                      latents: str | Path | None = None) -> dict:
+                      latents: str | Path | None = None, class_: int | str | None = None) -> dict:
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
-    neighbours and the pixel-space sum (last); arithmetic.json with the numbers."""
+    neighbours and the pixel-space sum (last); arithmetic.json with the numbers. A conditional G
+    draws every image in class `class_` (an index or a name; default 0)."""
     check_seed(seed, "seed", MAX_SEED)
     for name, values in (("a", a), ("b", b), ("c", c)):
         _check_indices(values, f"--{name}")
@@ -362,6 +405,7 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
     check_count(neighbours, "neighbours", 64)
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g = load_generator(source)
+    k = choose_class(g, class_)
     z = load_latents(latents, g.config.nz) if latents else None
     r = arithmetic(g, seed, a, b, c, noise, neighbours, z)
     k = max(len(a), len(b), len(c))  # the G(mean z) column, aligned under every concept
@@ -382,6 +426,7 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
               "y": r["y"].tolist(),
               "neighbour_rms_to_result": [_rms(x, r["result"]) for x in r["neighbours"]],
               "pixel_result_rms_to_result": _rms(r["pixel_result"], r["result"]),
+              "class": None if k is None else g.config.classes[k],
               "layout": "rows A, B, C: exemplars then G(mean z); last row: G(Y), noise neighbours, "
                         "pixel-space A - B + C"}
     write_json(out / "arithmetic.json", report)
@@ -391,7 +436,7 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
 def direction_report(source: str | Path, *, out: str | Path, start: list[int] | None = None,
                      end: list[int] | None = None, seed: int = 0, targets: list[int] | None = None,
                      n: int = 8, steps: int = 7, scale: float = 1.0, direction: str | Path | None = None,
-                     latents: str | Path | None = None) -> dict:
+                     latents: str | Path | None = None, class_: int | str | None = None) -> dict:
     """v = mean z(end) - mean z(start), added in `steps` even steps from 0 to scale x v to each
     target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target.
     With `direction` (a file of `dcgan directions`), v is its unit vector times its sigma and the
@@ -406,6 +451,7 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
         raise DCGANError(f"scale must be a finite number from -1e6 to 1e6, got {scale!r}")
     check_out_dir(out, inputs=[source, *[f for f in (latents, direction) if f]])
     g = load_generator(source)
+    k = choose_class(g, class_)  # a conditional G: every image of this class (default 0)
     z_file = load_latents(latents, g.config.nz) if latents else None
     if direction is not None:
         u, sigma, _ = load_direction(direction, g.config.nz)
@@ -440,6 +486,7 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
     report = {"seed": seed, "from": start, "to": end, "direction": str(direction) if direction else None,
               "targets": targets or (f"rows 0..{len(z) - 1} of {latents}" if z_file is not None
                                      else f"0..{n - 1} of seed {seed + 1}"),
-              "alphas": alphas.tolist(), "v_norm": float(v.norm()), "mean_rms_change": change.tolist()}
+              "alphas": alphas.tolist(), "v_norm": float(v.norm()), "mean_rms_change": change.tolist(),
+              "class": None if k is None else g.config.classes[k]}
     write_json(out / "direction.json", report)
     return report
