@@ -86,6 +86,10 @@ def test_class_all_draws_a_row_per_class(trained, tmp_path):
     rows = np.asarray(Image.open(tmp_path / "all.png").convert("L"), dtype=float)
     top, bottom = rows[: rows.shape[0] // 2].mean(), rows[rows.shape[0] // 2:].mean()
     assert bottom - top > 60, (top, bottom)  # row 0 black, row 1 white
+    exported = dcgan.export(trained, out=tmp_path / "g.safetensors")  # G alone keeps its class names
+    g = dcgan.load_generator(exported)
+    assert g.config.classes == ["black", "white"]
+    assert g.cycled_labels(range(5)).tolist() == [0, 1, 0, 1, 0]  # what FID's samples are given
 
 
 def test_inspection_commands_work_on_a_conditional_generator(trained, tmp_path):
