@@ -95,7 +95,9 @@ def test_class_all_draws_a_row_per_class(trained, tmp_path):
 def test_inspection_commands_work_on_a_conditional_generator(trained, tmp_path):
     walk = dcgan.walk_report(trained, out=tmp_path / "walk", walks=1, points=2, steps=2, class_="white")
     assert walk["class"] == "white" and walk["feature_space"] == "D pooled conv features"
-    r = dcgan.arithmetic_report(trained, out=tmp_path / "ar", a=[0], b=[1], c=[2], class_=1)
+    r = dcgan.arithmetic_report(trained, out=tmp_path / "ar", a=[0], b=[1], c=[2], class_=0)
+    assert r["class"] == "black"
+    r = dcgan.direction_report(trained, out=tmp_path / "dr", start=[0], end=[1], n=2, steps=2, class_="white")
     assert r["class"] == "white"
     d = dcgan.directions_report(trained, out=tmp_path / "dir", method="sefa", k=2)
     assert len(d["eigenvalues"]) == 4  # nz: the class inputs are not directions in z

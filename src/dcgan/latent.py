@@ -253,7 +253,7 @@ def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", 
         raise DCGANError("--class all draws a grid with one row per class of a conditional generator: "
                          + ("give --out, not --individual" if g.config.classes
                             else f"{g.origin['file']} is unconditional"))
-    k = None if every else choose_class(g, class_)
+    drawn = None if every else choose_class(g, class_)
     if latents is not None:
         rows = load_latents(latents, g.config.nz)
         z = rows[start: start + n]
@@ -271,7 +271,7 @@ def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", 
         images = g.generate(z).cpu()
     report = {"images": len(images), "start": start, "seed": None if latents is not None else seed,
               "checkpoint": g.origin["file"], "step": g.origin["step"],
-              "class": "all" if every else (None if k is None else g.config.classes[k])}
+              "class": "all" if every else (None if drawn is None else g.config.classes[drawn])}
     if individual is not None:
         report["individual"] = [str(p) for p in save_individual(images, Path(individual), start=start)]
     if out is not None:
@@ -337,7 +337,7 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
                          "fit one figure: lower --walks, --points or --steps")
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g, d = load_networks(source)
-    k = choose_class(g, class_)
+    drawn = choose_class(g, class_)
     z = load_latents(latents, g.config.nz) if latents else None
     if z is not None and not through:
         through = list(range(len(z)))
@@ -364,7 +364,7 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
     report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1], "through": stops,
                    "latent_norms": path.norm(dim=-1).round(decimals=4).tolist(),
                    "feature_space": "D pooled conv features" if d is not None else None,
-                   "class": None if k is None else g.config.classes[k]})
+                   "class": None if drawn is None else g.config.classes[drawn]})
     write_json(out / "walk.json", report)
     return report
 
@@ -405,7 +405,7 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
     check_count(neighbours, "neighbours", 64)
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g = load_generator(source)
-    k = choose_class(g, class_)
+    drawn = choose_class(g, class_)
     z = load_latents(latents, g.config.nz) if latents else None
     r = arithmetic(g, seed, a, b, c, noise, neighbours, z)
     k = max(len(a), len(b), len(c))  # the G(mean z) column, aligned under every concept
@@ -426,7 +426,7 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
               "y": r["y"].tolist(),
               "neighbour_rms_to_result": [_rms(x, r["result"]) for x in r["neighbours"]],
               "pixel_result_rms_to_result": _rms(r["pixel_result"], r["result"]),
-              "class": None if k is None else g.config.classes[k],
+              "class": None if drawn is None else g.config.classes[drawn],
               "layout": "rows A, B, C: exemplars then G(mean z); last row: G(Y), noise neighbours, "
                         "pixel-space A - B + C"}
     write_json(out / "arithmetic.json", report)
@@ -451,7 +451,7 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
         raise DCGANError(f"scale must be a finite number from -1e6 to 1e6, got {scale!r}")
     check_out_dir(out, inputs=[source, *[f for f in (latents, direction) if f]])
     g = load_generator(source)
-    k = choose_class(g, class_)  # a conditional G: every image of this class (default 0)
+    drawn = choose_class(g, class_)  # a conditional G: every image of this class (default 0)
     z_file = load_latents(latents, g.config.nz) if latents else None
     if direction is not None:
         u, sigma, _ = load_direction(direction, g.config.nz)
@@ -487,6 +487,6 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
               "targets": targets or (f"rows 0..{len(z) - 1} of {latents}" if z_file is not None
                                      else f"0..{n - 1} of seed {seed + 1}"),
               "alphas": alphas.tolist(), "v_norm": float(v.norm()), "mean_rms_change": change.tolist(),
-              "class": None if k is None else g.config.classes[k]}
+              "class": None if drawn is None else g.config.classes[drawn]}
     write_json(out / "direction.json", report)
     return report
