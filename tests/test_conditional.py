@@ -204,9 +204,26 @@ def test_networks_shapes_and_unchanged_conv_stacks():
         ModelConfig(classes=["a"])
 
 
+# G's and D's tensors for ModelConfig(image_size=16, ngf=8, ndf=8, nz=4) as every checkpoint written before
+# --conditional holds them: an unconditional model must keep exactly these to load them
+BEFORE_G = {"project_and_reshape.project.weight": (4, 16, 4, 4), "project_and_reshape.bn.weight": (16,),
+            "project_and_reshape.bn.bias": (16,), "project_and_reshape.bn.running_mean": (16,),
+            "project_and_reshape.bn.running_var": (16,), "project_and_reshape.bn.num_batches_tracked": (),
+            "blocks.0.0.weight": (16, 8, 4, 4), "blocks.0.1.weight": (8,), "blocks.0.1.bias": (8,),
+            "blocks.0.1.running_mean": (8,), "blocks.0.1.running_var": (8,),
+            "blocks.0.1.num_batches_tracked": (), "blocks.1.0.weight": (8, 3, 4, 4), "blocks.1.0.bias": (3,)}
+BEFORE_D = {"blocks.0.0.weight": (8, 3, 4, 4), "blocks.0.0.bias": (8,), "blocks.1.0.weight": (16, 8, 4, 4),
+            "blocks.1.1.weight": (16,), "blocks.1.1.bias": (16,), "blocks.1.1.running_mean": (16,),
+            "blocks.1.1.running_var": (16,), "blocks.1.1.num_batches_tracked": (),
+            "head.0.weight": (1, 16, 4, 4), "head.0.bias": (1,)}
+
+
 def test_checkpoints_without_classes_still_load(tmp_path):
     """A checkpoint written before --conditional existed (no `conditional`, no `classes`) loads as an
     unconditional model, samples, and refuses --class."""
+    g, d = build(ModelConfig(image_size=16, ngf=8, ndf=8, nz=4))
+    assert {k: tuple(v.shape) for k, v in g.state_dict().items()} == BEFORE_G
+    assert {k: tuple(v.shape) for k, v in d.state_dict().items()} == BEFORE_D
     run = dcgan.train(dict(data="digits", steps=2, checkpoint_every=1, sample_every=1,
                            out=str(tmp_path / "r"),
                            **TINY))
