@@ -1,6 +1,7 @@
 """Class-conditional DCGAN (--conditional): labels from the data into G (one-hot beside z) and D
 (projection), per-class sampling, exact resume, and unconditional checkpoints that still load."""
 
+import json
 import subprocess
 import sys
 
@@ -162,7 +163,11 @@ def test_conditional_needs_labelled_data(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "--conditional on folder" in proc.stderr.strip().splitlines()[-1]
     plan = dcgan.plan(dcgan.configure(dict(data=str(one), batch_size=2, out=str(tmp_path / "r"))))
-    assert plan["classes"] is None  # unconditional: one folder of anything is fine
+    assert "classes" not in plan  # unconditional: one folder of anything is fine
+    plan = dcgan.plan(dcgan.configure(dict(data=str(mixed / "x"), batch_size=2, out=str(tmp_path / "r"))))
+    assert plan["images"] == 3
+    proc = cli("train", "--data", "digits", "--conditional", "--out", tmp_path / "r", "--dry-run")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["plan"]["classes"] == [str(i) for i in range(10)]
 
 
 def test_conditional_run_resumes_exactly(black_white, tmp_path):

@@ -354,7 +354,8 @@ def plan(config: TrainConfig) -> dict:
     return {"images": len(data), "source": data.source, "reading": data.reading(),
             "batches_per_epoch": per_epoch,
             "steps_per_epoch": round(per_epoch / config.d_steps, 2), "total_steps": total,
-            "epochs": round(total * config.d_steps / per_epoch, 2), "classes": config.model.classes}
+            "epochs": round(total * config.d_steps / per_epoch, 2),
+            **({"classes": config.model.classes} if config.conditional else {})}
 
 
 def best_record(stored: dict, metric: str) -> dict:
