@@ -104,6 +104,8 @@ def test_inspection_commands_work_on_a_conditional_generator(trained, tmp_path):
     assert len(d["eigenvalues"]) == 4  # nz: the class inputs are not directions in z
     with pytest.raises(DCGANError, match="not a class"):
         dcgan.walk_report(trained, out=tmp_path / "w2", walks=1, points=2, steps=2, class_=2)
+    f = dcgan.write_features(trained, data="digits", out=tmp_path / "f.npz", device="cpu")  # D conv features
+    assert f["images"] > 1000 and f["dim"] == 8 * 16 + 16 * 16  # both layers pooled to 4x4, as unconditional
 
 
 def test_labels_follow_their_images_through_batches(tmp_path, monkeypatch):
