@@ -20,6 +20,8 @@ from dcgan.errors import DCGANError, TrainingInterrupted
 
 HINTS = {**typing.get_type_hints(ModelConfig), **typing.get_type_hints(TrainConfig)}
 SOURCE = "run directory, checkpoint .pt or exported .safetensors"
+GENERATOR = ("which G: ema (the moving average of its weights, the default where the run kept one with "
+             "--ema-decay or --ema-kimg) | raw (the trained weights)")
 
 
 def _bool(text: str) -> bool:
@@ -110,6 +112,7 @@ def _add_sample(sub) -> None:
                                      "instead of seed's samples")
     s.add_argument("--which", default="latest", help="a run directory's checkpoint: latest | best (the best "
                    "evaluated step) | a snapshot step")
+    s.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     s.set_defaults(func=cmd_sample)
 
 
@@ -117,9 +120,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = args.out or (None if args.individual else "samples.png")
     r = dcgan.sample_sheet(args.source, out=out, n=args.n, seed=args.seed, start=args.start, nrow=args.nrow,
                            numbered=args.numbered, individual=args.individual, latents=args.latents,
-                           which=args.which, device=args.device)
+                           which=args.which, device=args.device, generator=args.generator)
     step = "an unknown step" if r["step"] is None else f"step {r['step']:,}"
-    print(f"generator of {step}, from {r['checkpoint']}")
+    kind = "EMA generator (moving average)" if r["generator"] == "ema" else "generator"
+    print(f"{kind} of {step}, from {r['checkpoint']}")
     if "individual" in r:
         print(f"wrote {len(r['individual'])} images to {args.individual}")
     if "out" in r:
@@ -131,11 +135,12 @@ def _add_export(sub) -> None:
     e = sub.add_parser("export", help="write G's weights and config to one safetensors file")
     e.add_argument("source", help="run directory or checkpoint .pt")
     e.add_argument("out", help="output .safetensors file")
+    e.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     e.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    print(f"wrote {dcgan.export(args.source, out=args.out)}")
+    print(f"wrote {dcgan.export(args.source, out=args.out, generator=args.generator)}")
 
 
 # ---- the latent space -----------------------------------------------------------------------
@@ -154,13 +159,14 @@ def _add_walk(sub) -> None:
     w.add_argument("--factor", type=float, default=3.0, help="flag steps jumping > factor x the median")
     w.add_argument("--latents", help="walk through the rows of this latents file (from `dcgan project`); "
                                      "--through then numbers its rows")
+    w.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     w.set_defaults(func=cmd_walk)
 
 
 def cmd_walk(args: argparse.Namespace) -> None:
     r = dcgan.walk_report(args.source, out=args.out, walks=args.walks, points=args.points, steps=args.steps,
                           mode=args.mode, seed=args.seed, through=indices(args.through, "--through"),
-                          gif=args.gif, factor=args.factor, latents=args.latents)
+                          gif=args.gif, factor=args.factor, latents=args.latents, generator=args.generator)
     print(f"wrote {Path(args.out) / 'walk.png'}: {len(r['walks'])} walk(s) of {r['frames']} frames "
           f"({args.mode}); {r['flagged_steps']} step(s) jump more than {args.factor:g}x the median "
           f"(details in walk.json)")
@@ -186,6 +192,7 @@ def _add_arithmetic(sub) -> None:
                                       "`dcgan project`) instead of seed's samples")
     ar.add_argument("--seed", type=int, default=0)
     ar.add_argument("--out", default="arithmetic")
+    ar.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     ar.set_defaults(func=cmd_arithmetic)
 
 
@@ -195,7 +202,8 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
         end = None if args.direction else indices(args.end or "", "--to")
         r = dcgan.direction_report(args.source, out=args.out, start=start, end=end, seed=args.seed,
                                    targets=indices(args.targets, "--targets"), n=args.n, steps=args.steps,
-                                   scale=args.scale, direction=args.direction, latents=args.latents)
+                                   scale=args.scale, direction=args.direction, latents=args.latents,
+                                   generator=args.generator)
         span = (f"from {-args.scale:g} to {args.scale:g} sigma" if args.direction
                 else f"from 0 to {args.scale:g} v")
         print(f"wrote {Path(args.out) / 'direction.png'}: |v| = {r['v_norm']:.3f}, {args.steps} steps {span}")
@@ -204,7 +212,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
         raise DCGANError("give --a, --b and --c (Y = A - B + C), or --from and --to (a direction)")
     r = dcgan.arithmetic_report(args.source, out=args.out, a=indices(args.a, "--a"), b=indices(args.b, "--b"),
                                 c=indices(args.c, "--c"), seed=args.seed, noise=args.noise,
-                                latents=args.latents)
+                                latents=args.latents, generator=args.generator)
     print(f"wrote {Path(args.out) / 'arithmetic.png'}: |Y| = {r['y_norm']:.3f}; pixel-space result differs "
           f"from G(Y) by RMS {r['pixel_result_rms_to_result']:.3f}")
 
@@ -229,6 +237,7 @@ def _add_directions(sub) -> None:
     p.add_argument("--span", type=float, default=3.0, help="strips go from -span to +span sigma")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="directions")
+    p.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     p.set_defaults(func=cmd_directions)
 
 
@@ -236,7 +245,8 @@ def cmd_directions(args: argparse.Namespace) -> None:
     r = dcgan.directions_report(args.source, out=args.out, method=args.method, k=args.k, layer=args.layer,
                                 n=args.n, seed=args.seed, positive=indices(args.positive, "--positive"),
                                 negative=indices(args.negative, "--negative"), condition=args.condition,
-                                latents=args.latents, samples=args.samples, span=args.span)
+                                latents=args.latents, samples=args.samples, span=args.span,
+                                generator=args.generator)
     if args.method == "sefa":
         top = ", ".join(f"{v:.3g}" for v in r["eigenvalues"][:args.k])
         print(f"sefa: top eigenvalues {top} (of {len(r['eigenvalues'])}; {r['seconds']:.2f} s)")
@@ -265,12 +275,14 @@ def _add_project(sub) -> None:
                    help="weight of D's feature distance beside the pixel MSE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="projection")
+    p.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     p.set_defaults(func=cmd_project)
 
 
 def cmd_project(args: argparse.Namespace) -> None:
     r = dcgan.project_report(args.source, args.images, out=args.out, steps=args.steps, restarts=args.restarts,
-                             lr=args.lr, feature_weight=args.feature_weight, seed=args.seed)
+                             lr=args.lr, feature_weight=args.feature_weight, seed=args.seed,
+                             generator=args.generator)
     for path, mse in zip(r["images"], r["pixel_mse"], strict=True):
         print(f"{path}: pixel MSE {mse:.4f}")
     print(f"wrote {Path(args.out) / 'projection.png'} and {r['latents']} "
@@ -291,12 +303,13 @@ def _add_forget(sub) -> None:
     fg.add_argument("--n", type=int, default=8, help="extra samples of --seed shown with and without")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--out", default="forget")
+    fg.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     fg.set_defaults(func=cmd_forget)
 
 
 def cmd_forget(args: argparse.Namespace) -> None:
     r = dcgan.forget(args.source, boxes=args.boxes, out=args.out, drop=args.drop, n=args.n, seed=args.seed,
-                     layer=args.layer)
+                     layer=args.layer, generator=args.generator)
     print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps of layer {r['layer']} "
           f"({r['layer_size']}x{r['layer_size']}; detector accuracy "
           f"{r['detector_accuracy']:.2f} on {r['positives']} + {r['negatives']} locations); mean pixel "
@@ -322,13 +335,15 @@ def _add_evaluate(sub) -> None:
     v.add_argument("--real-vs-real", dest="real_vs_real", action="store_true",
                    help="compare two disjoint draws of --n real images instead: the floor of every metric "
                         "at this n and size, which no generator can beat")
+    v.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     v.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     r = dcgan.evaluate(args.source, data=args.data, n=args.n, extractor=args.extractor,
                        data_dir=args.data_dir, split=args.split, inception_weights=args.inception_weights,
-                       seed=args.seed, out=args.out, real_vs_real=args.real_vs_real)
+                       seed=args.seed, out=args.out, real_vs_real=args.real_vs_real,
+                       generator=args.generator)
     line = dcgan.describe_quality(r)
     print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {r['data']} {r['split']} images, "
           f"{args.extractor} features)")
@@ -361,12 +376,13 @@ def _add_neighbours(sub) -> None:
     nb.add_argument("--k", type=int, default=5, help="neighbours per sample")
     nb.add_argument("--seed", type=int, default=0)
     nb.add_argument("--out", default="neighbours")
+    nb.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     nb.set_defaults(func=cmd_neighbours)
 
 
 def cmd_neighbours(args: argparse.Namespace) -> None:
     r = dcgan.neighbours_report(args.source, data=args.data, out=args.out, n=args.n, k=args.k, seed=args.seed,
-                                data_dir=args.data_dir)
+                                data_dir=args.data_dir, generator=args.generator)
     for space in ("pixels", "features"):
         if space in r:
             s = r[space]
@@ -505,12 +521,13 @@ def _add_feature_maps(sub) -> None:
     fm.add_argument("--image", help="D's input image (default: G's sample (seed, index))")
     fm.add_argument("--max-channels", dest="max_channels", type=int, default=32)
     fm.add_argument("--out", default="feature-maps")
+    fm.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     fm.set_defaults(func=cmd_feature_maps)
 
 
 def cmd_feature_maps(args: argparse.Namespace) -> None:
     r = dcgan.feature_map_report(args.source, out=args.out, net=args.net, seed=args.seed, index=args.index,
-                                 image=args.image, max_channels=args.max_channels)
+                                 image=args.image, max_channels=args.max_channels, generator=args.generator)
     print(f"wrote {r['png']}: {len(r['layers'])} layers of {args.net.upper()}")
 
 
