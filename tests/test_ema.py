@@ -103,6 +103,11 @@ def test_ema_changes_nothing_trained_and_off_writes_what_it_always_did(runs):
     assert torch.equal(plain["rng"]["torch"], ema["rng"]["torch"])
     assert torch.equal(plain["rng"]["noise"], ema["rng"]["noise"])
     assert not tensors_equal(ema["generator"], ema["generator_ema"])
+    # the collapse check watches the trained G, so its diversity is the run's without EMA
+    rows = {name: [json.loads(r) for r in (runs[name] / "metrics.jsonl").read_text().splitlines()]
+            for name in ("plain", "ema")}
+    assert [r["diversity"] for r in rows["plain"]] == [r["diversity"] for r in rows["ema"]]
+    assert rows["ema"][-1]["diversity"] is not None
     # the grids show the average: final.png is the EMA G's, titled so
     for name in ("final.png", "step_00000003.png"):
         a = Image.open(runs["plain"] / "samples" / name, formats=["PNG"])

@@ -210,6 +210,7 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                per_epoch, total)
     fixed_z = nets.G.latent(config.seed, range(config.n_samples))  # the same z for every grid
     shown = nets.G if nets.G_ema is None else nets.G_ema  # grids, metrics, best.pt: the average if kept
+    label = "G" if nets.G_ema is None else "EMA G"
     first = first_images(data, config.n_samples)
     health = Health(config, diversity(to_float(first)))
     evaluator = _evaluator(config, data) if config.eval_every and world.main else None
@@ -252,12 +253,10 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
             try:
                 if world.main and (step % config.sample_every == 0 or step == total):
                     images = save_samples(shown, fixed_z, run_dir / "samples" / f"step_{step:08d}.png",
-                                          f"step {step}: {_which_g(nets)}(z) for the run's {len(fixed_z)} "
-                                          "fixed z")
-                    if shown is not nets.G:  # the collapse check diagnoses training: the trained G's
-                        images = nets.G.generate(fixed_z)
-                    health.check_diversity(step, images)
+                                          f"step {step}: {label}(z) for the run's {len(fixed_z)} fixed z")
                     log.image(grid(images), step)
+                    # the collapse check diagnoses training: the trained G's samples
+                    health.check_diversity(step, images if shown is nets.G else nets.G.generate(fixed_z))
                 evaluated = config.eval_every and step % config.eval_every == 0  # alike on every rank
                 quality = evaluator(shown) if evaluator and evaluated else {}
                 if step % config.log_every == 0 or step == total or evaluated:
@@ -292,7 +291,7 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                     f"checkpoint saved in {run.latest}. Continue with: dcgan train --resume {run_dir}")
         if world.main:
             save_samples(shown, fixed_z, run_dir / "samples" / "final.png",
-                         f"final (step {total}): {_which_g(nets)}(z) for the run's {len(fixed_z)} fixed z")
+                         f"final (step {total}): {label}(z) for the run's {len(fixed_z)} fixed z")
             plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
     except OSError as e:  # disk full, read-only folder, ...
         raise DCGANError(f"writing {e.filename or run_dir} failed: {describe_os_error(e)}; the last "
@@ -303,10 +302,6 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
         if lock:
             lock.close()
     return run_dir
-
-
-def _which_g(nets: Networks) -> str:
-    return "G" if nets.G_ema is None else "EMA G"
 
 
 def _open_data(config: TrainConfig, run_dir: Path, resumed: dict | None):
