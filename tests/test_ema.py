@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from test_cli import TINY as CLI_TINY
 from test_cli import assert_clean_error, dcgan
+from test_distributed import TINY as DDP_TINY
+from test_distributed import torchrun
 
 import dcgan as api
 from dcgan import checkpoint, metrics
@@ -217,3 +219,17 @@ def test_cli_trains_with_ema_and_commands_say_which_g(tmp_path):
 def test_bad_ema_settings_are_clean_errors(flags, words, tmp_path):
     proc = dcgan("train", *CLI_TINY, "--steps", 2, *flags, "--out", tmp_path / "r", "--dry-run", check=False)
     assert_clean_error(proc, *words)
+
+
+def test_two_ranks_keep_one_average_and_kimg_counts_both_ranks_images(tmp_path):
+    """--ema-kimg 0.008 at batch 16 per rank: decay 0.5 ** (32 / 8) = 0.0625 with 2 ranks (0.25 with
+    one); from the snapshots of steps 2 and 3, e_3 = d_2 e_2 + (1 - d_2) G_3 with that decay."""
+    run = tmp_path / "run"
+    torchrun("-m", "dcgan", "train", *DDP_TINY, "--batch-size", 16, "--steps", 3, "--ema-kimg", 0.008,
+             "--checkpoint-every", 1, "--snapshot-every", 1, "--out", run)
+    s2, s3 = (checkpoint.load(run / "snapshots" / f"step_0000000{s}.pt") for s in (2, 3))
+    d = ema_decay(TrainConfig(ema_kimg=0.008, batch_size=16), 2, world_size=2)
+    assert d == pytest.approx(0.0625)
+    for k, _ in build(ModelConfig.from_dict(s3["config"]["model"]))[0].named_parameters():
+        expected = d * s2["generator_ema"][k].double() + (1 - d) * s3["generator"][k].double()
+        torch.testing.assert_close(s3["generator_ema"][k].double(), expected, rtol=1e-6, atol=1e-7)
