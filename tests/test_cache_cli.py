@@ -7,7 +7,8 @@ import sys
 
 from PIL import Image
 
-from dcgan.data import cache_entries, open_dataset
+from dcgan.cache import cache_entries
+from dcgan.data import open_dataset
 
 
 def dcgan(*args, cache):
@@ -28,21 +29,23 @@ def test_cache_list_shows_each_decoded_dataset_and_clear_frees_only_cache_files(
     open_dataset(str(folder), 16, 3)
     open_dataset(str(folder), 32, 1)
     (cache / "notes.txt").write_text("a user's file in a shared cache folder")
-    (cache / ("0" * 24 + ".tmp4242")).write_bytes(b"half-written")
+    (cache / ("0" * 24 + ".partial")).mkdir()  # an interrupted decoding
+    (cache / ("1" * 24 + ".safetensors")).write_bytes(b"an entry of the format before")
     entries = cache_entries()
-    assert len(entries) == 3 and sum(e["source"] == str(folder) for e in entries) == 2
+    assert len(entries) == 4 and sum(e["source"] == str(folder) for e in entries) == 2
     assert sorted((e["size"], e["channels"], e["images"]) for e in entries if e["source"] == str(folder)) == \
         [(16, 3, 5), (32, 1, 5)]
 
     listing = dcgan("cache", "list", cache=cache)
     assert f"{folder} train 16x16x3, 5 images" in listing and f"{folder} train 32x32x1, 5 images" in listing
-    assert "unfinished" in listing and "3 file(s)" in listing and "notes.txt" not in listing
+    assert "unfinished" in listing and "old format" in listing and "4 dataset(s)" in listing
+    assert "notes.txt" not in listing
 
     cleared = dcgan("cache", "clear", cache=cache)
-    assert "removed 3 cached dataset file(s)" in cleared
+    assert "removed 4 cached dataset(s)" in cleared
     assert [p.name for p in cache.iterdir()] == ["notes.txt"]
-    assert "0 file(s)" in dcgan("cache", "list", cache=cache)
+    assert "0 dataset(s)" in dcgan("cache", "list", cache=cache)
 
 
 def test_cache_list_of_a_missing_folder_is_empty(tmp_path):
-    assert "0 file(s), 0.0 MiB" in dcgan("cache", "list", cache=tmp_path / "never-made")
+    assert "0 dataset(s), 0.0 MiB" in dcgan("cache", "list", cache=tmp_path / "never-made")

@@ -113,7 +113,7 @@ def test_every_option_of_every_command_shows_its_default():
 
     settings = {f.name for f in fields(TrainConfig)} | {f.name for f in fields(ModelConfig)}
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert len(sub.choices) == 17
+    assert len(sub.choices) == 18
     for name, command in sub.choices.items():
         text = " ".join(command.format_help().split())
         for action in command._actions:
@@ -131,8 +131,8 @@ def test_dry_run_reports_the_images_and_the_schedule_and_checks_the_data(tmp_pat
     plan = json.loads(dcgan("train", "--dry-run", "--batch-size", 100, "--d-steps", 2, "--epochs", 3,
                             "--out", tmp_path / "r").stdout)["plan"]
     # digits: 1,797 images -> 17 batches of 100 per epoch, 2 per step; 3 epochs -> 25 steps
-    assert plan == {"images": 1797, "source": "digits", "batches_per_epoch": 17, "steps_per_epoch": 8.5,
-                    "total_steps": 25, "epochs": 2.94}
+    assert plan == {"images": 1797, "source": "digits", "reading": "in memory", "batches_per_epoch": 17,
+                    "steps_per_epoch": 8.5, "total_steps": 25, "epochs": 2.94}
     proc = dcgan("train", "--dry-run", "--data", tmp_path / "typo", "--out", tmp_path / "r2", check=False)
     assert proc.returncode == 1 and "typo does not exist" in proc.stderr
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r").exists()

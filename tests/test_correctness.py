@@ -390,7 +390,7 @@ def test_workers_reach_the_loader_of_a_streamed_dataset(tmp_path, monkeypatch):
     folder.mkdir()
     for i in range(40):
         Image.new("L", (16, 16), i * 6).save(folder / f"{i:02d}.png")
-    monkeypatch.setattr(data, "MAX_IN_MEMORY_BYTES", 0)  # too large for memory: streamed
+    monkeypatch.setattr(data, "MAX_IN_MEMORY_BYTES", 0)  # too large for memory, and no cache: streamed
     loaders = []
     real_loader = torch.utils.data.DataLoader
 
@@ -399,7 +399,7 @@ def test_workers_reach_the_loader_of_a_streamed_dataset(tmp_path, monkeypatch):
         return real_loader(*args, **kw)
 
     monkeypatch.setattr(torch.utils.data, "DataLoader", recording)
-    train(configure({**TINY, "data": str(folder), "channels": 1, "steps": 3, "workers": 0,
+    train(configure({**TINY, "data": str(folder), "channels": 1, "steps": 3, "workers": 0, "cache": False,
                      "out": str(tmp_path / "run")}))
     assert loaders and set(loaders) == {0}
 

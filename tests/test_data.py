@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
-from dcgan import data, datasets
+from dcgan import cache, data, datasets
 from dcgan.data import ImageData, batches, decode_image, epoch_order, open_dataset, to_float, to_uint8
 from dcgan.datasets import read_cifar10, read_idx, read_mnist, read_svhn
 from dcgan.errors import DCGANError
@@ -390,23 +389,23 @@ def test_path_that_is_a_file_is_an_error_naming_it(tmp_path):
 # ---- the on-disk cache ----------------------------------------------------------------------
 
 def _cache_files() -> list[Path]:
-    return sorted(data.cache_dir().glob("*.safetensors"))
+    return sorted(p for p in cache.cache_dir().glob("*") if p.is_dir())  # one folder per finished entry
 
 
 def _forbid_decoding(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(data, "decode_folder", fail)
+    monkeypatch.setattr(data, "decode_image", fail)
 
 
 def test_second_open_reads_the_cache(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "imgs")
     first = open_dataset(str(root), 16, 3)
-    assert len(_cache_files()) == 1
+    assert len(_cache_files()) == 1 and first.built
     _forbid_decoding(monkeypatch)
     second = open_dataset(str(root), 16, 3)
-    assert torch.equal(first.images, second.images)
+    assert torch.equal(first.images, second.images) and not second.built
 
 
 def test_cache_is_per_size_and_channels(tmp_path):
@@ -435,20 +434,21 @@ def test_added_file_invalidates_the_cache(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
-def test_corrupt_cache_file_is_rebuilt(tmp_path, monkeypatch, damage):
+def test_corrupt_cache_file_is_rebuilt(tmp_path, monkeypatch, capsys, damage):
     root = make_folder(tmp_path / "imgs")
     first = open_dataset(str(root), 16, 3)
     (entry,) = _cache_files()
-    blob = entry.read_bytes()
-    entry.write_bytes({"garbage": b"\x00not safetensors" * 50, "truncated": blob[: len(blob) // 2],
-                       "empty": b""}[damage])
+    blob = (entry / "images.npy").read_bytes()
+    damaged = {"garbage": b"\x00not an array" * 50, "truncated": blob[: len(blob) // 2], "empty": b""}
+    (entry / "images.npy").write_bytes(damaged[damage])
     calls = []
-    real = data.decode_folder
-    monkeypatch.setattr(data, "decode_folder", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = data.decode_image
+    monkeypatch.setattr(data, "decode_image", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = open_dataset(str(root), 16, 3)
-    assert calls == [1]  # rebuilt, not trusted
+    assert len(calls) == len(FOLDER_FILES)  # rebuilt, not trusted
+    assert f"dataset cache {entry} is damaged" in capsys.readouterr().err
     assert torch.equal(first.images, again.images)
-    assert torch.equal(load_file(entry)["images"], first.images)  # and the entry is good again
+    assert np.array_equal(np.load(entry / "images.npy"), first.images.numpy())  # and the entry is good again
 
 
 def test_unwritable_cache_warns_and_still_returns_the_data(tmp_path, monkeypatch, capsys):
@@ -458,7 +458,7 @@ def test_unwritable_cache_warns_and_still_returns_the_data(tmp_path, monkeypatch
     root = make_folder(tmp_path / "imgs")
     d = open_dataset(str(root), 16, 3)
     assert len(d) == len(FOLDER_FILES)
-    assert "could not write dataset cache" in capsys.readouterr().err
+    assert "could not write the dataset cache" in capsys.readouterr().err
 
 
 def test_named_dataset_is_read_from_the_cache_the_second_time(tmp_path, monkeypatch):
@@ -570,7 +570,7 @@ def test_large_folder_streams(tmp_path, monkeypatch):
     for i, c in enumerate(STREAM_COLOURS):
         write_image(root / f"{i}.png", size=(24, 20), color=c)
     monkeypatch.setattr(data, "MAX_IN_MEMORY_BYTES", 0)
-    d = open_dataset(str(root), 16, 3)
+    d = open_dataset(str(root), 16, 3, use_cache=False)
     assert d.images is None and d.stream is not None and len(d) == 7
     assert _cache_files() == []  # nothing decoded up front
     out = list(batches(d, 2, seed=0, epoch=0, workers=0))
@@ -589,7 +589,7 @@ def test_streamed_corrupt_file_is_dropped_from_its_batch(tmp_path, monkeypatch):
         write_image(root / f"{i}.png", color=STREAM_COLOURS[i])
     (root / "3.png").write_bytes(noise_png_bytes()[:500])
     monkeypatch.setattr(data, "MAX_IN_MEMORY_BYTES", 0)
-    d = open_dataset(str(root), 16, 3)
+    d = open_dataset(str(root), 16, 3, use_cache=False)
     assert d.stream is not None and len(d) == 4
     assert d.stream[3] is None
     (batch,) = list(batches(d, 4, seed=0, epoch=0, workers=0))
@@ -602,7 +602,7 @@ def test_streamed_batch_of_only_unreadable_files_is_skipped(tmp_path, monkeypatc
         (root / f"bad{i}.png").parent.mkdir(parents=True, exist_ok=True)
         (root / f"bad{i}.png").write_bytes(b"")
     monkeypatch.setattr(data, "MAX_IN_MEMORY_BYTES", 0)
-    d = open_dataset(str(root), 16, 3)
+    d = open_dataset(str(root), 16, 3, use_cache=False)
     assert list(batches(d, 2, seed=0, epoch=0, workers=0)) == []
 
 
@@ -966,8 +966,20 @@ def _lsun(tmp_path: Path, extra: list[bytes] = ()) -> Path:
 
 
 @pytest.mark.extra("lmdb")
+def test_lsun_is_decoded_once_into_the_cache_without_its_undecodable_values(tmp_path, monkeypatch, capsys):
+    d = open_dataset("lsun", 32, 3, data_dir=str(_lsun(tmp_path, extra=[b"not an image"])))
+    assert d.stream is None and d.cached is not None and len(d) == len(LSUN_COLOURS)
+    for im, c in zip(d.images, LSUN_COLOURS, strict=True):
+        assert_solid(im, c, tol=3)
+    assert "skipped 1 unreadable image(s)" in capsys.readouterr().err
+    _forbid_decoding(monkeypatch)
+    assert torch.equal(open_dataset("lsun", 32, 3, data_dir=str(tmp_path / "bedroom_train_lmdb")).images,
+                       d.images)
+
+
+@pytest.mark.extra("lmdb")
 def test_lsun_streams_from_lmdb(tmp_path):
-    d = open_dataset("lsun", 32, 3, data_dir=str(_lsun(tmp_path)))
+    d = open_dataset("lsun", 32, 3, data_dir=str(_lsun(tmp_path)), use_cache=False)
     assert isinstance(d, ImageData) and d.images is None and d.stream is not None
     assert len(d) == len(LSUN_COLOURS)
     for i, c in enumerate(LSUN_COLOURS):
@@ -978,7 +990,8 @@ def test_lsun_streams_from_lmdb(tmp_path):
 
 @pytest.mark.extra("lmdb")
 def test_lsun_batches_drop_undecodable_values(tmp_path):
-    d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path, extra=[b"not an image"])))
+    d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path, extra=[b"not an image"])),
+                     use_cache=False)
     assert len(d) == 6 and d.stream[5] is None
     (batch,) = list(batches(d, 6, seed=0, epoch=0, workers=0))
     assert batch.shape == (5, 3, 16, 16) and batch.dtype == torch.uint8
@@ -986,7 +999,7 @@ def test_lsun_batches_drop_undecodable_values(tmp_path):
 
 @pytest.mark.extra("lmdb")
 def test_lsun_stream_pickles_without_its_open_environment(tmp_path):
-    d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path)))
+    d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path)), use_cache=False)
     first = d.stream[1]  # opens the environment in this process
     assert d.stream.env is not None
     blob = pickle.dumps(d.stream)  # what a spawned DataLoader worker receives
@@ -998,7 +1011,7 @@ def test_lsun_stream_pickles_without_its_open_environment(tmp_path):
 
 @pytest.mark.extra("lmdb")
 def test_lsun_batches_with_worker_processes(tmp_path):
-    d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path)))
+    d = open_dataset("lsun", 16, 3, data_dir=str(_lsun(tmp_path)), use_cache=False)
     out = list(batches(d, 2, seed=0, epoch=0, workers=2))
     assert [b.shape for b in out] == [(2, 3, 16, 16)] * 2
     got = colours(torch.cat(out))
@@ -1086,7 +1099,7 @@ def test_batches_start_in_a_streamed_folder(tmp_path, monkeypatch):
     for i, c in enumerate(STREAM_COLOURS):
         write_image(root / f"{i}.png", color=c)
     monkeypatch.setattr(data, "MAX_IN_MEMORY_BYTES", 0)
-    d = open_dataset(str(root), 16, 3)
+    d = open_dataset(str(root), 16, 3, use_cache=False)
     full = list(batches(d, 2, seed=5, epoch=1, workers=0))
     part = list(batches(d, 2, seed=5, epoch=1, start=1, workers=0))
     assert len(full) == 3 and len(part) == 2

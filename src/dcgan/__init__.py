@@ -20,8 +20,8 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 # the modules whose __all__ names are the package's, searched in this order (lightest first)
-MODULES = ("errors", "config", "models", "data", "checkpoint", "train", "latent", "directions", "projection",
-           "neighbours", "forget", "dedup", "metrics", "representation", "probe", "saliency")
+MODULES = ("errors", "config", "models", "cache", "data", "checkpoint", "train", "latent", "directions",
+           "projection", "neighbours", "forget", "dedup", "metrics", "representation", "probe", "saliency")
 
 
 def _public(module: str) -> list[str]:

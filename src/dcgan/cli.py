@@ -64,6 +64,8 @@ def _add_train(sub) -> None:
             kw.update(type=kind, metavar={int: "N", float: "X"}.get(kind, f.name.upper()))
         add = length.add_argument if f.name in ("steps", "epochs") else p.add_argument
         add(f"--{f.name.replace('_', '-')}", **kw)
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="the same as --cache false (default: the cache is used)")
     p.add_argument("--config", dest="config_file", help="YAML or JSON file of settings (flags override it)")
     p.add_argument("--resume", help="continue the run in this directory (or from one of its snapshots); "
                    "with --out NEW, a new run NEW branches from it")
@@ -533,6 +535,35 @@ def cmd_feature_maps(args: argparse.Namespace) -> None:
 
 # ---- housekeeping ---------------------------------------------------------------------------
 
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="decode a dataset into the cache now, in parallel",
+                       description="Decode every image of DATA once (centre crop, resize) into the dataset "
+                                   "cache, as dcgan train does on first use; an interrupted run continues "
+                                   "where it stopped. Larger than DCGAN_MAX_MEMORY_GB, training reads it "
+                                   "memory-mapped.")
+    p.add_argument("data", help="a folder of images or a named dataset (celeba, lsun, cifar10, ...)")
+    p.add_argument("--data-dir", dest="data_dir", help="where a named dataset's files are")
+    p.add_argument("--image-size", dest="image_size", type=int,
+                   help="the size the model will train at (default: the dataset's, 64 for a folder)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="default: the dataset's, 3 for a folder")
+    p.add_argument("--split", choices=["train", "test"], default="train",
+                   help="a named dataset's split (default: train)")
+    p.add_argument("--exclude", help="text file of image paths (or dataset indices) to leave out")
+    p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    r = dcgan.prepare(args.data, image_size=args.image_size, channels=args.channels, data_dir=args.data_dir,
+                      split=args.split, exclude=args.exclude, workers=args.workers)
+    shape = f"{r['image_size']}x{r['image_size']}x{r['channels']}"
+    done = (f"decoded in {r['seconds']:.1f} s, {r['images_per_second']:,.0f} images/s" if r["built"]
+            else "already decoded")
+    how = "memory-mapped" if r["mapped"] else "read into memory"
+    print(f"{r['images']:,} images {shape} in {r['cache']} ({r['bytes'] / 2**20:,.1f} MiB, "
+          f"{r['bytes_per_image']:,.0f} bytes/image; {done}); training will read it {how}")
+
+
 def _add_cache(sub) -> None:
     p = sub.add_parser("cache", help="list or clear the decoded-dataset cache",
                        description="Datasets are decoded once into $DCGAN_CACHE_DIR (default ~/.cache/dcgan) "
@@ -544,8 +575,8 @@ def _add_cache(sub) -> None:
 
 def cmd_cache(args: argparse.Namespace) -> None:
     if args.action == "clear":
-        files, freed = dcgan.clear_cache()
-        print(f"removed {files} cached dataset file(s) from {dcgan.cache_dir()}, "
+        count, freed = dcgan.clear_cache()
+        print(f"removed {count} cached dataset(s) from {dcgan.cache_dir()}, "
               f"{freed / 2**20:.1f} MiB freed")
         return
     entries = dcgan.cache_entries()
@@ -556,7 +587,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
                     + (f", from {e['data_dir']}" if e.get("data_dir") else ""))
         print(f"{e['bytes'] / 2**20:9.1f} MiB  {Path(e['file']).name}  {what}")
     total = sum(e["bytes"] for e in entries)
-    print(f"{len(entries)} file(s), {total / 2**20:.1f} MiB in {dcgan.cache_dir()}; "
+    print(f"{len(entries)} dataset(s), {total / 2**20:.1f} MiB in {dcgan.cache_dir()}; "
           "free it with: dcgan cache clear")
 
 
@@ -564,7 +595,8 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 SUBCOMMANDS = [_add_train, _add_sample, _add_export, _add_walk, _add_arithmetic, _add_directions,
                _add_project, _add_forget, _add_evaluate, _add_train_classifier, _add_neighbours, _add_dedup,
-               _add_features, _add_probe, _add_guided_backprop, _add_feature_maps, _add_cache]
+               _add_features, _add_probe, _add_guided_backprop, _add_feature_maps, _add_prepare,
+               _add_cache]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -175,8 +175,11 @@ class TrainConfig:
                                      "images: decay = 0.5 ** (batch_size x ranks / (1000 x this))")
     seed: int = setting(0, "seed of every random stream of the run, 0..2^63-1")
     device: str = setting("auto", "cpu | cuda | cuda:N | mps | auto", resumable=True)
-    workers: int = setting(2, "DataLoader processes decoding a streamed dataset (LSUN, large folders)",
-                           resumable=True)
+    workers: int | None = setting(None, "processes decoding images: into the dataset cache, or while "
+                                  "training with --cache false", resumable=True, shown="all cores")
+    cache: bool = setting(True, "decode the data once into $DCGAN_CACHE_DIR and train from there (memory-"
+                          "mapped when larger than DCGAN_MAX_MEMORY_GB); false: decode while training "
+                          "(for LSUN without disk to spare)", resumable=True)
     # speed (GPU levers; none changes what is learned beyond floating-point rounding)
     precision: str = setting("fp32", "fp32 | bf16 | fp16: mixed precision, for GPUs (fp16 with one loss "
                              "scaler per network)", resumable=True)
@@ -337,7 +340,8 @@ def check(config: TrainConfig) -> None:
         check_count(getattr(config, name), name, big, minimum)
     check_count(config.eval_n, "eval_n", 10**6, MIN_EVAL_N)
     check_seed(config.seed, "seed", MAX_SEED)
-    check_count(config.workers, "workers", 1024, 0)
+    if config.workers is not None:
+        check_count(config.workers, "workers", 1024, 0)
     for name in ("steps", "epochs"):
         value = getattr(config, name)
         if value is not None:

@@ -1,20 +1,20 @@
 """The one place a dataset becomes tensors: any source -> uint8 (N, C, S, S), batched.
 
-Datasets that fit in memory are decoded once (centre crop, resize to the model size), cached on
-disk, and batched by indexing one uint8 tensor: no per-image decoding while training. Larger ones
-(LSUN, very large folders) stream through a DataLoader. Pixels become [-1, 1] floats on the
-training device (`to_float`).
+Every source (a folder, CelebA, LSUN, the named datasets) is decoded once (centre crop, resize to the
+model size) into the on-disk cache (`dcgan.cache`) and batched by indexing one uint8 array: no
+per-image decoding while training. A dataset that fits in memory (DCGAN_MAX_MEMORY_GB) is read into
+it (and onto the training device); a larger one is memory-mapped, each batch read from the page
+cache. With the cache off, images that do not fit stream through a DataLoader. Pixels become [-1, 1]
+floats on the training device (`to_float`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import json
 import os
-import re
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,14 +25,13 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
-from dcgan import seeds
-from dcgan.datasets import NAMED, labelled_names
+from dcgan import cache, seeds
+from dcgan.config import check_count
+from dcgan.datasets import NAMED, labelled_names, natural_shape
 from dcgan.errors import DCGANError, check_regular_file, describe_os_error
 
-__all__ = ["cache_dir", "cache_entries", "clear_cache", "open_dataset"]  # public: dcgan.NAME
+__all__ = ["open_dataset", "prepare"]  # public: dcgan.NAME
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # The only decoders PIL may use, whatever a file's name or first bytes say: never EPS (Ghostscript)
@@ -43,7 +42,8 @@ MAX_IN_MEMORY_BYTES: int | None = None  # None: $DCGAN_MAX_MEMORY_GB (default 8)
 
 
 def max_in_memory_bytes() -> int:
-    """Decoded datasets up to this size are held in memory; larger ones stream."""
+    """Decoded datasets up to this size are held in memory; larger ones are memory-mapped from the
+    cache (or stream, without it)."""
     if MAX_IN_MEMORY_BYTES is not None:
         return MAX_IN_MEMORY_BYTES
     text = os.environ.get("DCGAN_MAX_MEMORY_GB", "8")
@@ -56,10 +56,6 @@ def max_in_memory_bytes() -> int:
     return int(gb * 2**30)
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("DCGAN_CACHE_DIR", Path.home() / ".cache" / "dcgan"))
-
-
 @dataclass
 class ImageData:
     """Images of one size and channel count, in memory or streamed."""
@@ -70,12 +66,21 @@ class ImageData:
     stream: torch.utils.data.Dataset | None = None  # yields uint8 (C, S, S) or None if unreadable
     names: list[str] | None = None  # per image: its path relative to the folder (None: indices)
     fingerprint: dict | None = None  # what was read: files (names, sizes, times), count, size, channels
+    mapped: bool = False  # images is a memory map of the cache entry (larger than DCGAN_MAX_MEMORY_GB)
+    cached: str | None = None  # the cache entry's folder, when read from the cache
+    built: bool = False  # ... and the entry was decoded just now
 
     def name(self, i: int) -> str:
         return self.names[i] if self.names is not None else str(i)
 
     def __len__(self) -> int:
         return len(self.images) if self.images is not None else len(self.stream)
+
+    def reading(self) -> str:
+        """How batches are read: 'in memory', 'memory-mapped from ENTRY' or 'streamed'."""
+        if self.mapped:
+            return f"memory-mapped from {self.cached}"
+        return "in memory" if self.images is not None else "decoded while training"
 
 
 # ---- decoding -----------------------------------------------------------------------------
@@ -143,7 +148,7 @@ def decode_folder(paths: list[Path], root: Path, size: int, channels: int,
                   crop: int | None = None) -> tuple[torch.Tensor, list[Path]]:
     """Decode every file in threads (PIL releases the GIL); unreadable ones are skipped.
     Returns the images and the paths they came from."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=cache.cores()) as pool:
         decoded = list(pool.map(_try_decode, [(p, size, channels, crop) for p in paths],
                                 chunksize=64))
     skipped = [p for p, x in zip(paths, decoded, strict=True) if x is None]
@@ -285,112 +290,60 @@ def _fingerprint(data: ImageData, size: int, channels: int, files: str | None,
     return data
 
 
-def _cached(key: dict, build) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
-    """Decode once: build() -> (images, labels, names) is kept in the cache folder under a hash
-    of `key`."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    try:
-        path = cache_dir() / f"{digest}.safetensors"
-    except RuntimeError:  # no home folder to put the cache in
-        return build()
-    try:
-        if path.is_file():
-            t = load_file(path)
-            with safe_open(path, "pt") as f:
-                names = json.loads((f.metadata() or {}).get("names", "null"))
-            images, labels = t["images"], t.get("labels")
-            n, c, s = len(images), key["channels"], key["size"]
-            if images.dtype != torch.uint8 or tuple(images.shape) != (n, c, s, s) or (
-                    labels is not None and (labels.dtype != torch.int64 or labels.shape != (n,))) or (
-                    names is not None and (not isinstance(names, list) or len(names) != n)):
-                raise ValueError("cache entry of the wrong shape")
-            return images, labels, names
-    except Exception:  # a damaged cache entry is rebuilt, never trusted
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
-    images, labels, names = build()
-    tensors = {"images": images.contiguous()}
-    if labels is not None:
-        tensors["labels"] = labels
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, tmp, metadata={"names": json.dumps(names), "key": json.dumps(key, sort_keys=True)})
-        os.replace(tmp, path)
-    except Exception as e:  # read-only, full, a file in the way: the cache is an optimisation
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        reason = describe_os_error(e) if isinstance(e, OSError) else " ".join(str(e).split())[:160]
-        print(f"warning: could not write dataset cache {path} ({reason}); training without it "
-              "(set DCGAN_CACHE_DIR to a writable folder to keep the decoded images)", file=sys.stderr)
-    return images, labels, names
-
-
-CACHE_FILE = re.compile(r"[0-9a-f]{24}(\.safetensors|\.tmp\d+)")  # the only names the cache writes
-
-
-def cache_entries() -> list[dict]:
-    """The decoded datasets in the cache folder: file, bytes, modification time, and what each
-    holds (source, split, image size, channels, image count) where the entry records it."""
-    folder = cache_dir()
-    entries = []
-    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
-        if not CACHE_FILE.fullmatch(path.name) or not path.is_file():
-            continue
-        st = path.stat()
-        entry = {"file": str(path), "bytes": st.st_size, "modified": st.st_mtime, "source": None}
-        if path.suffix == ".safetensors":
-            try:
-                with safe_open(str(path), "pt") as f:
-                    meta = f.metadata() or {}
-                    shape = f.get_slice("images").get_shape()
-                key = json.loads(meta.get("key", "{}"))
-                entry.update(source=key.get("spec"), data_dir=key.get("data_dir"), split=key.get("split"),
-                             size=key.get("size"), channels=key.get("channels"), images=shape[0])
-            except Exception:  # unreadable: listed as such, and rebuilt when next used
-                entry["source"] = "unreadable"
-        else:
-            entry["source"] = "unfinished (a write that was interrupted)"
-        entries.append(entry)
-    return entries
-
-
-def clear_cache() -> tuple[int, int]:
-    """Delete every cache entry (only files named as the cache names them); (files, bytes) freed."""
-    freed = [(Path(e["file"]), e["bytes"]) for e in cache_entries()]
-    for path, _ in freed:
-        path.unlink(missing_ok=True)
-    return len(freed), sum(b for _, b in freed)
+def _from_cache(key: dict, make_source, shape: tuple[int, int, int], source: str, root, what: str,
+                workers: int | None) -> ImageData | None:
+    """The dataset from its cache entry (built now if missing): in memory when it fits
+    (DCGAN_MAX_MEMORY_GB), memory-mapped otherwise. None when the cache cannot be written."""
+    entry, skipped = cache.load(key, make_source, shape, what=what, workers=workers)
+    if entry is None:
+        return None
+    report_skipped(root, [Path(root) / name for name in skipped])
+    if len(entry.images) == 0:
+        raise DCGANError(f"none of the {len(skipped)} image file(s) in {root} could be read")
+    images = torch.from_numpy(entry.images)
+    mapped = images.nbytes > max_in_memory_bytes()
+    return ImageData(source, images=images if mapped else images.clone(), mapped=mapped, names=entry.names,
+                     labels=None if entry.labels is None else torch.from_numpy(entry.labels),
+                     cached=str(entry.folder), built=entry.built)
 
 
 def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None = None,
-                 split: str = "train", exclude: str | None = None) -> ImageData:
-    """`spec` is a named dataset or a folder of images; see README for the accepted layouts."""
+                 split: str = "train", exclude: str | None = None, *, use_cache: bool = True,
+                 workers: int | None = None) -> ImageData:
+    """`spec` is a named dataset or a folder of images; see README for the accepted layouts. Decoded
+    once into the cache (`dcgan.cache`, in `workers` processes, default all cores) unless
+    use_cache=False, which decodes into memory when the images fit and streams them otherwise."""
     if split not in ("train", "test"):
         raise DCGANError(f"split must be train or test, got {split!r}")
     if not isinstance(spec, str) or not spec or "\0" in spec:
         raise DCGANError(f"data must be a folder or one of {', '.join(sorted(NAMED))}, got {spec!r}")
     excluded = _read_exclude(exclude)
+    shape = (channels, image_size, image_size)
     key = dict(spec=spec, data_dir=data_dir, split=split, size=image_size, channels=channels,
-               exclude=sorted(excluded), version=3)  # 3: JPEGs at full resolution
+               exclude=sorted(excluded), version=4)  # 4: the memory-mapped .npy entries
     if spec == "lsun":
         stream = LMDBStream(Path(data_dir or ""), image_size, channels)
-        return _fingerprint(ImageData(spec, stream=stream), image_size, channels,
-                            _files_signature(Path(data_dir).resolve()), excluded)
+        key["files"] = files = _files_signature(Path(data_dir).resolve())
+        data = _from_cache(key, lambda: cache.Source(stream), shape, spec, data_dir, f"lsun {data_dir}",
+                           workers) if use_cache else None
+        return _fingerprint(data or ImageData(spec, stream=stream), image_size, channels, files, excluded)
     named = NAMED.get(spec)
     if named is not None and named.read is not None:
         key["files"] = _tree_signature(data_dir)
 
-        def build():
+        def read() -> cache.Source:
             x, y = named.read(data_dir, split)
             keep = np.array([str(i) not in excluded for i in range(len(x))], dtype=bool)
             names = None if not excluded else [str(i) for i in np.flatnonzero(keep)]
-            return resize_array(x[keep], image_size, channels), torch.from_numpy(y[keep]), names
+            return cache.Source(resize_array(x[keep], image_size, channels), names, y[keep])
 
-        images, labels, names = _cached(key, build) if named.cache else build()
+        data = _from_cache(key, read, shape, spec, spec, f"{spec} ({split})", workers) \
+            if use_cache and named.cache else None
+        if data is None:
+            s = read()
+            data = ImageData(spec, images=s.items, labels=torch.from_numpy(s.labels), names=s.names)
         files = _files_signature(Path(data_dir).resolve()) if data_dir else None
-        return _fingerprint(ImageData(spec, images=images, labels=labels, names=names), image_size,
-                            channels, files, excluded)
+        return _fingerprint(data, image_size, channels, files, excluded)
 
     crop = None
     if spec == "celeba":
@@ -409,20 +362,42 @@ def open_dataset(spec: str, image_size: int, channels: int, data_dir: str | None
     if not paths:
         raise DCGANError(f"every image in {root} is excluded by {exclude}")
     files = _files_signature(root, paths)
-    if len(paths) * channels * image_size**2 > max_in_memory_bytes():
-        return _fingerprint(ImageData(str(root), stream=FolderStream(paths, image_size, channels, crop),
-                                      names=[str(p.relative_to(root)) for p in paths]),
-                            image_size, channels, files, excluded)
     key["files"] = hashlib.sha256(b"\n".join(
         os.fsencode(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}") for p in paths)).hexdigest()
-
-    def build():
+    names = [str(p.relative_to(root)) for p in paths]
+    stream = FolderStream(paths, image_size, channels, crop)
+    data = _from_cache(key, lambda: cache.Source(stream, names), shape, str(root), root, str(root),
+                       workers) if use_cache else None
+    if data is None and len(paths) * channels * image_size**2 > max_in_memory_bytes():
+        data = ImageData(str(root), stream=stream, names=names)
+    elif data is None:
         images, kept = decode_folder(paths, root, image_size, channels, crop)
-        return images, None, [str(p.relative_to(root)) for p in kept]
+        data = ImageData(str(root), images=images, names=[str(p.relative_to(root)) for p in kept])
+    return _fingerprint(data, image_size, channels, files, excluded)
 
-    images, _, names = _cached(key, build)
-    return _fingerprint(ImageData(str(root), images=images, names=names), image_size, channels, files,
-                        excluded)
+
+def prepare(data: str, *, image_size: int | None = None, channels: int | None = None,
+            data_dir: str | None = None, split: str = "train", exclude: str | None = None,
+            workers: int | None = None) -> dict:
+    """Decode `data` into the cache now, in `workers` processes (default: all cores), as `dcgan train`
+    would on first use: the entry, its size on disk and how fast it was made."""
+    default_channels, default_size = natural_shape(data)
+    image_size = check_count(image_size or default_size, "image size", 4096, 4)
+    channels = check_count(channels or default_channels, "channels", 3)
+    if channels == 2:
+        raise DCGANError("channels must be 1 (grey) or 3 (colour), got 2")
+    if workers is not None:
+        check_count(workers, "workers", 1024, 0)
+    start = time.perf_counter()
+    ds = open_dataset(data, image_size, channels, data_dir, split, exclude, workers=workers)
+    seconds = time.perf_counter() - start
+    if ds.cached is None:
+        raise DCGANError(f"{data} was not cached: " + ("it ships with scikit-learn and needs no decoding"
+                         if data in NAMED and not NAMED[data].cache else "see the warning above"))
+    size = (Path(ds.cached) / "images.npy").stat().st_size
+    return dict(data=data, split=split, cache=ds.cached, images=len(ds), image_size=image_size,
+                channels=channels, bytes=size, bytes_per_image=size / len(ds), seconds=seconds,
+                images_per_second=len(ds) / max(seconds, 1e-9), built=ds.built, mapped=ds.mapped)
 
 
 def labelled_splits(spec: str, image_size: int, channels: int,
@@ -452,7 +427,7 @@ def _drop_unreadable(items: list) -> torch.Tensor:
 
 
 def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int = 0,
-            device: torch.device | str = "cpu", workers: int = 2, rank: int = 0,
+            device: torch.device | str = "cpu", workers: int | None = None, rank: int = 0,
             world_size: int = 1) -> Iterator[torch.Tensor]:
     """uint8 batches of one epoch, skipping its first `start` batches; the last partial batch is
     dropped so every step sees `batch_size` images. With several ranks, rank r takes every
@@ -463,15 +438,29 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
     order = order[start * batch_size: (len(order) // batch_size) * batch_size]
     if len(order) == 0:
         return
+    if data.mapped:  # each batch read from the memory map in file order, then put in the epoch's
+        mapped = data.images.numpy()  # (numpy's row copies: torch's indexing waits on busy cores)
+        for idx in order.split(batch_size):
+            where = idx.numpy().argsort(kind="stable")
+            rows = np.take(mapped, idx.numpy()[where], axis=0)
+            batch = torch.empty((len(idx), *mapped.shape[1:]), dtype=torch.uint8,
+                                pin_memory=torch.device(device).type == "cuda")
+            np.take(rows, where.argsort(kind="stable"), axis=0, out=batch.numpy())
+            yield batch.to(device, non_blocking=True)
+        return
     if data.images is not None:
         images = data.images
         if images.device != torch.device(device):
             images = data.images = images.to(device)  # once: the dataset lives on the device
         for idx in order.split(batch_size):
-            yield images[idx.to(images.device)]
+            if images.device.type == "cpu":
+                yield torch.from_numpy(np.take(images.numpy(), idx.numpy(), axis=0))
+            else:
+                yield torch.index_select(images, 0, idx.to(images.device))
         return
     loader = torch.utils.data.DataLoader(
-        data.stream, batch_size=batch_size, sampler=order.tolist(), num_workers=workers,
+        data.stream, batch_size=batch_size, sampler=order.tolist(),
+        num_workers=cache.cores() if workers is None else workers,
         collate_fn=_drop_unreadable, pin_memory=torch.device(device).type == "cuda",
         persistent_workers=False)
     for batch in loader:
@@ -481,7 +470,7 @@ def batches(data: ImageData, batch_size: int, seed: int, epoch: int, start: int 
 
 def stream_batches(data: ImageData, batch_size: int, seed: int, device: torch.device | str = "cpu",
                    start_batch: int = 0, rank: int = 0, world_size: int = 1,
-                   workers: int = 2) -> Iterator[torch.Tensor]:
+                   workers: int | None = None) -> Iterator[torch.Tensor]:
     """uint8 batches forever, epoch after epoch, from batch index `start_batch` on."""
     epoch, position = divmod(start_batch, len(data) // world_size // batch_size)
     while True:

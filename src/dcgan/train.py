@@ -235,7 +235,8 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
         log.rewind(start, start * images_per_step)
     stop = []  # the signal that asked us to stop, if any
     handlers = _install_stop_handlers(stop)
-    log.message(f"training {run_dir}: {len(data)} images from {data.source}, steps {start}->{total}, "
+    log.message(f"training {run_dir}: {len(data)} images from {data.source} ({data.reading()}), "
+                f"steps {start}->{total}, "
                 f"device {device}" + (f", {world.size} ranks" if world.distributed else ""))
     step, stream, window = start, None, _Window(device)
     try:
@@ -308,7 +309,8 @@ def _open_data(config: TrainConfig, run_dir: Path, resumed: dict | None):
     """The training images; on resume, the same images as the `resumed` checkpoint's (--data-dir may
     move them, never swap them)."""
     mc = config.model
-    data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir, exclude=config.exclude)
+    data = open_dataset(config.data, mc.image_size, mc.channels, config.data_dir, exclude=config.exclude,
+                        use_cache=config.cache, workers=config.workers)
     if resumed is not None:
         stored = resumed.get("data_fingerprint")
         changed = fingerprint_changes(stored, data.fingerprint)
@@ -336,7 +338,8 @@ def plan(config: TrainConfig) -> dict:
     check_best_metric(config.best_metric, config.eval_extractor)
     data = _open_data(config, Path(config.out), None)
     per_epoch, total = schedule(config, data)
-    return {"images": len(data), "source": data.source, "batches_per_epoch": per_epoch,
+    return {"images": len(data), "source": data.source, "reading": data.reading(),
+            "batches_per_epoch": per_epoch,
             "steps_per_epoch": round(per_epoch / config.d_steps, 2), "total_steps": total,
             "epochs": round(total * config.d_steps / per_epoch, 2)}
 
