@@ -1,0 +1,215 @@
+"""`dcgan explore`: a local web page over trained models, on top of the same functions as the CLI.
+
+Each view posts its inputs to a JSON endpoint that runs the command's own report function
+(`sample_sheet`, `arithmetic_report`, `walk_report`, ...) into a fresh result folder and answers with
+its report and the URLs of the files it wrote: the page shows them and offers them for download, so
+what the page shows is byte for byte what the command writes. Networks are loaded once per source
+(`checkpoint.Loaded`) and every request that runs them holds one lock: requests are serialised,
+and G and D stay in eval mode. Bad input is a 4xx answer whose message the page shows: the command's
+own DCGANError, or a check here on the request's shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from dcgan.checkpoint import Loaded
+from dcgan.errors import DCGANError
+from dcgan.latent import arithmetic_report, sample_sheet, walk_report
+
+__all__ = ["explorer"]  # public: dcgan.NAME
+
+PAGE = Path(__file__).parent / "explorer"  # index.html, app.js, style.css: no build step, no CDN
+MAX_BODY = 64 * 1024  # bytes of a JSON request
+KEEP = 64  # result folders kept; older ones are deleted
+
+
+class BadRequest(Exception):
+    """A request the page can correct: answered 400 with its message."""
+
+
+class Explorer:
+    """The sources, loaded once, and the results of the requests so far."""
+
+    def __init__(self, sources: list[str | Path], data: str | None = None, data_dir: str | None = None):
+        if not sources:
+            raise DCGANError("give at least one run directory, checkpoint or exported .safetensors")
+        self.sources = [Loaded(s) for s in sources]
+        self.data, self.data_dir = data, data_dir
+        self.lock = threading.Lock()
+        self.results = Path(tempfile.mkdtemp(prefix="dcgan-explore-"))
+        self.ids = itertools.count()
+
+    def source(self, body: dict) -> Loaded:
+        index = integer(body, "source", 0, len(self.sources) - 1, default=0)
+        return self.sources[index]
+
+    def run(self, name: str, work) -> dict:
+        """work(out folder) -> report, serialised; the folder's files become URLs."""
+        rid = f"{next(self.ids):06d}"
+        out = self.results / rid
+        with self.lock:
+            report = work(out)
+        old = sorted(p for p in self.results.iterdir() if p.name < f"{int(rid) - KEEP:06d}")
+        for p in old:
+            shutil.rmtree(p, ignore_errors=True)
+        files = sorted(p.relative_to(self.results).as_posix() for p in self.results.glob(f"{rid}/**/*")
+                       if p.is_file()) if out.exists() else []
+        return {"command": name, "report": report, "files": {Path(f).name: f"/results/{f}" for f in files}}
+
+    def describe(self) -> list[dict]:
+        rows = []
+        for i, s in enumerate(self.sources):
+            c = s.generator.config
+            rows.append({"index": i, "path": str(s.path), "step": s.generator.origin["step"],
+                         "nz": c.nz, "image_size": c.image_size, "channels": c.channels,
+                         "discriminator": s.discriminator is not None,
+                         "data": (s.config or {}).get("data")})
+        return rows
+
+
+# ---- request checks ------------------------------------------------------------------------
+
+def integer(body: dict, name: str, lo: int, hi: int, default: int | None = None) -> int:
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise BadRequest(f"{name} must be an integer from {lo} to {hi}, got {json.dumps(value)}")
+    return value
+
+
+def number(body: dict, name: str, lo: float, hi: float, default: float) -> float:
+    value = body.get(name, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
+        raise BadRequest(f"{name} must be a number from {lo:g} to {hi:g}, got {json.dumps(value)}")
+    return float(value)
+
+
+def indices(body: dict, name: str, required: bool = True) -> list[int] | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, list) or not value:
+        raise BadRequest(f"{name} is empty: click samples on the sheet to fill it")
+    for v in value:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise BadRequest(f"{name} must hold sample numbers (integers from 0), got {json.dumps(v)}")
+    return value
+
+
+def choice(body: dict, name: str, options: tuple[str, ...], default: str) -> str:
+    value = body.get(name, default)
+    if value not in options:
+        raise BadRequest(f"{name} must be one of {', '.join(options)}, got {json.dumps(value)}")
+    return value
+
+
+# ---- the app --------------------------------------------------------------------------------
+
+def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: str | None = None) -> Starlette:
+    """The explorer's web app (an ASGI app: serve it with uvicorn, or test it with Starlette's
+    TestClient)."""
+    ex = Explorer(sources, data, data_dir)
+
+    def endpoint(handler):
+        @functools.wraps(handler)
+        async def wrapped(request: Request) -> Response:
+            try:
+                body = await _body(request)
+                return JSONResponse(await run_in_threadpool(handler, body))
+            except (BadRequest, DCGANError) as e:
+                return JSONResponse({"error": " ".join(str(e).split())}, status_code=400)
+        return wrapped
+
+    @endpoint
+    def sources(body: dict) -> dict:
+        return {"sources": ex.describe()}
+
+    @endpoint
+    def sheet(body: dict) -> dict:
+        src = ex.source(body)
+        n = integer(body, "n", 1, 256, default=64)
+        seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        start = integer(body, "start", 0, 2**31 - 1 - n, default=0)
+        result = ex.run("sample", lambda out: sample_sheet(src, out=out / "samples.png", n=n, seed=seed,
+                                                           start=start, numbered=True))
+        result["layout"] = {"columns": _columns(n), "n": n, "start": start, "seed": seed}
+        return result
+
+    @endpoint
+    def arithmetic(body: dict) -> dict:
+        src = ex.source(body)
+        a, b, c = (indices(body, k) for k in "abc")
+        seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        noise = number(body, "noise", 0.0, 10.0, default=0.25)
+        return ex.run("arithmetic", lambda out: arithmetic_report(src, out=out, a=a, b=b, c=c, seed=seed,
+                                                                  noise=noise))
+
+    @endpoint
+    def walk(body: dict) -> dict:
+        src = ex.source(body)
+        through = indices(body, "through")
+        if len(through) < 2:
+            raise BadRequest("a walk needs at least 2 samples: click two or more on the sheet")
+        seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        steps = integer(body, "steps", 1, 64, default=8)
+        mode = choice(body, "mode", ("slerp", "linear"), "slerp")
+        return ex.run("walk", lambda out: walk_report(src, out=out, through=through, seed=seed, steps=steps,
+                                                      mode=mode, gif=True))
+
+    def result_file(request: Request) -> Response:
+        rid, name = request.path_params["rid"], request.path_params["name"]
+        path = ex.results / rid / name
+        if not (rid.isdigit() and name in {p.name for p in (ex.results / rid).glob("*")} and path.is_file()):
+            raise HTTPException(404, "no such result")
+        return FileResponse(path)
+
+    def page(request: Request) -> Response:
+        return FileResponse(PAGE / "index.html")
+
+    routes = [Route("/", page), Route("/results/{rid}/{name}", result_file),
+              Route("/api/sources", sources, methods=["GET", "POST"]),
+              Route("/api/sheet", sheet, methods=["POST"]),
+              Route("/api/arithmetic", arithmetic, methods=["POST"]),
+              Route("/api/walk", walk, methods=["POST"]),
+              Mount("/static", StaticFiles(directory=PAGE), name="static")]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.explorer = ex
+    return app
+
+
+def _columns(n: int) -> int:
+    return max(1, int(math.ceil(math.sqrt(n))))
+
+
+async def _body(request: Request) -> dict:
+    if request.method == "GET":
+        return {}
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise BadRequest(f"request of {len(raw)} bytes: at most {MAX_BODY}")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise BadRequest("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)

@@ -1,0 +1,150 @@
+"""`dcgan explore`'s endpoints, through Starlette's test client: each view's answer is the command's
+own output (byte for byte), and every bad request is a 4xx with a message, never a 500."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import warnings
+
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+from starlette.testclient import TestClient  # noqa: E402
+
+from dcgan.explore import explorer  # noqa: E402
+
+
+def dcgan(*args) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explore") / "run"
+    dcgan("train", "--data", "digits", "--steps", 12, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
+          "--tensorboard", "false", "--sample-every", 100, "--out", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(run):
+    with TestClient(explorer([run]), raise_server_exceptions=False) as c:
+        yield c
+
+
+def fetch(client, result: dict, name: str) -> bytes:
+    response = client.get(result["files"][name])
+    assert response.status_code == 200
+    return response.content
+
+
+def test_sources_describe_each_model(client, run):
+    (source,) = client.get("/api/sources").json()["sources"]
+    assert source == {"index": 0, "path": str(run), "step": 12, "nz": 16, "image_size": 32, "channels": 1,
+                      "discriminator": True, "data": "digits"}
+
+
+def test_sheet_is_the_numbered_sheet_dcgan_sample_writes(client, run, tmp_path):
+    result = client.post("/api/sheet", json={"seed": 3, "start": 16, "n": 16}).json()
+    assert result["layout"] == {"columns": 4, "n": 16, "start": 16, "seed": 3}
+    assert result["report"]["images"] == 16 and result["report"]["step"] == 12
+    dcgan("sample", run, "--n", 16, "--seed", 3, "--start", 16, "--numbered", "--out", tmp_path / "s.png")
+    assert fetch(client, result, "samples.png") == (tmp_path / "s.png").read_bytes()
+
+
+def test_arithmetic_answers_what_dcgan_arithmetic_writes(client, run, tmp_path):
+    body = {"seed": 2, "a": [1, 4], "b": [2], "c": [3], "noise": 0.5}
+    result = client.post("/api/arithmetic", json=body).json()
+    dcgan("arithmetic", run, "--seed", 2, "--a", "1,4", "--b", "2", "--c", "3", "--noise", 0.5,
+          "--out", tmp_path / "ar")
+    assert json.loads(fetch(client, result, "arithmetic.json")) == json.loads(
+        (tmp_path / "ar" / "arithmetic.json").read_text())
+    assert fetch(client, result, "arithmetic.png") == (tmp_path / "ar" / "arithmetic.png").read_bytes()
+    assert result["report"]["a"] == [1, 4] and result["report"]["noise"] == 0.5
+
+
+def test_walk_answers_what_dcgan_walk_writes(client, run, tmp_path):
+    body = {"seed": 1, "through": [5, 9, 2], "steps": 3, "mode": "linear"}
+    result = client.post("/api/walk", json=body).json()
+    assert sorted(result["files"]) == ["walk.gif", "walk.json", "walk.png"]
+    dcgan("walk", run, "--seed", 1, "--through", "5,9,2", "--steps", 3, "--mode", "linear", "--gif",
+          "--out", tmp_path / "w")
+    written = json.loads((tmp_path / "w" / "walk.json").read_text())
+    assert json.loads(fetch(client, result, "walk.json")) == written
+    assert result["report"]["frames"] == 7
+
+
+BAD = [
+    ("/api/sheet", {"seed": -1}, "seed must be an integer from 0"),
+    ("/api/sheet", {"seed": 2**40}, "seed must be an integer from 0"),
+    ("/api/sheet", {"n": 0}, "n must be an integer from 1 to 256"),
+    ("/api/sheet", {"n": "64"}, "n must be an integer"),
+    ("/api/sheet", {"start": -5}, "start must be an integer"),
+    ("/api/sheet", {"source": 1}, "source must be an integer from 0 to 0"),
+    ("/api/arithmetic", {"a": [], "b": [1], "c": [2]}, "a is empty"),
+    ("/api/arithmetic", {"a": [1], "c": [2]}, "b is empty"),
+    ("/api/arithmetic", {"a": [1], "b": [2], "c": [True]}, "c must hold sample numbers"),
+    ("/api/arithmetic", {"a": [1], "b": [2], "c": [-3]}, "c must hold sample numbers"),
+    ("/api/arithmetic", {"a": [1], "b": [2], "c": [3], "noise": -1}, "noise must be a number from 0"),
+    ("/api/arithmetic", {"a": list(range(100)), "b": [2], "c": [3]}, "--a lists 100 sample numbers"),
+    ("/api/walk", {"through": [3]}, "a walk needs at least 2 samples"),
+    ("/api/walk", {"through": [1, 2], "mode": "cubic"}, "mode must be one of slerp, linear"),
+    ("/api/walk", {"through": [1, 2], "steps": 10**6}, "steps must be an integer from 1 to 64"),
+]
+
+
+@pytest.mark.parametrize("path, body, message", BAD, ids=[f"{p}:{m}" for p, _, m in BAD])
+def test_bad_request_is_a_400_naming_the_value(client, path, body, message):
+    response = client.post(path, json=body)
+    assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+@pytest.mark.parametrize("content", [b"not json", b"[1, 2]", b"{" + b" " * 70_000 + b"}"])
+def test_malformed_body_is_a_400(client, content):
+    response = client.post("/api/sheet", content=content)
+    assert response.status_code == 400 and response.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/results/000000/../../../etc/passwd", "/results/..%2F..%2Fetc/passwd",
+                                  "/static/../explore.py", "/static/%2e%2e/checkpoint.py",
+                                  "/results/000000/checkpoint.pt", "/results/abc/x.png"])
+def test_only_the_page_and_results_are_readable(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert b"import" not in response.content and b"root:" not in response.content
+
+
+def test_the_page_and_its_scripts_are_served_without_a_network(client):
+    page = client.get("/").text
+    assert "/static/app.js" in page and "http" not in page.replace("http-equiv", "")  # no CDN
+    assert [client.get(f"/static/{name}").status_code for name in ("app.js", "style.css")] == [200, 200]
+
+
+def test_concurrent_requests_leave_the_models_as_they_were(client, run):
+    app_models = client.app.state.explorer.sources[0]
+    before = {k: v.clone() for k, v in app_models.generator.state_dict().items()}
+    errors = []
+
+    def hammer(k):
+        for i in range(3):
+            r = client.post("/api/sheet", json={"seed": k, "start": i, "n": 4})
+            if r.status_code != 200:
+                errors.append(r.text)
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    after = app_models.generator.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
+    assert not app_models.generator.training and not app_models.discriminator.training
+    assert torch.is_grad_enabled()
