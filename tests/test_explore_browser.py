@@ -1,0 +1,142 @@
+"""`dcgan explore` in a real headless browser (Playwright driving Debian's chromium): a user opens the
+page, clicks samples into slots and runs each view; what the page offers for download equals what
+the command writes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.extra("browser"), pytest.mark.extra("chromium")]
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def dcgan(*args) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    run = root / "run"
+    dcgan("train", "--data", "digits", "--steps", 12, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
+          "--tensorboard", "false", "--sample-every", 100, "--out", run)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dcgan", "explore", str(run), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "api/sources", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"dcgan explore did not start: {proc.communicate()}")
+            time.sleep(0.2)
+    yield {"url": url, "run": run, "root": root}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(server["url"])
+    page.wait_for_function("document.getElementById('sheet').naturalWidth > 0")
+    yield page
+    context.close()
+
+
+def click_sample(page, number: int, start: int = 0, columns: int = 8) -> None:
+    """Click the centre of sample `number`'s tile, as a user would."""
+    box = page.locator("#sheet").bounding_box()
+    natural = page.evaluate("document.getElementById('sheet').naturalWidth")
+    cell = (natural - 2) / columns * box["width"] / natural
+    k = number - start
+    page.mouse.click(box["x"] + (k % columns + 0.5) * cell + 1, box["y"] + (k // columns + 0.5) * cell + 1)
+
+
+def download(page, link_text: str, folder: Path) -> Path:
+    with page.expect_download() as info:
+        page.get_by_role("link", name=link_text).click()
+    path = folder / link_text
+    info.value.save_as(path)
+    return path
+
+
+def test_sheet_pages_and_changes_with_the_seed(page):
+    first = page.evaluate("document.getElementById('sheet').src")
+    page.fill("#seed", "5")
+    page.click("#show-sheet")
+    page.wait_for_function(f"document.getElementById('sheet').src !== {json.dumps(first)}")
+    second = page.evaluate("document.getElementById('sheet').src")
+    page.click("#next-page")
+    page.wait_for_function(f"document.getElementById('sheet').src !== {json.dumps(second)}")
+    assert page.input_value("#start") == "64"
+    assert "32x32x1, nz 16, trained on digits" in page.text_content("#source-info")
+
+
+def test_arithmetic_from_clicked_samples_downloads_what_the_cli_writes(page, server, tmp_path):
+    for target, numbers in (("a", [3, 10]), ("b", [17]), ("c", [42])):
+        page.check(f"input[name=target][value={target}]")
+        for n in numbers:
+            click_sample(page, n)
+    assert page.text_content("#slot-a") == "3, 10" and page.text_content("#slot-c") == "42"
+    page.fill("#noise", "0.3")
+    page.click("#run-arithmetic")
+    page.wait_for_selector("#arithmetic-result img")
+    assert "pixel result RMS to G(Y)" in page.text_content("#arithmetic-result")
+    got = json.loads(download(page, "arithmetic.json", tmp_path).read_text())
+    dcgan("arithmetic", server["run"], "--a", "3,10", "--b", "17", "--c", "42", "--noise", 0.3,
+          "--out", tmp_path / "cli")
+    assert got == json.loads((tmp_path / "cli" / "arithmetic.json").read_text())
+
+
+def test_walk_through_clicked_samples_shows_frames_and_the_jump_report(page, server, tmp_path):
+    page.check("input[name=target][value=through]")
+    for n in (7, 20, 33):
+        click_sample(page, n)
+    page.fill("#steps", "4")
+    page.click("#run-walk")
+    page.wait_for_selector("#walk-result img[alt='walk animation']")
+    text = page.text_content("#walk-result")
+    assert "frames9" in text.replace(" ", "") and "sharp jumps flagged" in text
+    got = json.loads(download(page, "walk.json", tmp_path).read_text())
+    dcgan("walk", server["run"], "--through", "7,20,33", "--steps", 4, "--gif", "--out", tmp_path / "cli")
+    assert got == json.loads((tmp_path / "cli" / "walk.json").read_text())
+
+
+def test_a_bad_request_shows_its_message_on_the_page(page):
+    page.click("#run-arithmetic")  # every slot still empty
+    page.wait_for_selector("#error:not([hidden])")
+    assert "a is empty" in page.text_content("#error")
