@@ -81,6 +81,42 @@ def test_walk_answers_what_dcgan_walk_writes(client, run, tmp_path):
     assert result["report"]["frames"] == 7
 
 
+def test_feature_maps_answer_what_dcgan_feature_maps_writes(client, run, tmp_path):
+    result = client.post("/api/feature-maps", json={"seed": 4, "index": 11}).json()
+    dcgan("feature-maps", run, "--seed", 4, "--index", 11, "--out", tmp_path / "fm")
+    written = (tmp_path / "fm" / "feature_maps_g.png").read_bytes()
+    assert fetch(client, result, "feature_maps_g.png") == written
+    layers = json.loads((tmp_path / "fm" / "feature_maps_g.json").read_text())["layers"]
+    assert result["report"]["layers"] == layers and len(layers) >= 3
+
+
+def test_training_view_has_the_runs_rows_grids_and_warnings(client, run):
+    result = client.post("/api/training", json={}).json()
+    written = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in result["rows"]] == [r["step"] for r in written] and len(written) >= 2
+    assert result["rows"][-1]["loss_D"] == written[-1]["loss_D"]
+    names = sorted(p.name for p in (run / "samples").glob("*.png"))
+    assert [g["name"] for g in result["grids"]] == names
+    assert client.get(result["grids"][-1]["url"]).content == (run / "samples" / names[-1]).read_bytes()
+
+
+def test_training_view_of_a_run_being_written(tmp_path, run):
+    import shutil
+
+    live = tmp_path / "live"
+    shutil.copytree(run, live)
+    with TestClient(explorer([live]), raise_server_exceptions=False) as c:
+        before = len(c.post("/api/training", json={}).json()["rows"])
+        with open(live / "metrics.jsonl", "a") as f:  # a diverged row, then one cut off mid-write
+            f.write(json.dumps({"step": 99, "loss_D": float("nan"), "warnings": ["loss is NaN at step 99"]})
+                    + '\n{"step": 100, "loss')
+        after = c.post("/api/training", json={})
+        assert after.status_code == 200
+        rows = after.json()["rows"]
+        assert len(rows) == before + 1 and rows[-1]["loss_D"] is None
+        assert after.json()["warnings"][-1] == {"step": 99, "warning": "loss is NaN at step 99"}
+
+
 BAD = [
     ("/api/sheet", {"seed": -1}, "seed must be an integer from 0"),
     ("/api/sheet", {"seed": 2**40}, "seed must be an integer from 0"),
@@ -97,6 +133,9 @@ BAD = [
     ("/api/walk", {"through": [3]}, "a walk needs at least 2 samples"),
     ("/api/walk", {"through": [1, 2], "mode": "cubic"}, "mode must be one of slerp, linear"),
     ("/api/walk", {"through": [1, 2], "steps": 10**6}, "steps must be an integer from 1 to 64"),
+    ("/api/feature-maps", {"net": "x"}, "net must be one of g, d"),
+    ("/api/feature-maps", {"index": -1}, "index must be an integer"),
+    ("/api/training", {"source": 3}, "source must be an integer from 0 to 0"),
 ]
 
 
@@ -114,7 +153,10 @@ def test_malformed_body_is_a_400(client, content):
 
 @pytest.mark.parametrize("path", ["/results/000000/../../../etc/passwd", "/results/..%2F..%2Fetc/passwd",
                                   "/static/../explore.py", "/static/%2e%2e/checkpoint.py",
-                                  "/results/000000/checkpoint.pt", "/results/abc/x.png"])
+                                  "/results/000000/checkpoint.pt", "/results/abc/x.png",
+                                  "/runs/0/samples/../checkpoint.pt", "/runs/0/samples/..%2Fcheckpoint.pt",
+                                  "/runs/0/samples/real.png", "/runs/7/samples/final.png",
+                                  "/runs/0/samples/step_1.png"])
 def test_only_the_page_and_results_are_readable(client, path):
     response = client.get(path)
     assert response.status_code == 404

@@ -140,3 +140,24 @@ def test_a_bad_request_shows_its_message_on_the_page(page):
     page.click("#run-arithmetic")  # every slot still empty
     page.wait_for_selector("#error:not([hidden])")
     assert "a is empty" in page.text_content("#error")
+
+
+def test_feature_maps_of_the_clicked_sample(page):
+    page.check("input[name=target][value=a]")
+    click_sample(page, 12)
+    assert page.text_content("#inside-sample") == "sample 12 of seed 0"
+    page.click("#run-feature-maps")
+    page.wait_for_selector("#feature-maps-result img")
+    assert page.locator("#feature-maps-result tr").count() >= 4  # a header and a row per layer
+
+
+def test_training_view_draws_the_curves_and_steps_through_the_grids(page, server):
+    page.wait_for_selector("#curves polyline")
+    assert page.locator("#curves polyline").count() == 4  # loss_D, loss_G, D(x), D(G(z))
+    assert "logged rows" in page.text_content("#training-run")
+    grids = sorted(p.name for p in (server["run"] / "samples").glob("*.png"))
+    assert page.text_content("#grid-name") == grids[-1]  # the newest grid first
+    page.fill("#grid-step", "0")
+    page.dispatch_event("#grid-step", "input")
+    assert page.text_content("#grid-name") == grids[0]
+    page.wait_for_function("document.getElementById('grid').naturalWidth > 0")

@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import math
+import re
 import shutil
 import tempfile
 import threading
@@ -31,12 +32,15 @@ from starlette.staticfiles import StaticFiles
 from dcgan.checkpoint import Loaded
 from dcgan.errors import DCGANError
 from dcgan.latent import arithmetic_report, sample_sheet, walk_report
+from dcgan.saliency import feature_map_report
 
 __all__ = ["explorer"]  # public: dcgan.NAME
 
 PAGE = Path(__file__).parent / "explorer"  # index.html, app.js, style.css: no build step, no CDN
 MAX_BODY = 64 * 1024  # bytes of a JSON request
 KEEP = 64  # result folders kept; older ones are deleted
+SAMPLE_GRID = re.compile(r"(step_\d{8}|final)\.png")  # the grids a run writes into RUN/samples
+MAX_ROWS = 5000  # metrics rows sent to the training view (evenly thinned beyond)
 
 
 class BadRequest(Exception):
@@ -171,6 +175,40 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         return ex.run("walk", lambda out: walk_report(src, out=out, through=through, seed=seed, steps=steps,
                                                       mode=mode, gif=True))
 
+    @endpoint
+    def feature_maps(body: dict) -> dict:
+        src = ex.source(body)
+        net = choice(body, "net", ("g", "d"), "g")
+        seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        index = integer(body, "index", 0, 2**31 - 1, default=0)
+        return ex.run("feature-maps", lambda out: feature_map_report(src, out=out, net=net, seed=seed,
+                                                                     index=index))
+
+    @endpoint
+    def training(body: dict) -> dict:
+        """A run directory's curves, sample grids and warnings so far (the page polls it)."""
+        i = integer(body, "source", 0, len(ex.sources) - 1, default=0)
+        run = ex.sources[i].path
+        if not run.is_dir():
+            raise BadRequest(f"{run} is a single file: the training view needs the run directory")
+        rows = _metrics_rows(run / "metrics.jsonl")
+        grids = sorted(p.name for p in (run / "samples").glob("*.png") if SAMPLE_GRID.fullmatch(p.name))
+        warnings = [{"step": r.get("step"), "warning": w} for r in rows for w in r.get("warnings") or []]
+        if len(rows) > MAX_ROWS:
+            rows = rows[:: -(-len(rows) // MAX_ROWS)] + rows[-1:]
+        return {"run": str(run), "rows": rows, "warnings": warnings,
+                "grids": [{"name": g, "url": f"/runs/{i}/samples/{g}"} for g in grids]}
+
+    def run_file(request: Request) -> Response:
+        """A sample grid of a served run: only RUN/samples/step_N.png or final.png."""
+        rid, name = request.path_params["index"], request.path_params["name"]
+        if not (rid.isdigit() and int(rid) < len(ex.sources) and SAMPLE_GRID.fullmatch(name)):
+            raise HTTPException(404, "no such file")
+        path = ex.sources[int(rid)].path / "samples" / name
+        if not path.is_file():
+            raise HTTPException(404, "no such file")
+        return FileResponse(path)
+
     def result_file(request: Request) -> Response:
         rid, name = request.path_params["rid"], request.path_params["name"]
         path = ex.results / rid / name
@@ -186,6 +224,9 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
               Route("/api/sheet", sheet, methods=["POST"]),
               Route("/api/arithmetic", arithmetic, methods=["POST"]),
               Route("/api/walk", walk, methods=["POST"]),
+              Route("/api/feature-maps", feature_maps, methods=["POST"]),
+              Route("/api/training", training, methods=["POST"]),
+              Route("/runs/{index}/samples/{name}", run_file),
               Mount("/static", StaticFiles(directory=PAGE), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.explorer = ex
@@ -194,6 +235,34 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
 
 def _columns(n: int) -> int:
     return max(1, int(math.ceil(math.sqrt(n))))
+
+
+def _metrics_rows(path: Path) -> list[dict]:
+    """The rows of a run's metrics.jsonl that parse (the last one may be half-written while training)."""
+    rows = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append({k: _plain(v) for k, v in row.items()})
+    return rows
+
+
+def _plain(value):
+    """A metrics value as JSON can carry it: a non-finite number (a diverged loss) becomes null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value if value is None or isinstance(value, int | str) else str(value)
 
 
 async def _body(request: Request) -> dict:

@@ -54,7 +54,12 @@ async function loadSources() {
     $("source-info").textContent = `${s.image_size}x${s.image_size}x${s.channels}, nz ${s.nz}` +
       (s.data ? `, trained on ${s.data}` : "");
   };
-  $("source").onchange = () => { state.source = +$("source").value; describe(); showSheet(); };
+  $("source").onchange = () => {
+    state.source = +$("source").value;
+    describe();
+    showSheet();
+    showTraining();
+  };
   describe();
 }
 
@@ -102,6 +107,72 @@ async function runWalk() {
     `<p class="downloads">${downloads(result.files)}</p>`;
 }
 
+async function runFeatureMaps() {
+  if (state.lastClicked === undefined) {
+    showError("click a sample on the sheet first");
+    return;
+  }
+  const result = await api("feature-maps", { net: "g", seed: state.layout.seed, index: state.lastClicked });
+  const layers = result.report.layers.map((l) => ({ layer: l.name, shape: l.shape.join("x"),
+    mean: +l.mean.toFixed(4), "inactive fraction": +l.inactive_fraction.toFixed(4) }));
+  $("feature-maps-result").innerHTML =
+    `<img src="${result.files["feature_maps_g.png"]}" alt="feature maps">` +
+    `<table><tr>${Object.keys(layers[0]).map((k) => `<th>${k}</th>`).join("")}</tr>` +
+    layers.map((l) => `<tr>${Object.values(l).map((v) => `<td>${v}</td>`).join("")}</tr>`).join("") +
+    `</table><p class="downloads">${downloads(result.files)}</p>`;
+}
+
+const CURVES = { loss_D: "#c33", loss_G: "#36c", D_x: "#393", D_G_z: "#f90" };
+
+function drawCurves(rows) {
+  const svg = $("curves"), w = +svg.getAttribute("width"), h = +svg.getAttribute("height");
+  if (!rows.length) { svg.innerHTML = ""; return; }
+  const steps = rows.map((r) => r.step), x0 = Math.min(...steps), x1 = Math.max(...steps, x0 + 1);
+  const values = rows.flatMap((r) => Object.keys(CURVES).map((k) => r[k]).filter((v) => v !== null));
+  const y1 = Math.max(1, ...values);
+  const px = (s) => 30 + (w - 40) * (s - x0) / (x1 - x0), py = (v) => h - 20 - (h - 30) * v / y1;
+  const lines = Object.entries(CURVES).map(([key, colour]) => {
+    const points = rows.filter((r) => typeof r[key] === "number")
+      .map((r) => `${px(r.step).toFixed(1)},${py(r[key]).toFixed(1)}`).join(" ");
+    return `<polyline fill="none" stroke="${colour}" stroke-width="1.5" points="${points}"><title>${key}</title></polyline>`;
+  });
+  svg.innerHTML = `<line x1="30" y1="${h - 20}" x2="${w - 10}" y2="${h - 20}" stroke="#999"/>` +
+    `<text x="30" y="${h - 5}" font-size="11">step ${x0}</text>` +
+    `<text x="${w - 80}" y="${h - 5}" font-size="11">step ${x1}</text>` +
+    `<text x="2" y="14" font-size="11">${y1.toFixed(2)}</text>` + lines.join("");
+  $("curves-legend").innerHTML = Object.entries(CURVES)
+    .map(([k, c]) => `<span style="color:${c}">&#9644; ${k}</span>`).join("");
+}
+
+async function showTraining() {
+  let result;
+  try {
+    result = await api("training", {});
+  } catch (e) {
+    $("training-view").hidden = true;  // a single checkpoint file: no run to show
+    return;
+  }
+  $("training-view").hidden = false;
+  $("training-run").textContent = `${result.run}: ${result.rows.length} logged rows`;
+  drawCurves(result.rows);
+  const slider = $("grid-step");
+  const atEnd = +slider.value >= +slider.max;
+  slider.max = Math.max(0, result.grids.length - 1);
+  if (atEnd) slider.value = slider.max;  // follow a run that is still training
+  const showGrid = () => {
+    const g = result.grids[+slider.value];
+    if (!g) return;
+    $("grid").src = g.url;
+    $("grid-name").textContent = g.name;
+  };
+  slider.oninput = showGrid;
+  showGrid();
+  const last = result.rows[result.rows.length - 1] || {};
+  const shown = Object.fromEntries(Object.entries(last).filter(([k, v]) => typeof v === "number"));
+  $("training-numbers").innerHTML = table(shown);
+  $("warnings").innerHTML = result.warnings.map((w) => `<li>step ${w.step}: ${w.warning}</li>`).join("");
+}
+
 function wire() {
   $("sheet-form").onsubmit = (e) => { e.preventDefault(); showSheet(); };
   $("next-page").onclick = () => { $("start").value = +$("start").value + +$("n").value; showSheet(); };
@@ -113,6 +184,8 @@ function wire() {
     if (number === null) return;
     const target = document.querySelector("input[name=target]:checked").value;
     state.slots[target].push(number);
+    state.lastClicked = number;
+    $("inside-sample").textContent = `sample ${number} of seed ${state.layout.seed}`;
     renderSlots();
   };
   for (const button of document.querySelectorAll("[data-clear]")) {
@@ -120,8 +193,10 @@ function wire() {
   }
   $("run-arithmetic").onclick = () => runArithmetic().catch(() => {});
   $("run-walk").onclick = () => runWalk().catch(() => {});
+  $("run-feature-maps").onclick = () => runFeatureMaps().catch(() => {});
+  setInterval(() => { if (!$("training-view").hidden) showTraining(); }, 5000);  // live while training
 }
 
 wire();
 renderSlots();
-loadSources().then(showSheet).catch((e) => showError(String(e)));
+loadSources().then(() => Promise.all([showSheet(), showTraining()])).catch((e) => showError(String(e)));
