@@ -117,6 +117,33 @@ def test_training_view_of_a_run_being_written(tmp_path, run):
         assert after.json()["warnings"][-1] == {"step": 99, "warning": "loss is NaN at step 99"}
 
 
+def test_directions_answer_what_dcgan_directions_writes(client, run, tmp_path):
+    result = client.post("/api/directions", json={"method": "sefa", "k": 3, "seed": 2}).json()
+    dcgan("directions", run, "--method", "sefa", "--k", 3, "--seed", 2, "--n", 2000, "--out", tmp_path / "d")
+    for name in ("direction_00.json", "direction_02.json", "directions.png"):
+        assert fetch(client, result, name) == (tmp_path / "d" / name).read_bytes(), name
+    written = json.loads((tmp_path / "d" / "directions.json").read_text())
+    assert {k: v for k, v in result["report"].items() if k not in ("seconds", "files")} == \
+        {k: v for k, v in written.items() if k not in ("seconds", "files")}
+
+
+def test_svm_direction_from_clicked_samples(client):
+    body = {"method": "svm", "positive": [1, 2, 3, 4], "negative": [5, 6, 7, 8], "seed": 0}
+    result = client.post("/api/directions", json=body).json()
+    assert result["report"]["positive"] == [1, 2, 3, 4] and "direction_00.json" in result["files"]
+
+
+def test_moving_a_sample_along_a_direction(client, run, tmp_path):
+    found = client.post("/api/directions", json={"method": "sefa", "k": 2}).json()
+    direction = found["files"]["direction_01.json"]
+    still = client.post("/api/move", json={"index": 6, "direction": direction, "sigmas": 0}).json()
+    moved = client.post("/api/move", json={"index": 6, "direction": direction, "sigmas": 3}).json()
+    assert still["report"] == {"seed": 0, "index": 6, "sigmas": 0.0, "direction": 1, "method": "sefa"}
+    dcgan("sample", run, "--n", 1, "--start", 6, "--individual", tmp_path / "one")
+    assert fetch(client, still, "moved.png") == (tmp_path / "one" / "000006.png").read_bytes()
+    assert fetch(client, moved, "moved.png") != fetch(client, still, "moved.png")
+
+
 BAD = [
     ("/api/sheet", {"seed": -1}, "seed must be an integer from 0"),
     ("/api/sheet", {"seed": 2**40}, "seed must be an integer from 0"),
@@ -136,6 +163,12 @@ BAD = [
     ("/api/feature-maps", {"net": "x"}, "net must be one of g, d"),
     ("/api/feature-maps", {"index": -1}, "index must be an integer"),
     ("/api/training", {"source": 3}, "source must be an integer from 0 to 0"),
+    ("/api/directions", {"method": "ica"}, "method must be one of sefa, pca, svm"),
+    ("/api/directions", {"method": "svm", "positive": [1]}, "negative is empty"),
+    ("/api/directions", {"k": 0}, "k must be an integer from 1 to 64"),
+    ("/api/move", {"direction": "/etc/passwd"}, "direction must be the URL of a direction file"),
+    ("/api/move", {"direction": "/results/000000/../../x.json"}, "direction must be the URL"),
+    ("/api/move", {"direction": "/results/000000/samples.png", "sigmas": 50}, "sigmas must be a number"),
 ]
 
 

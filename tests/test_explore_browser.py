@@ -161,3 +161,20 @@ def test_training_view_draws_the_curves_and_steps_through_the_grids(page, server
     page.dispatch_event("#grid-step", "input")
     assert page.text_content("#grid-name") == grids[0]
     page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
+
+
+def test_directions_found_then_a_clicked_sample_moved_with_the_slider(page, tmp_path):
+    page.check("input[name=target][value=a]")
+    click_sample(page, 9)
+    page.select_option("#method", "sefa")
+    page.fill("#k", "3")
+    page.click("#run-directions")
+    page.wait_for_selector("#move:not([hidden]) #moved[src]")
+    assert page.locator("#direction option").count() == 3
+    first = page.get_attribute("#moved", "src")
+    page.fill("#sigmas", "2")
+    page.dispatch_event("#sigmas", "change")
+    page.wait_for_function(f"document.getElementById('moved').src.indexOf({json.dumps(first)}) < 0")
+    assert page.text_content("#sigmas-value") == "+2.0 sigma"
+    saved = json.loads(download(page, "direction_02.json", tmp_path).read_text())
+    assert saved["method"] == "sefa" and saved["index"] == 2 and len(saved["vector"]) == 16

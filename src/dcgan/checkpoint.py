@@ -326,6 +326,8 @@ class Loaded(os.PathLike):
     def __fspath__(self) -> str:
         return str(self.path)
 
+    __str__ = __fspath__
+
     def __repr__(self) -> str:
         return f"Loaded({str(self.path)!r})"
 

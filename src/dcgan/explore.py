@@ -21,6 +21,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import torch
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -30,15 +31,17 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dcgan.checkpoint import Loaded
+from dcgan.directions import directions_report, strip
 from dcgan.errors import DCGANError
-from dcgan.latent import arithmetic_report, sample_sheet, walk_report
+from dcgan.latent import arithmetic_report, load_direction, sample_sheet, walk_report
+from dcgan.outputs import write_image
 from dcgan.saliency import feature_map_report
 
 __all__ = ["explorer"]  # public: dcgan.NAME
 
 PAGE = Path(__file__).parent / "explorer"  # index.html, app.js, style.css: no build step, no CDN
 MAX_BODY = 64 * 1024  # bytes of a JSON request
-KEEP = 64  # result folders kept; older ones are deleted
+KEEP = 256  # result folders kept; older ones are deleted
 SAMPLE_GRID = re.compile(r"(step_\d{8}|final)\.png")  # the grids a run writes into RUN/samples
 MAX_ROWS = 5000  # metrics rows sent to the training view (evenly thinned beyond)
 
@@ -75,6 +78,15 @@ class Explorer:
         files = sorted(p.relative_to(self.results).as_posix() for p in self.results.glob(f"{rid}/**/*")
                        if p.is_file()) if out.exists() else []
         return {"command": name, "report": report, "files": {Path(f).name: f"/results/{f}" for f in files}}
+
+    def result_path(self, url) -> Path:
+        """A file of an earlier result, named by the URL this server gave for it."""
+        parts = url.split("/") if isinstance(url, str) else []
+        if len(parts) != 4 or parts[:2] != ["", "results"] or not parts[2].isdigit() \
+                or not (self.results / parts[2] / parts[3]).is_file() or "/" in parts[3]:
+            raise BadRequest(f"direction must be the URL of a direction file found on this page (the last "
+                             f"{KEEP} results are kept), got {json.dumps(url)}")
+        return self.results / parts[2] / parts[3]
 
     def describe(self) -> list[dict]:
         rows = []
@@ -199,6 +211,38 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         return {"run": str(run), "rows": rows, "warnings": warnings,
                 "grids": [{"name": g, "url": f"/runs/{i}/samples/{g}"} for g in grids]}
 
+    @endpoint
+    def directions(body: dict) -> dict:
+        src = ex.source(body)
+        method = choice(body, "method", ("sefa", "pca", "svm"), "sefa")
+        seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        k = integer(body, "k", 1, 64, default=8)
+        positive = indices(body, "positive") if method == "svm" else None
+        negative = indices(body, "negative") if method == "svm" else None
+        return ex.run("directions", lambda out: directions_report(
+            src, out=out, method=method, k=k, seed=seed, positive=positive, negative=negative,
+            n=2000))
+
+    @endpoint
+    def move(body: dict) -> dict:
+        """One sample moved along a direction found by /api/directions: G(z + a * sigma * u)."""
+        src = ex.source(body)
+        seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        index = integer(body, "index", 0, 2**31 - 1, default=0)
+        amount = number(body, "sigmas", -10.0, 10.0, default=0.0)
+        path = ex.result_path(body.get("direction"))
+        g = src.generator
+
+        def work(out: Path) -> dict:
+            u, sigma, record = load_direction(path, g.config.nz)
+            image = strip(g, u, sigma, g.latent(seed, [index], "cpu"), torch.tensor([amount]))
+            out.mkdir(parents=True)
+            write_image(image[0, 0].add(1).div(2).clamp(0, 1), out / "moved.png")
+            return {"seed": seed, "index": index, "sigmas": amount, "direction": record.get("index"),
+                    "method": record.get("method")}
+
+        return ex.run("move", work)
+
     def run_file(request: Request) -> Response:
         """A sample grid of a served run: only RUN/samples/step_N.png or final.png."""
         rid, name = request.path_params["index"], request.path_params["name"]
@@ -226,6 +270,8 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
               Route("/api/walk", walk, methods=["POST"]),
               Route("/api/feature-maps", feature_maps, methods=["POST"]),
               Route("/api/training", training, methods=["POST"]),
+              Route("/api/directions", directions, methods=["POST"]),
+              Route("/api/move", move, methods=["POST"]),
               Route("/runs/{index}/samples/{name}", run_file),
               Mount("/static", StaticFiles(directory=PAGE), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

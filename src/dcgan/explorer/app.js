@@ -1,7 +1,8 @@
 // dcgan explore: every view posts its inputs to /api/<view> and shows the files the command wrote.
 "use strict";
 
-const state = { source: 0, layout: null, slots: { a: [], b: [], c: [], through: [] } };
+const state = { source: 0, layout: null,
+                slots: { a: [], b: [], c: [], through: [], positive: [], negative: [] } };
 const $ = (id) => document.getElementById(id);
 
 function showError(message) {
@@ -122,6 +123,30 @@ async function runFeatureMaps() {
     `</table><p class="downloads">${downloads(result.files)}</p>`;
 }
 
+async function runDirections() {
+  const method = $("method").value;
+  const result = await api("directions", { method, k: +$("k").value, seed: state.layout.seed,
+                                           positive: state.slots.positive, negative: state.slots.negative });
+  const files = Object.keys(result.files).filter((f) => /^direction_\d+\.json$/.test(f));
+  $("direction").innerHTML = files.map((f) => `<option value="${result.files[f]}">${f}</option>`).join("");
+  const r = result.report;
+  const summary = { method: r.method, "seconds": r.seconds };
+  if (r.heldout_accuracy !== undefined) summary["held-out accuracy"] = r.heldout_accuracy;
+  $("directions-result").innerHTML =
+    `<img src="${result.files["directions.png"]}" alt="every direction on sample 0">` + table(summary) +
+    `<p class="downloads">${downloads(result.files)}</p>`;
+  $("move").hidden = false;
+  await moveSample();
+}
+
+async function moveSample() {
+  const amount = +$("sigmas").value;
+  $("sigmas-value").textContent = `${amount >= 0 ? "+" : ""}${amount.toFixed(1)} sigma`;
+  const result = await api("move", { seed: state.layout.seed, index: state.lastClicked ?? 0,
+                                     direction: $("direction").value, sigmas: amount });
+  $("moved").src = result.files["moved.png"];
+}
+
 const CURVES = { loss_D: "#c33", loss_G: "#36c", D_x: "#393", D_G_z: "#f90" };
 
 function drawCurves(rows) {
@@ -194,6 +219,9 @@ function wire() {
   $("run-arithmetic").onclick = () => runArithmetic().catch(() => {});
   $("run-walk").onclick = () => runWalk().catch(() => {});
   $("run-feature-maps").onclick = () => runFeatureMaps().catch(() => {});
+  $("run-directions").onclick = () => runDirections().catch(() => {});
+  $("sigmas").onchange = () => moveSample().catch(() => {});
+  $("direction").onchange = () => moveSample().catch(() => {});
   setInterval(() => { if (!$("training-view").hidden) showTraining(); }, 5000);  // live while training
 }
 
