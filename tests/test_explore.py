@@ -144,6 +144,39 @@ def test_moving_a_sample_along_a_direction(client, run, tmp_path):
     assert fetch(client, moved, "moved.png") != fetch(client, still, "moved.png")
 
 
+def test_an_uploaded_image_is_projected_and_its_latents_become_the_palette(client, run, tmp_path):
+    dcgan("sample", run, "--n", 1, "--start", 3, "--seed", 7, "--individual", tmp_path / "img")
+    image = tmp_path / "img" / "000003.png"
+    answer = client.post("/api/project?steps=15&restarts=1&source=0", content=image.read_bytes())
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert sorted(result["files"]) == ["latents.json", "projection.json", "projection.png"]
+    dcgan("project", run, image, "--steps", 15, "--restarts", 1, "--out", tmp_path / "cli")
+    written = json.loads((tmp_path / "cli" / "projection.json").read_text())
+    keep = ("pixel_mse", "feature_distance", "steps", "restarts")
+    got = result["report"]
+    assert {k: got.get(k) for k in keep} == {k: written.get(k) for k in keep}
+    assert json.loads(fetch(client, result, "latents.json"))["z"] == \
+        json.loads((tmp_path / "cli" / "latents.json").read_text())["z"]
+    latents = result["files"]["latents.json"]
+    sheet = client.post("/api/sheet", json={"latents": latents, "n": 1}).json()
+    assert sheet["report"]["seed"] is None and sheet["report"]["images"] == 1
+    walk = client.post("/api/walk", json={"latents": latents, "through": [0, 0], "steps": 2})
+    assert walk.status_code == 200
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "no image was sent"),
+    (b"%PDF-1.4 not an image at all", "cannot read image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + (100_000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
+     + b"\x00" * 4, "cannot read image"),  # a 100,000 x 100,000 header: a decompression bomb
+    (b"\x00" * (17 * 2**20), "at most 16,777,216"),
+])
+def test_bad_upload_is_a_400(client, content, message):
+    answer = client.post("/api/project?steps=2&restarts=1", content=content)
+    assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+
+
 BAD = [
     ("/api/sheet", {"seed": -1}, "seed must be an integer from 0"),
     ("/api/sheet", {"seed": 2**40}, "seed must be an integer from 0"),
@@ -169,6 +202,8 @@ BAD = [
     ("/api/move", {"direction": "/etc/passwd"}, "direction must be the URL of a direction file"),
     ("/api/move", {"direction": "/results/000000/../../x.json"}, "direction must be the URL"),
     ("/api/move", {"direction": "/results/000000/samples.png", "sigmas": 50}, "sigmas must be a number"),
+    ("/api/sheet", {"latents": "/results/uploads/000001"}, "latents must be the URL of a latents file"),
+    ("/api/arithmetic", {"a": [1], "b": [2], "c": [3], "latents": 5}, "latents must be the URL"),
 ]
 
 

@@ -178,3 +178,20 @@ def test_directions_found_then_a_clicked_sample_moved_with_the_slider(page, tmp_
     assert page.text_content("#sigmas-value") == "+2.0 sigma"
     saved = json.loads(download(page, "direction_02.json", tmp_path).read_text())
     assert saved["method"] == "sefa" and saved["index"] == 2 and len(saved["vector"]) == 16
+
+
+def test_an_uploaded_image_is_projected_and_becomes_the_sheet(page, server, tmp_path):
+    dcgan("sample", server["run"], "--n", 1, "--start", 2, "--individual", tmp_path / "img")
+    page.set_input_files("#upload", str(tmp_path / "img" / "000002.png"))
+    page.fill("#project-steps", "10")
+    page.fill("#restarts", "1")
+    page.click("#run-project")
+    page.wait_for_selector("#project-result img")
+    assert page.locator("#project-result a", has_text="latents.json").count() == 1
+    before = page.evaluate("document.getElementById('sheet').src")
+    page.click("#use-latents")
+    page.wait_for_function(f"document.getElementById('sheet').src !== {json.dumps(before)}")
+    page.wait_for_function("document.getElementById('sheet').complete")
+    assert page.is_visible("#use-seed")
+    width = page.evaluate("document.getElementById('sheet').naturalWidth")
+    assert width < 200, (page.text_content("#error"), page.get_attribute("#sheet", "src"))  # one image, not 64

@@ -35,12 +35,14 @@ from dcgan.directions import directions_report, strip
 from dcgan.errors import DCGANError
 from dcgan.latent import arithmetic_report, load_direction, sample_sheet, walk_report
 from dcgan.outputs import write_image
+from dcgan.projection import project_report
 from dcgan.saliency import feature_map_report
 
 __all__ = ["explorer"]  # public: dcgan.NAME
 
 PAGE = Path(__file__).parent / "explorer"  # index.html, app.js, style.css: no build step, no CDN
 MAX_BODY = 64 * 1024  # bytes of a JSON request
+MAX_UPLOAD = 16 * 2**20  # bytes of an uploaded image (decoded with the training decoder's limits)
 KEEP = 256  # result folders kept; older ones are deleted
 SAMPLE_GRID = re.compile(r"(step_\d{8}|final)\.png")  # the grids a run writes into RUN/samples
 MAX_ROWS = 5000  # metrics rows sent to the training view (evenly thinned beyond)
@@ -79,14 +81,28 @@ class Explorer:
                        if p.is_file()) if out.exists() else []
         return {"command": name, "report": report, "files": {Path(f).name: f"/results/{f}" for f in files}}
 
-    def result_path(self, url) -> Path:
+    def result_path(self, url, what: str = "direction") -> Path:
         """A file of an earlier result, named by the URL this server gave for it."""
         parts = url.split("/") if isinstance(url, str) else []
         if len(parts) != 4 or parts[:2] != ["", "results"] or not parts[2].isdigit() \
-                or not (self.results / parts[2] / parts[3]).is_file() or "/" in parts[3]:
-            raise BadRequest(f"direction must be the URL of a direction file found on this page (the last "
-                             f"{KEEP} results are kept), got {json.dumps(url)}")
+                or not (self.results / parts[2] / parts[3]).is_file():
+            raise BadRequest(f"{what} must be the URL of a {what} file made on this page (the last {KEEP} "
+                             f"results are kept), got {json.dumps(url)}")
         return self.results / parts[2] / parts[3]
+
+    def latents(self, body: dict) -> Path | None:
+        """The latents file (from /api/project) whose rows the sample numbers index, if any."""
+        url = body.get("latents")
+        return None if url is None else self.result_path(url, "latents")
+
+    def upload(self, raw: bytes) -> Path:
+        if not raw:
+            raise BadRequest("no image was sent: choose an image file")
+        folder = self.results / "uploads"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{next(self.ids):06d}"  # a name of ours: the user's file name is never used
+        path.write_bytes(raw)
+        return path
 
     def describe(self) -> list[dict]:
         rows = []
@@ -161,8 +177,9 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         n = integer(body, "n", 1, 256, default=64)
         seed = integer(body, "seed", 0, 2**32 - 1, default=0)
         start = integer(body, "start", 0, 2**31 - 1 - n, default=0)
+        latents = ex.latents(body)
         result = ex.run("sample", lambda out: sample_sheet(src, out=out / "samples.png", n=n, seed=seed,
-                                                           start=start, numbered=True))
+                                                           start=start, numbered=True, latents=latents))
         result["layout"] = {"columns": _columns(n), "n": n, "start": start, "seed": seed}
         return result
 
@@ -172,8 +189,9 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         a, b, c = (indices(body, k) for k in "abc")
         seed = integer(body, "seed", 0, 2**32 - 1, default=0)
         noise = number(body, "noise", 0.0, 10.0, default=0.25)
+        latents = ex.latents(body)
         return ex.run("arithmetic", lambda out: arithmetic_report(src, out=out, a=a, b=b, c=c, seed=seed,
-                                                                  noise=noise))
+                                                                  noise=noise, latents=latents))
 
     @endpoint
     def walk(body: dict) -> dict:
@@ -184,8 +202,9 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         seed = integer(body, "seed", 0, 2**32 - 1, default=0)
         steps = integer(body, "steps", 1, 64, default=8)
         mode = choice(body, "mode", ("slerp", "linear"), "slerp")
+        latents = ex.latents(body)
         return ex.run("walk", lambda out: walk_report(src, out=out, through=through, seed=seed, steps=steps,
-                                                      mode=mode, gif=True))
+                                                      mode=mode, gif=True, latents=latents))
 
     @endpoint
     def feature_maps(body: dict) -> dict:
@@ -243,6 +262,20 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
 
         return ex.run("move", work)
 
+    async def project(request: Request) -> Response:
+        """An uploaded image (the request's body) projected into G's z: `dcgan project`'s files."""
+        try:
+            query = {k: int(v) if v.isdigit() else v for k, v in request.query_params.items()}
+            src = ex.source(query)
+            steps = integer(query, "steps", 1, 5000, default=300)
+            restarts = integer(query, "restarts", 1, 16, default=2)
+            path = ex.upload(await _read_limited(request, MAX_UPLOAD))
+            result = await run_in_threadpool(ex.run, "project", lambda out: project_report(
+                src, [path], out=out, steps=steps, restarts=restarts))
+            return JSONResponse(result)
+        except (BadRequest, DCGANError) as e:
+            return JSONResponse({"error": " ".join(str(e).split())}, status_code=400)
+
     def run_file(request: Request) -> Response:
         """A sample grid of a served run: only RUN/samples/step_N.png or final.png."""
         rid, name = request.path_params["index"], request.path_params["name"]
@@ -272,6 +305,7 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
               Route("/api/training", training, methods=["POST"]),
               Route("/api/directions", directions, methods=["POST"]),
               Route("/api/move", move, methods=["POST"]),
+              Route("/api/project", project, methods=["POST"]),
               Route("/runs/{index}/samples/{name}", run_file),
               Mount("/static", StaticFiles(directory=PAGE), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
@@ -309,6 +343,20 @@ def _plain(value):
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     return value if value is None or isinstance(value, int | str) else str(value)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request's body, refused as soon as it passes `limit` bytes (never read whole first)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"the image has {int(declared):,} bytes: at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"the image has more than {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _body(request: Request) -> dict:

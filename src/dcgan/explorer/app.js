@@ -4,6 +4,7 @@
 const state = { source: 0, layout: null,
                 slots: { a: [], b: [], c: [], through: [], positive: [], negative: [] } };
 const $ = (id) => document.getElementById(id);
+const PALETTE_VIEWS = new Set(["sheet", "arithmetic", "walk"]);  // the views that take projected latents
 
 function showError(message) {
   const box = $("error");
@@ -15,7 +16,8 @@ async function api(view, body) {
   const response = await fetch(`/api/${view}`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ source: state.source, ...body }),
+    body: JSON.stringify({ source: state.source, ...body,
+                           ...(state.palette && PALETTE_VIEWS.has(view) ? { latents: state.palette } : {}) }),
   });
   const answer = await response.json();
   if (!response.ok) {
@@ -147,6 +149,40 @@ async function moveSample() {
   $("moved").src = result.files["moved.png"];
 }
 
+async function runProject() {
+  const file = $("upload").files[0];
+  if (!file) {
+    showError("choose an image file first");
+    return;
+  }
+  const query = `source=${state.source}&steps=${+$("project-steps").value}&restarts=${+$("restarts").value}`;
+  $("project-result").textContent = "projecting...";
+  const response = await fetch(`/api/project?${query}`, { method: "POST", body: file });
+  const result = await response.json();
+  if (!response.ok) {
+    $("project-result").textContent = "";
+    showError(result.error);
+    return;
+  }
+  showError("");
+  const r = result.report;
+  state.projected = result.files["latents.json"];
+  $("project-result").innerHTML =
+    `<img src="${result.files["projection.png"]}" alt="the image beside its reconstruction">` +
+    table(Object.fromEntries(Object.entries(r).filter(([k, v]) => typeof v === "number"))) +
+    `<p class="downloads">${downloads(result.files)}</p>`;
+  $("use-latents").hidden = false;
+}
+
+function usePalette(latents) {
+  state.palette = latents;
+  for (const slot of Object.keys(state.slots)) state.slots[slot] = [];
+  renderSlots();
+  $("use-seed").hidden = !latents;
+  $("start").value = 0;
+  showSheet();
+}
+
 const CURVES = { loss_D: "#c33", loss_G: "#36c", D_x: "#393", D_G_z: "#f90" };
 
 function drawCurves(rows) {
@@ -220,6 +256,9 @@ function wire() {
   $("run-walk").onclick = () => runWalk().catch(() => {});
   $("run-feature-maps").onclick = () => runFeatureMaps().catch(() => {});
   $("run-directions").onclick = () => runDirections().catch(() => {});
+  $("run-project").onclick = () => runProject().catch((e) => showError(String(e)));
+  $("use-latents").onclick = () => usePalette(state.projected);
+  $("use-seed").onclick = () => usePalette(null);
   $("sigmas").onchange = () => moveSample().catch(() => {});
   $("direction").onchange = () => moveSample().catch(() => {});
   setInterval(() => { if (!$("training-view").hidden) showTraining(); }, 5000);  // live while training
