@@ -177,6 +177,24 @@ def test_bad_upload_is_a_400(client, content, message):
     assert answer.status_code == 400 and message in answer.json()["error"], answer.text
 
 
+def test_d_score_and_maps_of_a_sample(client, run, tmp_path):
+    result = client.post("/api/feature-maps", json={"net": "d", "seed": 1, "index": 5}).json()
+    dcgan("feature-maps", run, "--net", "d", "--seed", 1, "--index", 5, "--out", tmp_path / "fm")
+    written = json.loads((tmp_path / "fm" / "feature_maps_d.json").read_text())
+    assert result["report"]["d_probability"] == written["d_probability"]
+    assert 0 < result["report"]["d_probability"] < 1
+
+
+def test_guided_backprop_and_neighbours_use_the_runs_training_data(client, run, tmp_path):
+    gb = client.post("/api/guided-backprop", json={"filters": 2, "top": 3}).json()
+    dcgan("guided-backprop", run, "--filters", 2, "--top", 3, "--max-images", 2000, "--out", tmp_path / "gb")
+    assert fetch(client, gb, "guided_backprop.png") == (tmp_path / "gb" / "guided_backprop.png").read_bytes()
+    nb = client.post("/api/neighbours", json={"n": 3, "k": 2, "seed": 4}).json()
+    dcgan("neighbours", run, "--n", 3, "--k", 2, "--seed", 4, "--out", tmp_path / "nb")
+    for name in ("neighbours_pixels.png", "neighbours_features.png"):
+        assert fetch(client, nb, name) == (tmp_path / "nb" / name).read_bytes()
+
+
 BAD = [
     ("/api/sheet", {"seed": -1}, "seed must be an integer from 0"),
     ("/api/sheet", {"seed": 2**40}, "seed must be an integer from 0"),
@@ -203,6 +221,8 @@ BAD = [
     ("/api/move", {"direction": "/results/000000/../../x.json"}, "direction must be the URL"),
     ("/api/move", {"direction": "/results/000000/samples.png", "sigmas": 50}, "sigmas must be a number"),
     ("/api/sheet", {"latents": "/results/uploads/000001"}, "latents must be the URL of a latents file"),
+    ("/api/guided-backprop", {"filters": 0}, "filters must be an integer from 1 to 32"),
+    ("/api/neighbours", {"k": 100}, "k must be an integer from 1 to 16"),
     ("/api/arithmetic", {"a": [1], "b": [2], "c": [3], "latents": 5}, "latents must be the URL"),
 ]
 

@@ -194,4 +194,15 @@ def test_an_uploaded_image_is_projected_and_becomes_the_sheet(page, server, tmp_
     page.wait_for_function("document.getElementById('sheet').complete")
     assert page.is_visible("#use-seed")
     width = page.evaluate("document.getElementById('sheet').naturalWidth")
-    assert width < 200, (page.text_content("#error"), page.get_attribute("#sheet", "src"))  # one image, not 64
+    assert width < 200  # one projected image, not the 64 samples of a seed
+
+
+def test_inside_d_shows_the_score_of_the_clicked_sample_and_the_nearest_training_images(page):
+    page.check("input[name=target][value=a]")
+    click_sample(page, 4)
+    page.click("#run-d-maps")
+    page.wait_for_selector("#inside-d-result img")
+    assert "D(x) = 0." in page.text_content("#inside-d-result")
+    page.click("#run-neighbours")
+    page.wait_for_selector("#inside-d-result img[alt='neighbours_pixels.png']")
+    assert page.locator("#inside-d-result img").count() == 2  # pixel and D-feature space

@@ -34,9 +34,10 @@ from dcgan.checkpoint import Loaded
 from dcgan.directions import directions_report, strip
 from dcgan.errors import DCGANError
 from dcgan.latent import arithmetic_report, load_direction, sample_sheet, walk_report
+from dcgan.neighbours import neighbours_report
 from dcgan.outputs import write_image
 from dcgan.projection import project_report
-from dcgan.saliency import feature_map_report
+from dcgan.saliency import feature_map_report, guided_backprop_report
 
 __all__ = ["explorer"]  # public: dcgan.NAME
 
@@ -216,6 +217,23 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
                                                                      index=index))
 
     @endpoint
+    def guided_backprop(body: dict) -> dict:
+        src = ex.source(body)
+        filters = integer(body, "filters", 1, 32, default=6)
+        top = integer(body, "top", 1, 16, default=4)
+        return ex.run("guided-backprop", lambda out: guided_backprop_report(
+            src, data=ex.data, data_dir=ex.data_dir, out=out, filters=filters, top=top, max_images=2000))
+
+    @endpoint
+    def neighbours(body: dict) -> dict:
+        src = ex.source(body)
+        n = integer(body, "n", 1, 32, default=8)
+        k = integer(body, "k", 1, 16, default=5)
+        seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        return ex.run("neighbours", lambda out: neighbours_report(src, data=ex.data, data_dir=ex.data_dir,
+                                                                  out=out, n=n, k=k, seed=seed))
+
+    @endpoint
     def training(body: dict) -> dict:
         """A run directory's curves, sample grids and warnings so far (the page polls it)."""
         i = integer(body, "source", 0, len(ex.sources) - 1, default=0)
@@ -303,6 +321,8 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
               Route("/api/walk", walk, methods=["POST"]),
               Route("/api/feature-maps", feature_maps, methods=["POST"]),
               Route("/api/training", training, methods=["POST"]),
+              Route("/api/guided-backprop", guided_backprop, methods=["POST"]),
+              Route("/api/neighbours", neighbours, methods=["POST"]),
               Route("/api/directions", directions, methods=["POST"]),
               Route("/api/move", move, methods=["POST"]),
               Route("/api/project", project, methods=["POST"]),

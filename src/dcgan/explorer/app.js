@@ -183,6 +183,31 @@ function usePalette(latents) {
   showSheet();
 }
 
+async function runDMaps() {
+  if (state.lastClicked === undefined) {
+    showError("click a sample on the sheet first");
+    return;
+  }
+  const result = await api("feature-maps", { net: "d", seed: state.layout.seed, index: state.lastClicked });
+  $("inside-d-result").innerHTML =
+    `<p>D(x) = ${result.report.d_probability.toFixed(4)} for sample ${state.lastClicked}</p>` +
+    `<img src="${result.files["feature_maps_d.png"]}" alt="D's feature maps">` +
+    `<p class="downloads">${downloads(result.files)}</p>`;
+}
+
+async function runInsideD(view, picture) {
+  $("inside-d-result").textContent = "working...";
+  try {
+    const result = await api(view, view === "neighbours" ? { seed: state.layout.seed } : {});
+    const pictures = Object.keys(result.files).filter((f) => f.endsWith(".png") && f.startsWith(picture));
+    $("inside-d-result").innerHTML =
+      pictures.map((f) => `<p>${f}</p><img src="${result.files[f]}" alt="${f}">`).join("") +
+      `<p class="downloads">${downloads(result.files)}</p>`;
+  } catch (e) {
+    $("inside-d-result").textContent = "";
+  }
+}
+
 const CURVES = { loss_D: "#c33", loss_G: "#36c", D_x: "#393", D_G_z: "#f90" };
 
 function drawCurves(rows) {
@@ -256,6 +281,9 @@ function wire() {
   $("run-walk").onclick = () => runWalk().catch(() => {});
   $("run-feature-maps").onclick = () => runFeatureMaps().catch(() => {});
   $("run-directions").onclick = () => runDirections().catch(() => {});
+  $("run-d-maps").onclick = () => runDMaps().catch(() => {});
+  $("run-guided").onclick = () => runInsideD("guided-backprop", "guided_backprop");
+  $("run-neighbours").onclick = () => runInsideD("neighbours", "neighbours_");
   $("run-project").onclick = () => runProject().catch((e) => showError(String(e)));
   $("use-latents").onclick = () => usePalette(state.projected);
   $("use-seed").onclick = () => usePalette(null);
