@@ -195,6 +195,20 @@ def test_guided_backprop_and_neighbours_use_the_runs_training_data(client, run, 
         assert fetch(client, nb, name) == (tmp_path / "nb" / name).read_bytes()
 
 
+BOXES = {"boxes": [{"seed": 0, "index": 3, "boxes": [[4, 4, 20, 16]]},
+                   {"seed": 0, "index": 9, "boxes": [[10, 12, 30, 30], [0, 0, 6, 6]]}]}
+
+
+def test_forget_answers_what_dcgan_forget_writes_and_the_boxes_file_it_read(client, run, tmp_path):
+    result = client.post("/api/forget", json={"boxes": BOXES, "n": 4}).json()
+    assert json.loads(fetch(client, result, "boxes.json")) == BOXES
+    (tmp_path / "boxes.json").write_text(json.dumps(BOXES))
+    dcgan("forget", run, "--boxes", tmp_path / "boxes.json", "--n", 4, "--out", tmp_path / "f")
+    written = json.loads((tmp_path / "f" / "forget.json").read_text())
+    assert json.loads(fetch(client, result, "forget.json")) == written
+    assert fetch(client, result, "forget.png") == (tmp_path / "f" / "forget.png").read_bytes()
+
+
 BAD = [
     ("/api/sheet", {"seed": -1}, "seed must be an integer from 0"),
     ("/api/sheet", {"seed": 2**40}, "seed must be an integer from 0"),
@@ -222,6 +236,10 @@ BAD = [
     ("/api/move", {"direction": "/results/000000/samples.png", "sigmas": 50}, "sigmas must be a number"),
     ("/api/sheet", {"latents": "/results/uploads/000001"}, "latents must be the URL of a latents file"),
     ("/api/guided-backprop", {"filters": 0}, "filters must be an integer from 1 to 32"),
+    ("/api/forget", {"boxes": {"boxes": []}}, "boxes is empty"),
+    ("/api/forget", {"boxes": {"boxes": [{"seed": 0, "index": 1, "boxes": [[0, 0, 40, 8]]}]}},
+     "must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 32"),
+    ("/api/forget", {"boxes": BOXES, "drop": "most"}, "drop"),
     ("/api/neighbours", {"k": 100}, "k must be an integer from 1 to 16"),
     ("/api/arithmetic", {"a": [1], "b": [2], "c": [3], "latents": 5}, "latents must be the URL"),
 ]

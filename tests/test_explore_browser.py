@@ -206,3 +206,40 @@ def test_inside_d_shows_the_score_of_the_clicked_sample_and_the_nearest_training
     page.click("#run-neighbours")
     page.wait_for_selector("#inside-d-result img[alt='neighbours_pixels.png']")
     assert page.locator("#inside-d-result img").count() == 2  # pixel and D-feature space
+
+
+def drag_box(page, number: int, x0: float, y0: float, x1: float, y1: float, columns: int = 8) -> None:
+    """Drag from (x0, y0) to (x1, y1), fractions of sample `number`'s tile."""
+    box = page.locator("#sheet").bounding_box()
+    natural = page.evaluate("document.getElementById('sheet').naturalWidth")
+    scale = box["width"] / natural
+    cell = (natural - 2) / columns
+    left = box["x"] + (2 + number % columns * cell) * scale
+    top = box["y"] + (2 + number // columns * cell) * scale
+    inner = (cell - 2) * scale
+    page.mouse.move(left + x0 * inner, top + y0 * inner)
+    page.mouse.down()
+    page.mouse.move(left + (x0 + x1) / 2 * inner, top + (y0 + y1) / 2 * inner)
+    page.mouse.move(left + x1 * inner, top + y1 * inner)
+    page.mouse.up()
+
+
+def test_boxes_dragged_on_samples_make_g_forget_and_export_the_boxes_file(page, server, tmp_path):
+    page.check("input[name=target][value=box]")
+    drag_box(page, 3, 0.25, 0.25, 0.75, 0.5)
+    drag_box(page, 12, 0.1, 0.5, 0.4, 0.9)
+    drag_box(page, 20, 0.05, 0.05, 0.5, 0.5)
+    assert page.locator("#box-list li").count() == 3
+    page.click("#undo-box")  # the last box goes
+    items = page.locator("#box-list li").all_text_contents()
+    assert len(items) == 2 and items[0].startswith("sample 3 (seed 0): [8, 8, 24, 16]")
+    assert items[1].startswith("sample 12 (seed 0): [3, 16, 13, 29]")
+    page.click("#run-forget")
+    page.wait_for_selector("#forget-result img")
+    assert "maps dropped" in page.text_content("#forget-result")
+    boxes = download(page, "boxes.json", tmp_path)
+    assert json.loads(boxes.read_text()) == {"boxes": [{"seed": 0, "index": 3, "boxes": [[8, 8, 24, 16]]},
+                                                       {"seed": 0, "index": 12, "boxes": [[3, 16, 13, 29]]}]}
+    got = json.loads(download(page, "forget.json", tmp_path).read_text())
+    dcgan("forget", server["run"], "--boxes", boxes, "--out", tmp_path / "cli")
+    assert got == json.loads((tmp_path / "cli" / "forget.json").read_text())

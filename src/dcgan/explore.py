@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 from dcgan.checkpoint import Loaded
 from dcgan.directions import directions_report, strip
 from dcgan.errors import DCGANError
+from dcgan.forget import forget as forget_report
 from dcgan.latent import arithmetic_report, load_direction, sample_sheet, walk_report
 from dcgan.neighbours import neighbours_report
 from dcgan.outputs import write_image
@@ -217,6 +218,27 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
                                                                      index=index))
 
     @endpoint
+    def forget(body: dict) -> dict:
+        """Boxes drawn on the sheet -> `dcgan forget`'s figure and report, and the boxes file it read."""
+        src = ex.source(body)
+        boxes = body.get("boxes")
+        if not isinstance(boxes, dict) or not boxes.get("boxes"):
+            raise BadRequest("boxes is empty: choose 'box' and drag boxes around the object on the sheet")
+        drop = body.get("drop", "positive")
+        if not isinstance(drop, str):
+            raise BadRequest(f"drop must be positive, threshold:T or top:K, got {json.dumps(drop)}")
+        n = integer(body, "n", 0, 64, default=8)
+        seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        file = ex.upload(json.dumps(boxes).encode())
+
+        def work(out: Path) -> dict:
+            report = forget_report(src, boxes=file, out=out, drop=drop, n=n, seed=seed)
+            shutil.copyfile(file, out / "boxes.json")  # what `dcgan forget --boxes` reads
+            return report
+
+        return ex.run("forget", work)
+
+    @endpoint
     def guided_backprop(body: dict) -> dict:
         src = ex.source(body)
         filters = integer(body, "filters", 1, 32, default=6)
@@ -322,6 +344,7 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
               Route("/api/feature-maps", feature_maps, methods=["POST"]),
               Route("/api/training", training, methods=["POST"]),
               Route("/api/guided-backprop", guided_backprop, methods=["POST"]),
+              Route("/api/forget", forget, methods=["POST"]),
               Route("/api/neighbours", neighbours, methods=["POST"]),
               Route("/api/directions", directions, methods=["POST"]),
               Route("/api/move", move, methods=["POST"]),

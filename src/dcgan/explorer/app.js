@@ -1,7 +1,7 @@
 // dcgan explore: every view posts its inputs to /api/<view> and shows the files the command wrote.
 "use strict";
 
-const state = { source: 0, layout: null,
+const state = { source: 0, layout: null, boxes: [], dragging: null,
                 slots: { a: [], b: [], c: [], through: [], positive: [], negative: [] } };
 const $ = (id) => document.getElementById(id);
 const PALETTE_VIEWS = new Set(["sheet", "arithmetic", "walk"]);  // the views that take projected latents
@@ -54,6 +54,7 @@ async function loadSources() {
     .join("");
   const describe = () => {
     const s = sources[state.source];
+    state.imageSize = s.image_size;
     $("source-info").textContent = `${s.image_size}x${s.image_size}x${s.channels}, nz ${s.nz}` +
       (s.data ? `, trained on ${s.data}` : "");
   };
@@ -84,6 +85,101 @@ function sampleAt(event) {
   const row = Math.floor((event.offsetY * scale - 1) / cell);
   const k = row * layout.columns + col;
   return k >= 0 && k < layout.n && col < layout.columns ? layout.start + k : null;
+}
+
+function tileAt(x, y) {
+  // natural-pixel (x, y) -> { k, within: [px, py] } on the grid (2 px padding around every tile)
+  const layout = state.layout, img = $("sheet");
+  const cell = (img.naturalWidth - 2) / layout.columns, size = cell - 2;
+  const col = Math.floor((x - 2) / cell), row = Math.floor((y - 2) / cell);
+  const k = row * layout.columns + col;
+  if (col < 0 || col >= layout.columns || k < 0 || k >= layout.n) return null;
+  return { k, size, x0: 2 + col * cell, y0: 2 + row * cell };
+}
+
+function natural(event) {
+  const img = $("sheet"), rect = img.getBoundingClientRect();
+  return [(event.clientX - rect.left) * img.naturalWidth / rect.width,
+          (event.clientY - rect.top) * img.naturalHeight / rect.height];
+}
+
+function drawBoxes() {
+  const img = $("sheet"), canvas = $("boxes-layer");
+  canvas.width = img.clientWidth;
+  canvas.height = img.clientHeight;
+  const ctx = canvas.getContext("2d"), scale = img.clientWidth / img.naturalWidth;
+  ctx.strokeStyle = "#ff0";
+  ctx.lineWidth = 2;
+  const imageSize = state.imageSize;
+  for (const b of state.boxes) {
+    if (b.seed !== state.layout.seed || b.index < state.layout.start ||
+        b.index >= state.layout.start + state.layout.n) continue;
+    const k = b.index - state.layout.start, col = k % state.layout.columns;
+    const row = Math.floor(k / state.layout.columns);
+    const cell = (img.naturalWidth - 2) / state.layout.columns, px = (cell - 2) / imageSize;
+    const [x0, y0, x1, y1] = b.box;
+    ctx.strokeRect((2 + col * cell + x0 * px) * scale, (2 + row * cell + y0 * px) * scale,
+                   (x1 - x0) * px * scale, (y1 - y0) * px * scale);
+  }
+  if (state.dragging && state.dragging.end) {
+    const [a, c] = [state.dragging.start, state.dragging.end];
+    ctx.strokeStyle = "#0ff";
+    ctx.strokeRect(a[0] * scale, a[1] * scale, (c[0] - a[0]) * scale, (c[1] - a[1]) * scale);
+  }
+}
+
+function renderBoxes() {
+  $("box-list").innerHTML = state.boxes.map((b, i) =>
+    `<li>sample ${b.index} (seed ${b.seed}): [${b.box.join(", ")}] ` +
+    `<button type="button" data-remove-box="${i}">remove</button></li>`).join("");
+  for (const button of document.querySelectorAll("[data-remove-box]")) {
+    button.onclick = () => { state.boxes.splice(+button.dataset.removeBox, 1); renderBoxes(); };
+  }
+  drawBoxes();
+}
+
+function finishBox() {
+  const { start, end } = state.dragging;
+  state.dragging = null;
+  const tile = tileAt(...start);
+  if (!tile || !end) { drawBoxes(); return; }
+  // the rectangle inside that tile, in G's image pixels (x1, y1 exclusive)
+  const toImage = (v, origin) => Math.min(state.imageSize,
+    Math.max(0, Math.round((v - origin) * state.imageSize / tile.size)));
+  const xs = [start[0], end[0]].sort((a, b) => a - b), ys = [start[1], end[1]].sort((a, b) => a - b);
+  const box = [toImage(xs[0], tile.x0), toImage(ys[0], tile.y0), toImage(xs[1], tile.x0), toImage(ys[1], tile.y0)];
+  if (box[2] <= box[0] || box[3] <= box[1]) { drawBoxes(); return; }
+  state.boxes.push({ seed: state.layout.seed, index: state.layout.start + tile.k, box });
+  renderBoxes();
+}
+
+function boxesFile() {
+  // the boxes file format `dcgan forget --boxes` reads: one entry per sample
+  const entries = new Map();
+  for (const b of state.boxes) {
+    const key = `${b.seed}:${b.index}`;
+    if (!entries.has(key)) entries.set(key, { seed: b.seed, index: b.index, boxes: [] });
+    entries.get(key).boxes.push(b.box);
+  }
+  return { boxes: [...entries.values()] };
+}
+
+async function runForget() {
+  $("forget-result").textContent = "fitting the detector...";
+  let result;
+  try {
+    result = await api("forget", { boxes: boxesFile(), drop: $("drop").value, seed: state.layout.seed });
+  } catch (e) {
+    $("forget-result").textContent = "";
+    return;
+  }
+  const r = result.report;
+  $("forget-result").innerHTML =
+    `<img src="${result.files["forget.png"]}" alt="samples with and without the dropped maps">` +
+    table({ "maps dropped": `${r.dropped} of ${r.maps_in_layer}`, "detector accuracy": r.detector_accuracy,
+            "mean change inside the boxes": r.mean_abs_change_in_boxes,
+            "mean change outside": r.mean_abs_change_outside }) +
+    `<p class="downloads">${downloads(result.files)}</p>`;
 }
 
 async function runArithmetic() {
@@ -265,7 +361,27 @@ function wire() {
   $("prev-page").onclick = () => {
     $("start").value = Math.max(0, +$("start").value - +$("n").value); showSheet();
   };
+  const frame = $("sheet-frame");
+  frame.onmousedown = (event) => {
+    if (document.querySelector("input[name=target]:checked").value !== "box") return;
+    event.preventDefault();
+    state.dragging = { start: natural(event), end: null };
+  };
+  frame.onmousemove = (event) => {
+    if (!state.dragging) return;
+    state.dragging.end = natural(event);
+    drawBoxes();
+  };
+  frame.onmouseup = (event) => {
+    if (!state.dragging) return;
+    state.dragging.end = natural(event);
+    finishBox();
+  };
+  $("undo-box").onclick = () => { state.boxes.pop(); renderBoxes(); };
+  $("run-forget").onclick = () => runForget();
+  $("sheet").onload = drawBoxes;
   $("sheet").onclick = (event) => {
+    if (document.querySelector("input[name=target]:checked").value === "box") return;
     const number = sampleAt(event);
     if (number === null) return;
     const target = document.querySelector("input[name=target]:checked").value;
