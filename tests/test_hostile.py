@@ -238,7 +238,7 @@ def test_an_unusable_cache_warns_and_training_goes_on(tmp_path, folder_with_eps)
     proc = cli("train", "--data", folder_with_eps, *TINY, "--steps", 1, "--out", tmp_path / "run",
                env={**os.environ, "DCGAN_CACHE_DIR": str(blocker / "sub")})
     assert proc.returncode == 0, proc.stderr
-    assert "could not write dataset cache" in proc.stderr and "training without it" in proc.stderr
+    assert "could not write the dataset cache" in proc.stderr and "without it" in proc.stderr
 
 
 def test_nan_float_pixels_are_refused_not_cast():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -36,6 +35,11 @@ import torch
 
 from dcgan.errors import describe_os_error
 from dcgan.progress import Progress
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent builds of one entry are then not shared
+    fcntl = None
 
 __all__ = ["cache_dir", "cache_entries", "clear_cache"]  # public: dcgan.NAME
 
@@ -210,8 +214,8 @@ def _allocate(path: Path, size: int) -> None:
     try:
         try:
             os.posix_fallocate(fd, 0, size)
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without it: sparse
+        except (OSError, AttributeError) as e:  # a filesystem (or system) without it: a sparse file
+            if isinstance(e, OSError) and e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             os.ftruncate(fd, size)
     finally:
@@ -236,7 +240,9 @@ def _pack(root: Path, key: dict, source: Source, shape: tuple, workers: int, wha
     with open(partial / "images.npy", "r+b") as f, Progress(total - done, f"decoding {what}") as bar:
         for ok, chunk in _decoded_chunks(source.items, done, total, workers):
             if len(chunk):
-                os.pwrite(f.fileno(), np.ascontiguousarray(chunk).tobytes(), HEADER + rows * rows_bytes)
+                f.seek(HEADER + rows * rows_bytes)
+                f.write(np.ascontiguousarray(chunk).tobytes())
+                f.flush()  # in the file before the progress record says so
             skipped += [done + i for i, good in enumerate(ok) if not good]
             done, rows = done + len(ok), rows + len(chunk)
             _write_json(partial / "progress.json", dict(key=key, total=total, shape=shape, items=done,
@@ -267,6 +273,9 @@ def _pack(root: Path, key: dict, source: Source, shape: tuple, workers: int, wha
 @contextlib.contextmanager
 def _lock(path: Path, what: str):
     """Exclusive use of one entry: other processes building or reading it wait here."""
+    if fcntl is None:
+        yield
+        return
     with open(path, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -324,12 +324,35 @@ def choose(source: str | Path, which: str = "latest") -> Path:
     return path / "snapshots" / f"step_{int(which):08d}.pt"
 
 
+class Loaded(os.PathLike):
+    """A source whose networks are loaded once, for a long-lived process (`dcgan explore`): every
+    load_networks of it returns the same G and D (eval mode, CPU) instead of reading the file again.
+    As a path it is the source itself, so every command takes it where it takes the source."""
+
+    def __init__(self, source: str | Path, which: str = "latest"):
+        self.path = Path(source)
+        self.generator, self.discriminator = load_networks(source, which=which)
+        file = Path(self.generator.origin["file"])
+        self.config = None if file.suffix == ".safetensors" else load(file)["config"]
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    __str__ = __fspath__
+
+    def __repr__(self) -> str:
+        return f"Loaded({str(self.path)!r})"
+
+
 def run_data(source: str | Path, data: str | None, data_dir: str | None = None,
              exclude: str | None = None, what: str = "data") -> tuple[str, str | None, str | None]:
     """(data, data_dir, exclude) for a command on a run: what the run was trained on unless `data` is
     given; another dataset than the run's is said in one line on stderr."""
     path = Path(source)
-    trained = None if path.suffix == ".safetensors" else load(path)["config"]
+    if isinstance(source, Loaded):
+        trained = source.config
+    else:
+        trained = None if path.suffix == ".safetensors" else load(path)["config"]
     if data is None:
         if trained is None:
             raise DCGANError(f"give --data: {path} is an exported generator, which does not record the "
@@ -364,6 +387,14 @@ def load_networks(source: str | Path, device: str | torch.device = "cpu", need_d
     where the checkpoint holds one, or as `generator` says (ema | raw, see pick_generator). Each
     network's `origin` says where it came from: {"file": path, "step": the training step of its
     weights}, and G's also {"generator": "ema" or "raw"}."""
+    if isinstance(source, Loaded):  # loaded once: the same networks, never moved off the CPU
+        if need_discriminator and source.discriminator is None:
+            raise DCGANError(f"{source.path} holds the generator only: give the run directory or a "
+                             "checkpoint")
+        if generator not in (None, source.generator.origin["generator"]) and not need_discriminator:
+            raise DCGANError(f"{source.path} was loaded with its {source.generator.origin['generator']} "
+                             f"generator, not the {generator} one")
+        return source.generator, source.discriminator if discriminator else None
     path = choose(source, which)
     if path.suffix == ".safetensors":
         if need_discriminator:

@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import reprlib
+import socket
 import sys
 import types
 import typing
@@ -15,8 +16,8 @@ from dataclasses import fields
 from pathlib import Path
 
 import dcgan
-from dcgan.config import PRESETS, ModelConfig, TrainConfig, read_config_file
-from dcgan.errors import DCGANError, TrainingInterrupted
+from dcgan.config import PRESETS, ModelConfig, TrainConfig, check_count, read_config_file
+from dcgan.errors import DCGANError, TrainingInterrupted, describe_os_error
 
 HINTS = {**typing.get_type_hints(ModelConfig), **typing.get_type_hints(TrainConfig)}
 SOURCE = "run directory, checkpoint .pt or exported .safetensors"
@@ -535,6 +536,50 @@ def cmd_feature_maps(args: argparse.Namespace) -> None:
 
 # ---- housekeeping ---------------------------------------------------------------------------
 
+def _add_explore(sub) -> None:
+    p = sub.add_parser("explore", help="a local web page to explore trained models",
+                       description="Serve a web page for one or more trained models: sample sheets, vector "
+                                   "arithmetic, walks. Every view runs the same function as its command "
+                                   "and offers the same PNG and JSON for download.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help=SOURCE + "; several: switch between them")
+    p.add_argument("--data", help="the training images, for the views that need them (default: the run's)")
+    p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--host", default=LOCALHOST, help=f"address to listen on (default: {LOCALHOST}, this "
+                   "machine only; 0.0.0.0 exposes the models and your files' names to the network)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=cmd_explore)
+
+
+LOCALHOST = "127.0.0.1"
+
+
+def cmd_explore(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    check_count(args.port, "--port", 65535)
+    try:  # uvicorn would log a traceback and exit: say it in one line instead
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((args.host, args.port))
+    except OSError as e:
+        raise DCGANError(f"cannot listen on {args.host} port {args.port}: {describe_os_error(e)}; "
+                         "give another --port") from None
+    app = dcgan.explorer(args.sources, data=args.data, data_dir=args.data_dir)
+    url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
+    if args.host in (LOCALHOST, "localhost", "::1"):
+        print(f"serving {url} (this machine only; Ctrl-C stops it)", flush=True)
+    else:
+        print(f"warning: --host {args.host} lets other machines reach the explorer and run your models; "
+              f"serving {url}", file=sys.stderr, flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="decode a dataset into the cache now, in parallel",
                        description="Decode every image of DATA once (centre crop, resize) into the dataset "
@@ -595,8 +640,8 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 SUBCOMMANDS = [_add_train, _add_sample, _add_export, _add_walk, _add_arithmetic, _add_directions,
                _add_project, _add_forget, _add_evaluate, _add_train_classifier, _add_neighbours, _add_dedup,
-               _add_features, _add_probe, _add_guided_backprop, _add_feature_maps, _add_prepare,
-               _add_cache]
+               _add_features, _add_probe, _add_guided_backprop, _add_feature_maps, _add_explore,
+               _add_prepare, _add_cache]
 
 
 def parser() -> argparse.ArgumentParser:
