@@ -36,6 +36,7 @@ SECTIONS = {
     "representation.py": ("Representation learning", ""),
     "representation_ablation.py": ("Representation learning: ablation", ""),
     "forget.py": ("Forgetting an object", ""),
+    "explore.py": ("The explorer", ""),
     "data.py": ("Data loading at scale", ""),
 }
 

@@ -9,6 +9,8 @@ import torch
 EXTRAS = {
     "lmdb": ("module", "lmdb", 'pip install -e ".[lmdb]"'),
     "fashion-mnist": ("path", "/usr/share/datasets/fashion-mnist", "apt-get install dataset-fashion-mnist"),
+    "browser": ("module", "playwright", 'pip install -e ".[browser]"'),
+    "chromium": ("path", "/usr/bin/chromium", "apt-get install chromium"),
 }
 
 
@@ -25,7 +27,7 @@ def pytest_configure(config):
 def missing_extra(name: str) -> str | None:
     """Why the optional requirement `name` is not available, or None if it is."""
     kind, what, how = EXTRAS[name]
-    present = importlib.util.find_spec(what) is not None if kind == "module" else Path(what).is_dir()
+    present = importlib.util.find_spec(what) is not None if kind == "module" else Path(what).exists()
     return None if present else f"needs {what}: {how}"
 
 

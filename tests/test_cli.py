@@ -114,7 +114,7 @@ def test_every_option_of_every_command_shows_its_default():
 
     settings = {f.name for f in fields(TrainConfig)} | {f.name for f in fields(ModelConfig)}
     sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert len(sub.choices) == 18
+    assert len(sub.choices) == 19
     for name, command in sub.choices.items():
         text = " ".join(command.format_help().split())
         for action in command._actions:

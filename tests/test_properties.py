@@ -31,7 +31,8 @@ TRAIN_FLAGS = """
 --weight-decay --label-smoothing --d-steps --seed --device --log-every --sample-every
 --checkpoint-every --snapshot-every --tensorboard --precision --channels-last --compile
 --on-divergence --rollback-lr-factor --max-rollbacks --vanishing-loss --vanishing-patience
---collapse-threshold --collapse-after --eval-every --eval-features --eval-n --preset --data""".split()
+--collapse-threshold --collapse-after --eval-every --eval-features --eval-n --preset --data --ema-decay
+--ema-kimg""".split()
 VALUES = st.one_of(
     st.integers(-2**70, 2**70).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["nan", "inf", "-inf", "0", "-0", "1e400", "true", "no", "cpu", "cuda:9", "paper",

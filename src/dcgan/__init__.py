@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 
 # the modules whose __all__ names are the package's, searched in this order (lightest first)
 MODULES = ("errors", "config", "models", "cache", "data", "checkpoint", "train", "latent", "directions",
-           "projection", "neighbours", "forget", "dedup", "metrics", "representation", "probe", "saliency")
+           "projection", "neighbours", "forget", "dedup", "metrics", "representation", "probe", "saliency",
+           "explore")
 
 
 def _public(module: str) -> list[str]:

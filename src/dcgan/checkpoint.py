@@ -3,10 +3,11 @@
 A checkpoint is a torch file written atomically and read with weights_only=True, holding the
 RUN_KEYS: G's and D's weights, both optimizers' states, the loss scalers (`amp`), the step and
 epoch, the training config, every random state (`rng`), the best evaluation so far (`best`: the
---best-metric, its value and step) and the fingerprint of the training data. `save_run` /
+--best-metric, its value and step) and the fingerprint of the training data; a run with --ema-decay
+or --ema-kimg adds `generator_ema`, the moving average of G's weights. `save_run` /
 `restore_run` write and read a training run's state; `choose` picks a run's latest, best or
-snapshot checkpoint; `load_networks` gives G and D (or G alone from an exported file) to every
-inspection command.
+snapshot checkpoint; `load_networks` gives G (the average where there is one, unless generator="raw")
+and D (or G alone from an exported file) to every inspection command.
 `export` writes G alone to safetensors with its ModelConfig in the metadata, for sharing.
 """
 
@@ -40,6 +41,8 @@ FORMAT = "dcgan-checkpoint"
 VERSION = 1
 RUN_KEYS = ("generator", "discriminator", "optimizer_g", "optimizer_d", "amp", "step", "epoch", "config",
             "rng", "best", "data_fingerprint")
+EMA = "generator_ema"  # the run key of G's moving average: only in checkpoints of runs that keep one
+GENERATORS = ("ema", "raw")  # which G a command uses: the moving average or the trained weights
 
 
 def lock_run(run: Path):
@@ -149,10 +152,13 @@ def restore_run(ckpt: dict, nets, noise: torch.Generator) -> int:
     """Load a checkpoint's weights, optimizer and scaler states into `nets` (a step.Networks) and its
     random states into `noise` and the global generators; the checkpoint's step. Never from one
     with non-finite weights."""
-    bad = nonfinite(ckpt["generator"], ckpt["discriminator"])
+    bad = nonfinite(ckpt["generator"], ckpt["discriminator"], ckpt.get(EMA, {}))
     if bad:  # written before this check existed: never continue from it
         raise DCGANError(f"the checkpoint holds non-finite weights ({bad[0]}): copy the last finite "
                          "snapshot over it, then resume")
+    if nets.G_ema is not None and EMA not in ckpt:
+        raise DCGANError("the checkpoint holds no moving average of G (it was written by a run without "
+                         "--ema-decay or --ema-kimg): resume it without them")
     nets.load_state_dict(ckpt)
     set_rng_state(ckpt["rng"], noise)
     return ckpt["step"]
@@ -223,6 +229,8 @@ def check_contents(ckpt: dict, path: Path) -> None:
         raise DCGANError(f"{path}: the stored step must be an integer >= 0, got {reprlib.repr(step)}")
     check_weights(ckpt.get("generator"), Generator, model, path, "generator")
     check_weights(ckpt.get("discriminator"), Discriminator, model, path, "discriminator")
+    if EMA in ckpt:
+        check_weights(ckpt[EMA], Generator, model, path, "EMA generator")
 
 
 def check_weights(state, net: type, config: ModelConfig, path: Path, name: str) -> None:
@@ -277,13 +285,17 @@ def check_resumable(ckpt: dict, path: Path) -> None:
                          "exactly; use an earlier snapshot")
 
 
-def export(source: str | Path, *, out: str | Path) -> Path:
-    """G's weights and ModelConfig from a run or checkpoint -> one safetensors file."""
+def export(source: str | Path, *, out: str | Path, generator: str | None = None) -> Path:
+    """G's weights and ModelConfig from a run or checkpoint -> one safetensors file: the moving average
+    of G where the checkpoint holds one, unless generator="raw" (see pick_generator)."""
     out = check_output_file(out, inputs=[source], suffixes=(".safetensors",), what="export file")
     ckpt = load(source)
     model = ckpt["config"]["model"]
-    tensors = {k: v.contiguous() for k, v in ckpt["generator"].items()}
+    which = pick_generator(ckpt, generator, Path(source))
+    tensors = {k: v.contiguous() for k, v in ckpt[EMA if which == "ema" else "generator"].items()}
     meta = {"format": "dcgan-generator", "model": json.dumps(model), "step": str(ckpt["step"])}
+    if which == "ema":  # an exported file of the trained weights stays as it always was
+        meta["generator"] = "ema"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda f: f.write(safetensors_bytes(tensors, metadata=meta)))
     return out
@@ -312,12 +324,35 @@ def choose(source: str | Path, which: str = "latest") -> Path:
     return path / "snapshots" / f"step_{int(which):08d}.pt"
 
 
+class Loaded(os.PathLike):
+    """A source whose networks are loaded once, for a long-lived process (`dcgan explore`): every
+    load_networks of it returns the same G and D (eval mode, CPU) instead of reading the file again.
+    As a path it is the source itself, so every command takes it where it takes the source."""
+
+    def __init__(self, source: str | Path, which: str = "latest"):
+        self.path = Path(source)
+        self.generator, self.discriminator = load_networks(source, which=which)
+        file = Path(self.generator.origin["file"])
+        self.config = None if file.suffix == ".safetensors" else load(file)["config"]
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    __str__ = __fspath__
+
+    def __repr__(self) -> str:
+        return f"Loaded({str(self.path)!r})"
+
+
 def run_data(source: str | Path, data: str | None, data_dir: str | None = None,
              exclude: str | None = None, what: str = "data") -> tuple[str, str | None, str | None]:
     """(data, data_dir, exclude) for a command on a run: what the run was trained on unless `data` is
     given; another dataset than the run's is said in one line on stderr."""
     path = Path(source)
-    trained = None if path.suffix == ".safetensors" else load(path)["config"]
+    if isinstance(source, Loaded):
+        trained = source.config
+    else:
+        trained = None if path.suffix == ".safetensors" else load(path)["config"]
     if data is None:
         if trained is None:
             raise DCGANError(f"give --data: {path} is an exported generator, which does not record the "
@@ -328,23 +363,54 @@ def run_data(source: str | Path, data: str | None, data_dir: str | None = None,
     return data, data_dir, exclude
 
 
+def pick_generator(ckpt: dict, generator: str | None, path: Path) -> str:
+    """Which G of a checkpoint a command uses: "ema" (the moving average) or "raw" (the trained weights).
+    generator=None takes the average where the checkpoint holds one, saying so on stderr; a checkpoint
+    of a run without EMA has only the raw G."""
+    if generator is not None and generator not in GENERATORS:
+        raise DCGANError(f"--generator must be ema or raw, got {reprlib.repr(generator)}")
+    if generator == "ema" and EMA not in ckpt:
+        raise DCGANError(f"{path} holds no moving average of G (its run had no --ema-decay or --ema-kimg): "
+                         "use --generator raw")
+    if generator is None and EMA in ckpt:
+        print(f"note: using the moving average of G (EMA) of {path}; --generator raw uses the trained "
+              "weights", file=sys.stderr)
+    return generator or ("ema" if EMA in ckpt else "raw")
+
+
 def load_networks(source: str | Path, device: str | torch.device = "cpu", need_discriminator: bool = False,
-                  discriminator: bool = True, which: str = "latest",
+                  discriminator: bool = True, which: str = "latest", generator: str | None = None,
                   ) -> tuple[Generator, Discriminator | None]:
     """G and D in eval mode on `device`, from a run directory (its checkpoint `which`, see choose),
     a checkpoint, or an exported .safetensors (G alone: D is None, or an error naming the file when
-    `need_discriminator`). With discriminator=False, D is not built (None). Each network's `origin`
-    says where it came from: {"file": path, "step": the training step of its weights}."""
+    `need_discriminator`). With discriminator=False, D is not built (None). G is the moving average
+    where the checkpoint holds one, or as `generator` says (ema | raw, see pick_generator). Each
+    network's `origin` says where it came from: {"file": path, "step": the training step of its
+    weights}, and G's also {"generator": "ema" or "raw"}."""
+    if isinstance(source, Loaded):  # loaded once: the same networks, never moved off the CPU
+        if need_discriminator and source.discriminator is None:
+            raise DCGANError(f"{source.path} holds the generator only: give the run directory or a "
+                             "checkpoint")
+        if generator not in (None, source.generator.origin["generator"]) and not need_discriminator:
+            raise DCGANError(f"{source.path} was loaded with its {source.generator.origin['generator']} "
+                             f"generator, not the {generator} one")
+        return source.generator, source.discriminator if discriminator else None
     path = choose(source, which)
     if path.suffix == ".safetensors":
         if need_discriminator:
             raise DCGANError(f"{path} holds the generator only: give the run directory or a checkpoint")
-        config, weights, step = _exported(path)
+        config, weights, step, kind = _exported(path)
+        if generator not in (None, kind):
+            raise DCGANError(f"{path} holds the {kind} generator only (as exported): give the run "
+                             f"directory or a checkpoint for --generator {generator}")
         states = {"generator": weights}
     else:
         ckpt = load(path)
         config, step = ModelConfig.from_dict(ckpt["config"]["model"]), ckpt["step"]
-        states = ckpt if discriminator else {"generator": ckpt["generator"]}
+        kind = pick_generator(ckpt, generator, path)
+        states = {"generator": ckpt[EMA if kind == "ema" else "generator"]}
+        if discriminator:
+            states["discriminator"] = ckpt["discriminator"]
     nets = []
     for name, net in (("generator", Generator), ("discriminator", Discriminator)):
         if name not in states:
@@ -360,23 +426,25 @@ def load_networks(source: str | Path, device: str | torch.device = "cpu", need_d
             raise DCGANError(f"{path}: {name} weights do not match the stored architecture "
                              f"({len(problems)} problem(s), first: {first})") from None
         module.origin = {"file": str(path), "step": step}
+        if name == "generator":
+            module.origin["generator"] = kind
         nets.append(module.to(device).eval())
     return nets[0], nets[1]
 
 
 def load_generator(source: str | Path, device: str | torch.device = "cpu",
-                   which: str = "latest") -> Generator:
+                   which: str = "latest", generator: str | None = None) -> Generator:
     """G alone (see load_networks)."""
-    return load_networks(source, device, discriminator=False, which=which)[0]
+    return load_networks(source, device, discriminator=False, which=which, generator=generator)[0]
 
 
 def load_discriminator(source: str | Path, device: str | torch.device = "cpu") -> Discriminator:
     """D alone (see load_networks); an exported generator file is an error."""
-    return load_networks(source, device, need_discriminator=True)[1]
+    return load_networks(source, device, need_discriminator=True, generator="raw")[1]  # G unused
 
 
-def _exported(path: Path) -> tuple[ModelConfig, dict, int | None]:
-    """The ModelConfig and G weights of a file written by `export`, checked."""
+def _exported(path: Path) -> tuple[ModelConfig, dict, int | None, str]:
+    """The ModelConfig, G weights, step and kind (ema | raw) of a file written by `export`, checked."""
     if not path.exists():
         raise DCGANError(f"generator file {path} not found")
     if not path.is_file():
@@ -398,4 +466,5 @@ def _exported(path: Path) -> tuple[ModelConfig, dict, int | None]:
                          f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     check_weights(weights, Generator, config, path, "generator")
     step = meta.get("step", "")
-    return config, weights, int(step) if step.isdigit() else None
+    kind = "ema" if meta.get("generator") == "ema" else "raw"
+    return config, weights, int(step) if step.isdigit() else None, kind

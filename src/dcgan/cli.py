@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import reprlib
+import socket
 import sys
 import types
 import typing
@@ -15,11 +16,13 @@ from dataclasses import fields
 from pathlib import Path
 
 import dcgan
-from dcgan.config import PRESETS, ModelConfig, TrainConfig, read_config_file
-from dcgan.errors import DCGANError, TrainingInterrupted
+from dcgan.config import PRESETS, ModelConfig, TrainConfig, check_count, read_config_file
+from dcgan.errors import DCGANError, TrainingInterrupted, describe_os_error
 
 HINTS = {**typing.get_type_hints(ModelConfig), **typing.get_type_hints(TrainConfig)}
 SOURCE = "run directory, checkpoint .pt or exported .safetensors"
+GENERATOR = ("which G: ema (the moving average of its weights, the default where the run kept one with "
+             "--ema-decay or --ema-kimg) | raw (the trained weights)")
 
 
 def _bool(text: str) -> bool:
@@ -115,6 +118,7 @@ def _add_sample(sub) -> None:
                    "evaluated step) | a snapshot step")
     s.add_argument("--class", dest="class_", help="a conditional generator's class, by index or name "
                    "(default 0); all: one grid row per class, the same --n z in each")
+    s.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     s.set_defaults(func=cmd_sample)
 
 
@@ -122,11 +126,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = args.out or (None if args.individual else "samples.png")
     r = dcgan.sample_sheet(args.source, out=out, n=args.n, seed=args.seed, start=args.start, nrow=args.nrow,
                            numbered=args.numbered, individual=args.individual, latents=args.latents,
-                           which=args.which, device=args.device, class_=args.class_)
+                           which=args.which, device=args.device, generator=args.generator,
+                           class_=args.class_)
     step = "an unknown step" if r["step"] is None else f"step {r['step']:,}"
+    kind = "EMA generator (moving average)" if r["generator"] == "ema" else "generator"
     drawn = "" if r["class"] is None else (" (every class, a row each)" if r["class"] == "all"
                                            else f" (class {r['class']})")
-    print(f"generator of {step}, from {r['checkpoint']}{drawn}")
+    print(f"{kind} of {step}, from {r['checkpoint']}{drawn}")
     if "individual" in r:
         print(f"wrote {len(r['individual'])} images to {args.individual}")
     if "out" in r:
@@ -138,11 +144,12 @@ def _add_export(sub) -> None:
     e = sub.add_parser("export", help="write G's weights and config to one safetensors file")
     e.add_argument("source", help="run directory or checkpoint .pt")
     e.add_argument("out", help="output .safetensors file")
+    e.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     e.set_defaults(func=cmd_export)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    print(f"wrote {dcgan.export(args.source, out=args.out)}")
+    print(f"wrote {dcgan.export(args.source, out=args.out, generator=args.generator)}")
 
 
 # ---- the latent space -----------------------------------------------------------------------
@@ -163,13 +170,15 @@ def _add_walk(sub) -> None:
                                      "--through then numbers its rows")
     w.add_argument("--class", dest="class_", help="a conditional generator's class, by index or name "
                    "(default 0)")
+    w.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     w.set_defaults(func=cmd_walk)
 
 
 def cmd_walk(args: argparse.Namespace) -> None:
     r = dcgan.walk_report(args.source, out=args.out, walks=args.walks, points=args.points, steps=args.steps,
                           mode=args.mode, seed=args.seed, through=indices(args.through, "--through"),
-                          gif=args.gif, factor=args.factor, latents=args.latents, class_=args.class_)
+                          gif=args.gif, factor=args.factor, latents=args.latents, generator=args.generator,
+                          class_=args.class_)
     print(f"wrote {Path(args.out) / 'walk.png'}: {len(r['walks'])} walk(s) of {r['frames']} frames "
           f"({args.mode}); {r['flagged_steps']} step(s) jump more than {args.factor:g}x the median "
           f"(details in walk.json)")
@@ -197,6 +206,7 @@ def _add_arithmetic(sub) -> None:
                    "(default 0)")
     ar.add_argument("--seed", type=int, default=0)
     ar.add_argument("--out", default="arithmetic")
+    ar.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     ar.set_defaults(func=cmd_arithmetic)
 
 
@@ -207,7 +217,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
         r = dcgan.direction_report(args.source, out=args.out, start=start, end=end, seed=args.seed,
                                    targets=indices(args.targets, "--targets"), n=args.n, steps=args.steps,
                                    scale=args.scale, direction=args.direction, latents=args.latents,
-                                   class_=args.class_)
+                                   generator=args.generator, class_=args.class_)
         span = (f"from {-args.scale:g} to {args.scale:g} sigma" if args.direction
                 else f"from 0 to {args.scale:g} v")
         print(f"wrote {Path(args.out) / 'direction.png'}: |v| = {r['v_norm']:.3f}, {args.steps} steps {span}")
@@ -216,7 +226,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
         raise DCGANError("give --a, --b and --c (Y = A - B + C), or --from and --to (a direction)")
     r = dcgan.arithmetic_report(args.source, out=args.out, a=indices(args.a, "--a"), b=indices(args.b, "--b"),
                                 c=indices(args.c, "--c"), seed=args.seed, noise=args.noise,
-                                latents=args.latents, class_=args.class_)
+                                latents=args.latents, generator=args.generator, class_=args.class_)
     print(f"wrote {Path(args.out) / 'arithmetic.png'}: |Y| = {r['y_norm']:.3f}; pixel-space result differs "
           f"from G(Y) by RMS {r['pixel_result_rms_to_result']:.3f}")
 
@@ -241,6 +251,7 @@ def _add_directions(sub) -> None:
     p.add_argument("--span", type=float, default=3.0, help="strips go from -span to +span sigma")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="directions")
+    p.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     p.set_defaults(func=cmd_directions)
 
 
@@ -248,7 +259,8 @@ def cmd_directions(args: argparse.Namespace) -> None:
     r = dcgan.directions_report(args.source, out=args.out, method=args.method, k=args.k, layer=args.layer,
                                 n=args.n, seed=args.seed, positive=indices(args.positive, "--positive"),
                                 negative=indices(args.negative, "--negative"), condition=args.condition,
-                                latents=args.latents, samples=args.samples, span=args.span)
+                                latents=args.latents, samples=args.samples, span=args.span,
+                                generator=args.generator)
     if args.method == "sefa":
         top = ", ".join(f"{v:.3g}" for v in r["eigenvalues"][:args.k])
         print(f"sefa: top eigenvalues {top} (of {len(r['eigenvalues'])}; {r['seconds']:.2f} s)")
@@ -277,12 +289,14 @@ def _add_project(sub) -> None:
                    help="weight of D's feature distance beside the pixel MSE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="projection")
+    p.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     p.set_defaults(func=cmd_project)
 
 
 def cmd_project(args: argparse.Namespace) -> None:
     r = dcgan.project_report(args.source, args.images, out=args.out, steps=args.steps, restarts=args.restarts,
-                             lr=args.lr, feature_weight=args.feature_weight, seed=args.seed)
+                             lr=args.lr, feature_weight=args.feature_weight, seed=args.seed,
+                             generator=args.generator)
     for path, mse in zip(r["images"], r["pixel_mse"], strict=True):
         print(f"{path}: pixel MSE {mse:.4f}")
     print(f"wrote {Path(args.out) / 'projection.png'} and {r['latents']} "
@@ -303,12 +317,13 @@ def _add_forget(sub) -> None:
     fg.add_argument("--n", type=int, default=8, help="extra samples of --seed shown with and without")
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--out", default="forget")
+    fg.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     fg.set_defaults(func=cmd_forget)
 
 
 def cmd_forget(args: argparse.Namespace) -> None:
     r = dcgan.forget(args.source, boxes=args.boxes, out=args.out, drop=args.drop, n=args.n, seed=args.seed,
-                     layer=args.layer)
+                     layer=args.layer, generator=args.generator)
     print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps of layer {r['layer']} "
           f"({r['layer_size']}x{r['layer_size']}; detector accuracy "
           f"{r['detector_accuracy']:.2f} on {r['positives']} + {r['negatives']} locations); mean pixel "
@@ -334,13 +349,15 @@ def _add_evaluate(sub) -> None:
     v.add_argument("--real-vs-real", dest="real_vs_real", action="store_true",
                    help="compare two disjoint draws of --n real images instead: the floor of every metric "
                         "at this n and size, which no generator can beat")
+    v.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     v.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     r = dcgan.evaluate(args.source, data=args.data, n=args.n, extractor=args.extractor,
                        data_dir=args.data_dir, split=args.split, inception_weights=args.inception_weights,
-                       seed=args.seed, out=args.out, real_vs_real=args.real_vs_real)
+                       seed=args.seed, out=args.out, real_vs_real=args.real_vs_real,
+                       generator=args.generator)
     line = dcgan.describe_quality(r)
     print(f"{line}  ({r['n_fake']} generated vs {r['n_real']} real {r['data']} {r['split']} images, "
           f"{args.extractor} features)")
@@ -373,12 +390,13 @@ def _add_neighbours(sub) -> None:
     nb.add_argument("--k", type=int, default=5, help="neighbours per sample")
     nb.add_argument("--seed", type=int, default=0)
     nb.add_argument("--out", default="neighbours")
+    nb.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     nb.set_defaults(func=cmd_neighbours)
 
 
 def cmd_neighbours(args: argparse.Namespace) -> None:
     r = dcgan.neighbours_report(args.source, data=args.data, out=args.out, n=args.n, k=args.k, seed=args.seed,
-                                data_dir=args.data_dir)
+                                data_dir=args.data_dir, generator=args.generator)
     for space in ("pixels", "features"):
         if space in r:
             s = r[space]
@@ -517,16 +535,61 @@ def _add_feature_maps(sub) -> None:
     fm.add_argument("--image", help="D's input image (default: G's sample (seed, index))")
     fm.add_argument("--max-channels", dest="max_channels", type=int, default=32)
     fm.add_argument("--out", default="feature-maps")
+    fm.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
     fm.set_defaults(func=cmd_feature_maps)
 
 
 def cmd_feature_maps(args: argparse.Namespace) -> None:
     r = dcgan.feature_map_report(args.source, out=args.out, net=args.net, seed=args.seed, index=args.index,
-                                 image=args.image, max_channels=args.max_channels)
+                                 image=args.image, max_channels=args.max_channels, generator=args.generator)
     print(f"wrote {r['png']}: {len(r['layers'])} layers of {args.net.upper()}")
 
 
 # ---- housekeeping ---------------------------------------------------------------------------
+
+def _add_explore(sub) -> None:
+    p = sub.add_parser("explore", help="a local web page to explore trained models",
+                       description="Serve a web page for one or more trained models: sample sheets, vector "
+                                   "arithmetic, walks. Every view runs the same function as its command "
+                                   "and offers the same PNG and JSON for download.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help=SOURCE + "; several: switch between them")
+    p.add_argument("--data", help="the training images, for the views that need them (default: the run's)")
+    p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--host", default=LOCALHOST, help=f"address to listen on (default: {LOCALHOST}, this "
+                   "machine only; 0.0.0.0 exposes the models and your files' names to the network)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=cmd_explore)
+
+
+LOCALHOST = "127.0.0.1"
+
+
+def cmd_explore(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    check_count(args.port, "--port", 65535)
+    try:  # uvicorn would log a traceback and exit: say it in one line instead
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((args.host, args.port))
+    except OSError as e:
+        raise DCGANError(f"cannot listen on {args.host} port {args.port}: {describe_os_error(e)}; "
+                         "give another --port") from None
+    app = dcgan.explorer(args.sources, data=args.data, data_dir=args.data_dir)
+    url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}/"
+    if args.host in (LOCALHOST, "localhost", "::1"):
+        print(f"serving {url} (this machine only; Ctrl-C stops it)", flush=True)
+    else:
+        print(f"warning: --host {args.host} lets other machines reach the explorer and run your models; "
+              f"serving {url}", file=sys.stderr, flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
 
 def _add_prepare(sub) -> None:
     p = sub.add_parser("prepare", help="decode a dataset into the cache now, in parallel",
@@ -588,8 +651,8 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 SUBCOMMANDS = [_add_train, _add_sample, _add_export, _add_walk, _add_arithmetic, _add_directions,
                _add_project, _add_forget, _add_evaluate, _add_train_classifier, _add_neighbours, _add_dedup,
-               _add_features, _add_probe, _add_guided_backprop, _add_feature_maps, _add_prepare,
-               _add_cache]
+               _add_features, _add_probe, _add_guided_backprop, _add_feature_maps, _add_explore,
+               _add_prepare, _add_cache]
 
 
 def parser() -> argparse.ArgumentParser:

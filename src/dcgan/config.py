@@ -184,6 +184,11 @@ class TrainConfig:
     d_steps: int = setting(1, "D updates per G update")
     augment: str | None = setting(None, "differentiable augmentation for small datasets (DiffAugment): a "
                                   "comma-separated list of translation, cutout, color")
+    ema_decay: float | None = setting(None, "keep an exponential moving average of G's weights with this "
+                                      "decay per step, e.g. 0.999, warmed up as min(decay, (1 + step) / "
+                                      "(10 + step)); samples, metrics and export then use it")
+    ema_kimg: float | None = setting(None, "the same average given as a half-life in thousands of G's "
+                                     "images: decay = 0.5 ** (batch_size x ranks / (1000 x this))")
     seed: int = setting(0, "seed of every random stream of the run, 0..2^63-1")
     device: str = setting("auto", "cpu | cuda | cuda:N | mps | auto", resumable=True)
     workers: int | None = setting(None, "processes decoding images: into the dataset cache, or while "
@@ -382,6 +387,14 @@ def check(config: TrainConfig) -> None:
     if not 0 < config.rollback_lr_factor < 1:
         raise DCGANError(f"rollback_lr_factor must lie in (0, 1), got {config.rollback_lr_factor}")
     parse_policy(config.augment)
+    if config.ema_decay is not None and config.ema_kimg is not None:
+        raise DCGANError(f"give either ema_decay or ema_kimg, not both (got {config.ema_decay} and "
+                         f"{config.ema_kimg}): each sets the average's decay, one per step, one as a "
+                         "half-life")
+    if config.ema_decay is not None and not 0 < config.ema_decay < 1:
+        raise DCGANError(f"ema_decay must lie in (0, 1), e.g. 0.999, got {config.ema_decay}")
+    if config.ema_kimg is not None:
+        check_number(config.ema_kimg, "ema_kimg", positive=True)
     if not 0 <= config.label_smoothing < 1:
         raise DCGANError(f"label_smoothing must lie in [0, 1), got {config.label_smoothing}")
 

@@ -157,7 +157,7 @@ def directions_report(source: str | Path, *, out: str | Path, method: str = "sef
                       layer: int = 1, n: int = 5000, seed: int = 0, positive: list[int] | None = None,
                       negative: list[int] | None = None, condition: str | Path | None = None,
                       latents: str | Path | None = None, samples: int = 4, span: float = 3.0,
-                      columns: int = 7) -> dict:
+                      columns: int = 7, generator: str | None = None) -> dict:
     """Find directions with `method`, save each as OUT/direction_KK.json with its strip
     (OUT/direction_KK.png: `samples` samples of seed, moved from -span to +span sigma), an
     overview OUT/directions.png (one row per direction, sample 0) and OUT/directions.json."""
@@ -175,7 +175,7 @@ def directions_report(source: str | Path, *, out: str | Path, method: str = "sef
             for v in values:
                 check_count(v, f"{name} sample number", 2**31 - 1, 0)
     check_out_dir(out, inputs=[source, *[f for f in (condition, latents) if f]])
-    g = load_generator(source)
+    g = load_generator(source, generator=generator)
     nz = g.config.nz
     tick = time.perf_counter()
     summary: dict = {"method": method, "source": str(source), "seed": seed}

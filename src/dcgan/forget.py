@@ -222,7 +222,7 @@ def change_in_boxes(before: torch.Tensor, after: torch.Tensor, boxed: list[Boxed
 
 
 def forget(source: str | Path, *, boxes: str | Path, out: str | Path, drop: str = "positive", n: int = 8,
-           seed: int = 0, layer: int = PAPER_LAYER) -> dict:
+           seed: int = 0, layer: int = PAPER_LAYER, generator: str | None = None) -> dict:
     """Fit the detector, drop its maps, and show the same z with and without them: forget.png (pairs
     of rows: original, then forgotten; the boxed samples first, then n samples of `seed`) and
     forget.json."""
@@ -230,7 +230,7 @@ def forget(source: str | Path, *, boxes: str | Path, out: str | Path, drop: str 
     check_count(n, "n", 256, 0)
     choose_maps(np.zeros(1), drop)  # the rule is checked before any work
     check_out_dir(out, inputs=[source, boxes])
-    g = load_generator(source)
+    g = load_generator(source, generator=generator)
     report = forget_maps(g, read_boxes(boxes, g.config.image_size), out, drop, n, seed, layer)
     write_json(Path(out) / "forget.json", report)
     return report

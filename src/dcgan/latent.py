@@ -229,13 +229,15 @@ def _check_indices(values: list[int] | None, name: str) -> None:
 def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", n: int = 64, seed: int = 0,
                  start: int = 0, nrow: int | None = None, numbered: bool = False,
                  individual: str | Path | None = None, latents: str | Path | None = None,
-                 which: str = "latest", device: str = "cpu", class_: int | str | None = None) -> dict:
+                 which: str = "latest", device: str = "cpu", generator: str | None = None,
+                 class_: int | str | None = None) -> dict:
     """Samples start..start+n-1 of `seed` (or rows start.. of a latents file from `dcgan project`)
     as one grid image `out` (numbered: each tile shows its sample number, which names its z for
     walk, arithmetic and forget) and/or one PNG per sample in the folder `individual`. `which`
-    picks a run directory's checkpoint: latest, best or a snapshot step; the report names the
-    checkpoint file and its step. A conditional G draws class `class_` (an index or a name;
-    default 0), or with class_="all" every class: one grid row per class, the same n z in each."""
+    picks a run directory's checkpoint: latest, best or a snapshot step, and `generator` its G: ema
+    (the moving average, the default where there is one) or raw; the report names the checkpoint
+    file, its step and which G. A conditional G draws class `class_` (an index or a name; default
+    0), or with class_="all" every class: one grid row per class, the same n z in each."""
     check_count(n, "--n", MAX_SAMPLES)
     check_count(start, "--start", MAX_INDEX, minimum=0)
     check_seed(seed)
@@ -247,7 +249,7 @@ def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", 
         out = check_output_file(out, inputs=[source, latents], suffixes=IMAGE_SUFFIXES)
     if individual is not None:
         check_out_dir(individual, inputs=[source, latents], what="--individual")
-    g = load_generator(source, pick_device(device), which=which)
+    g = load_generator(source, pick_device(device), which=which, generator=generator)
     every = class_ == "all"
     if every and (individual is not None or not g.config.classes):
         raise DCGANError("--class all draws a grid with one row per class of a conditional generator: "
@@ -270,7 +272,7 @@ def sample_sheet(source: str | Path, *, out: str | Path | None = "samples.png", 
     else:
         images = g.generate(z).cpu()
     report = {"images": len(images), "start": start, "seed": None if latents is not None else seed,
-              "checkpoint": g.origin["file"], "step": g.origin["step"],
+              "checkpoint": g.origin["file"], "step": g.origin["step"], "generator": g.origin["generator"],
               "class": "all" if every else (None if drawn is None else g.config.classes[drawn])}
     if individual is not None:
         report["individual"] = [str(p) for p in save_individual(images, Path(individual), start=start)]
@@ -316,7 +318,7 @@ def save_gif(frames: torch.Tensor, path: Path, fps: int = 12, min_tile: int = 64
 
 def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: int = 9, steps: int = 8,
                 mode: str = "slerp", seed: int = 0, through: list[int] | None = None, gif: bool = False,
-                factor: float = 3.0, latents: str | Path | None = None,
+                factor: float = 3.0, latents: str | Path | None = None, generator: str | None = None,
                 class_: int | str | None = None) -> dict:
     """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
     `latents` (a latents file of `dcgan project`), the walk passes through its rows. A conditional G
@@ -336,7 +338,7 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
         raise DCGANError(f"{frames} frames asked for (walks x (points - 1) x steps); at most {MAX_FRAMES} "
                          "fit one figure: lower --walks, --points or --steps")
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
-    g, d = load_networks(source)
+    g, d = load_networks(source, generator=generator)
     drawn = choose_class(g, class_)
     z = load_latents(latents, g.config.nz) if latents else None
     if z is not None and not through:
@@ -394,7 +396,8 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: list[int], c: list[int],
                       seed: int = 0, noise: float = 0.25, neighbours: int = 8,
-                      latents: str | Path | None = None, class_: int | str | None = None) -> dict:
+                      latents: str | Path | None = None, generator: str | None = None,
+                      class_: int | str | None = None) -> dict:
     """arithmetic.png: a row per concept (exemplars, then G(mean z)), then G(Y), its noise
     neighbours and the pixel-space sum (last); arithmetic.json with the numbers. A conditional G
     draws every image in class `class_` (an index or a name; default 0)."""
@@ -404,7 +407,7 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
     check_number(noise, "noise")
     check_count(neighbours, "neighbours", 64)
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
-    g = load_generator(source)
+    g = load_generator(source, generator=generator)
     drawn = choose_class(g, class_)
     z = load_latents(latents, g.config.nz) if latents else None
     r = arithmetic(g, seed, a, b, c, noise, neighbours, z)
@@ -436,7 +439,8 @@ def arithmetic_report(source: str | Path, *, out: str | Path, a: list[int], b: l
 def direction_report(source: str | Path, *, out: str | Path, start: list[int] | None = None,
                      end: list[int] | None = None, seed: int = 0, targets: list[int] | None = None,
                      n: int = 8, steps: int = 7, scale: float = 1.0, direction: str | Path | None = None,
-                     latents: str | Path | None = None, class_: int | str | None = None) -> dict:
+                     latents: str | Path | None = None, generator: str | None = None,
+                     class_: int | str | None = None) -> dict:
     """v = mean z(end) - mean z(start), added in `steps` even steps from 0 to scale x v to each
     target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target.
     With `direction` (a file of `dcgan directions`), v is its unit vector times its sigma and the
@@ -450,7 +454,7 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
     if scale > 1e6:
         raise DCGANError(f"scale must be a finite number from -1e6 to 1e6, got {scale!r}")
     check_out_dir(out, inputs=[source, *[f for f in (latents, direction) if f]])
-    g = load_generator(source)
+    g = load_generator(source, generator=generator)
     drawn = choose_class(g, class_)  # a conditional G: every image of this class (default 0)
     z_file = load_latents(latents, g.config.nz) if latents else None
     if direction is not None:

@@ -419,7 +419,8 @@ def better(metric: str, value: float, than: float | None) -> bool:
 
 def evaluate(source: str | Path, *, data: str | None = None, n: int = 10000, extractor: str = "inception",
              data_dir: str | None = None, split: str = "test", inception_weights: str | None = None,
-             seed: int = 0, out: str | Path | None = None, real_vs_real: bool = False) -> dict:
+             seed: int = 0, out: str | Path | None = None, real_vs_real: bool = False,
+             generator: str | None = None) -> dict:
     """Generated vs real images of a trained run, every metric; optionally written as JSON.
     `data`: the run's training data unless given; `extractor`: inception, or classifier:PATH (a
     `dcgan train-classifier` file). A data source without a test split is compared as "train".
@@ -439,7 +440,7 @@ def evaluate(source: str | Path, *, data: str | None = None, n: int = 10000, ext
         out = check_output_file(out, inputs=[source, data, data_dir, classifier, inception_weights],
                                 suffixes=(".json",))
     spec, extractor = extractor, Extractor(extractor, inception_weights)
-    g = load_generator(source)
+    g = load_generator(source, generator=generator)
     c = g.config
     real_set = open_dataset(data, c.image_size, c.channels, data_dir, split=split)
     if real_set.images is None:

@@ -85,7 +85,8 @@ def summary(sample_nn: torch.Tensor, train_nn: torch.Tensor) -> dict:
 
 
 def neighbours_report(source: str | Path, *, data: str | None = None, out: str | Path, n: int = 8, k: int = 5,
-                      seed: int = 0, data_dir: str | None = None, reference: int = 500) -> dict:
+                      seed: int = 0, data_dir: str | None = None, reference: int = 500,
+                      generator: str | None = None) -> dict:
     """neighbours_pixels.png and neighbours_features.png (rows: sample | its k neighbours, distances
     printed on them) and neighbours.json."""
     check_count(n, "n", 256)
@@ -93,7 +94,7 @@ def neighbours_report(source: str | Path, *, data: str | None = None, out: str |
     check_seed(seed, "seed", MAX_SEED)
     data, data_dir, exclude = run_data(source, data, data_dir, what="the training-image search")
     check_out_dir(out, inputs=[source, data, data_dir])
-    g, d = load_networks(source)
+    g, d = load_networks(source, generator=generator)
     c = g.config
     train = open_dataset(data, c.image_size, c.channels, data_dir, exclude=exclude)
     if train.images is None:

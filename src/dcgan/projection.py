@@ -104,7 +104,8 @@ def project(g: Generator, targets: torch.Tensor, d: Discriminator | None = None,
 
 
 def project_report(source: str | Path, images: list[str | Path], *, out: str | Path, steps: int = 500,
-                   restarts: int = 4, lr: float = 0.05, feature_weight: float = 1.0, seed: int = 0) -> dict:
+                   restarts: int = 4, lr: float = 0.05, feature_weight: float = 1.0, seed: int = 0,
+                   generator: str | None = None) -> dict:
     """Project image files into G's z: OUT/projection.png (each target beside its reconstruction),
     OUT/latents.json (z, usable with --latents) and OUT/projection.json (errors, settings)."""
     if not images:
@@ -117,7 +118,7 @@ def project_report(source: str | Path, images: list[str | Path], *, out: str | P
     check_number(lr, "lr", positive=True)
     check_number(feature_weight, "feature-weight")
     check_out_dir(out, inputs=[source, *images])
-    g, d = load_networks(source)
+    g, d = load_networks(source, generator=generator)
     c = g.config
     targets = []
     for path in images:

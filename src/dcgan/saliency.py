@@ -353,7 +353,8 @@ def _save_image(x: torch.Tensor, path: Path, min_side: int = 64) -> None:
 
 
 def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", seed: int = 0, index: int = 0,
-                       image: str | Path | None = None, max_channels: int = 32) -> dict:
+                       image: str | Path | None = None, max_channels: int = 32,
+                       generator: str | None = None) -> dict:
     """The feature maps of every layer for one input, as a picture and per-layer statistics.
 
     net="g": G of `source` (run directory, .pt or exported .safetensors) on z = G.latent(seed, [index]);
@@ -372,7 +373,7 @@ def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", s
     out = check_out_dir(out, inputs=[source, image])
     report: dict = {"net": net, "source": str(source)}
     if net == "g":
-        g = load_generator(source)
+        g = load_generator(source, generator=generator)
         z = g.latent(seed, [index])
         maps = feature_maps(g, z)
         x = g.generate(z)
@@ -390,7 +391,7 @@ def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", s
                 raise DCGANError(f"cannot read image {image} ({type(e).__name__}: {e})") from None
             report["input"] = {"image": str(image)}
         else:
-            x = load_generator(source).sample(1, seed=seed, start=index)
+            x = load_generator(source, generator=generator).sample(1, seed=seed, start=index)
             report["input"] = {"seed": seed, "index": index}
         maps = feature_maps(d, x)
         with torch.no_grad(), eval_mode(d):

@@ -7,6 +7,7 @@ scaling, memory layout).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -68,8 +69,8 @@ class Runtime:
 @dataclass
 class Networks:
     """What a training step updates: the bare G and D (checkpoints and sampling), their optimizers,
-    the runtime, and the views the step runs (DDP-wrapped and/or compiled; G and D themselves by
-    default)."""
+    the runtime, the views the step runs (DDP-wrapped and/or compiled; G and D themselves by
+    default), and the moving average of G (G_ema, with --ema-decay or --ema-kimg; else None)."""
 
     G: Generator
     D: Discriminator
@@ -78,6 +79,7 @@ class Networks:
     rt: Runtime | None = None
     G_run: nn.Module | None = None
     D_run: nn.Module | None = None
+    G_ema: Generator | None = None
 
     def __post_init__(self):
         if self.rt is None:
@@ -102,14 +104,18 @@ class Networks:
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
         adam = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
         rt = Runtime(device, config.precision, config.channels_last, world.rank, world.size)
+        G_ema = average_of(G) if configured_ema_decay(config, world.size) is not None else None
         return cls(G, D, torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam),
-                   rt, G_run, D_run)
+                   rt, G_run, D_run, G_ema)
 
     def state_dict(self) -> dict:
         """The checkpoint entries of the networks (see checkpoint.RUN_KEYS)."""
-        return dict(generator=self.G.state_dict(), discriminator=self.D.state_dict(),
-                    optimizer_g=self.opt_g.state_dict(), optimizer_d=self.opt_d.state_dict(),
-                    amp=self.rt.state_dict())
+        state = dict(generator=self.G.state_dict(), discriminator=self.D.state_dict(),
+                     optimizer_g=self.opt_g.state_dict(), optimizer_d=self.opt_d.state_dict(),
+                     amp=self.rt.state_dict())
+        if self.G_ema is not None:  # absent without EMA: such a checkpoint is what it always was
+            state["generator_ema"] = self.G_ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["generator"])
@@ -117,6 +123,8 @@ class Networks:
         self.opt_g.load_state_dict(state["optimizer_g"])
         self.opt_d.load_state_dict(state["optimizer_d"])
         self.rt.load_state_dict(state.get("amp", {}))
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["generator_ema"])
 
     def set_lr(self, lr: float) -> None:
         for group in self.opt_g.param_groups + self.opt_d.param_groups:
@@ -126,6 +134,38 @@ class Networks:
 def labelled(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(images, labels) from a batch of a conditional run's stream; (images, None) from a plain one."""
     return batch if isinstance(batch, tuple) else (batch, None)
+
+
+def average_of(G: Generator) -> Generator:
+    """A copy of G to hold its moving average: no gradients, always in inference mode."""
+    return copy.deepcopy(G).requires_grad_(False).eval()
+
+
+def configured_ema_decay(config: TrainConfig, world_size: int = 1) -> float | None:
+    """The average's decay per step before warm-up (None: no EMA). --ema-kimg K is a half-life of K
+    thousand images of G: one step trains G on batch_size x world_size of them."""
+    if config.ema_kimg is not None:
+        return 0.5 ** (config.batch_size * world_size / (config.ema_kimg * 1000))
+    return config.ema_decay
+
+
+def ema_decay(config: TrainConfig, step: int, world_size: int = 1) -> float:
+    """The decay of the update after G's update number `step` (0, 1, ...): the configured one, warmed up
+    as min(decay, (1 + step) / (10 + step)) (0.1 at the first step, 0.5 at step 8, 0.9 at step 80),
+    so that the average soon forgets the random initial G instead of dragging it along for 1/(1 - decay)
+    steps."""
+    return min(configured_ema_decay(config, world_size), (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_ema(G_ema: Generator, G: Generator, decay: float) -> None:
+    """G_ema <- decay * G_ema + (1 - decay) * G, parameter by parameter. BatchNorm's running mean and
+    variance are copied from G, not averaged: they are already a moving average (momentum 0.1) of the
+    batch statistics G's layers produced, and copying them is what StudioGAN and stylegan2-ada do."""
+    for e, g in zip(G_ema.parameters(), G.parameters(), strict=True):
+        e.mul_(decay).add_(g, alpha=1 - decay)
+    for e, g in zip(G_ema.buffers(), G.buffers(), strict=True):
+        e.copy_(g)
 
 
 def train_step(nets: Networks, reals: Iterator[torch.Tensor], noise: torch.Generator,

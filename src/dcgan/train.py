@@ -37,7 +37,7 @@ from dcgan.health import Diverged, Health, diversity
 from dcgan.metrics import Evaluator, better, check_best_metric, describe_quality
 from dcgan.outputs import atomic_write
 from dcgan.runlog import RunLog
-from dcgan.step import Networks, train_step
+from dcgan.step import Networks, ema_decay, train_step, update_ema
 from dcgan.visualize import grid, plot_losses, save_samples, save_sheet
 
 __all__ = ["configure", "plan", "train"]  # public: dcgan.NAME
@@ -212,6 +212,8 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                per_epoch, total)
     fixed_z = nets.G.latent(config.seed, range(config.n_samples))  # the same z for every grid
     fixed_y = nets.G.cycled_labels(range(config.n_samples))  # conditional: class i % K, a column per class
+    shown = nets.G if nets.G_ema is None else nets.G_ema  # grids, metrics, best.pt: the average if kept
+    label = "G" if nets.G_ema is None else "EMA G"
     first = first_images(data, config.n_samples)
     health = Health(config, diversity(to_float(first)))
     evaluator = _evaluator(config, data) if config.eval_every and world.main else None
@@ -247,17 +249,22 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                                         world.size, config.workers, labels)
                 window.reset()
             window.add(train_step(nets, stream, run.noise, config))
+            if nets.G_ema is not None:
+                update_ema(nets.G_ema, nets.G, ema_decay(config, step, world.size))
             step += 1
             log.advance(images_per_step)
             stopping = distributed.any_rank(bool(stop), world, device)
             try:
                 if world.main and (step % config.sample_every == 0 or step == total):
-                    images = save_samples(nets.G, fixed_z, run_dir / "samples" / f"step_{step:08d}.png",
-                                          f"step {step}: G(z) for the run's {len(fixed_z)} fixed z", fixed_y)
-                    health.check_diversity(step, images)
+                    images = save_samples(shown, fixed_z, run_dir / "samples" / f"step_{step:08d}.png",
+                                          f"step {step}: {label}(z) for the run's {len(fixed_z)} fixed z",
+                                          fixed_y)
                     log.image(grid(images, config.model.num_classes or None), step)
+                    # the collapse check diagnoses training: the trained G's samples
+                    health.check_diversity(step, images if shown is nets.G else nets.G.generate(fixed_z,
+                                                                                                labels=fixed_y))
                 evaluated = config.eval_every and step % config.eval_every == 0  # alike on every rank
-                quality = evaluator(nets.G) if evaluator and evaluated else {}
+                quality = evaluator(shown) if evaluator and evaluated else {}
                 if step % config.log_every == 0 or step == total or evaluated:
                     means = distributed.all_mean(window.sums / window.steps, world)
                     row = _log_row(means, step, step * config.d_steps / per_epoch, images_per_step,
@@ -289,8 +296,8 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                     f"stopped by signal {stop[0] if stop else 'on another rank'} at step {step}; "
                     f"checkpoint saved in {run.latest}. Continue with: dcgan train --resume {run_dir}")
         if world.main:
-            save_samples(nets.G, fixed_z, run_dir / "samples" / "final.png",
-                         f"final (step {total}): G(z) for the run's {len(fixed_z)} fixed z", fixed_y)
+            save_samples(shown, fixed_z, run_dir / "samples" / "final.png",
+                         f"final (step {total}): {label}(z) for the run's {len(fixed_z)} fixed z", fixed_y)
             plot_losses(run_dir / "metrics.jsonl", run_dir / "losses.png")
     except OSError as e:  # disk full, read-only folder, ...
         raise DCGANError(f"writing {e.filename or run_dir} failed: {describe_os_error(e)}; the last "

@@ -1,0 +1,245 @@
+"""`dcgan explore` in a real headless browser (Playwright driving Debian's chromium): a user opens the
+page, clicks samples into slots and runs each view; what the page offers for download equals what
+the command writes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.extra("browser"), pytest.mark.extra("chromium")]
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def dcgan(*args) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser")
+    run = root / "run"
+    dcgan("train", "--data", "digits", "--steps", 12, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
+          "--tensorboard", "false", "--sample-every", 100, "--out", run)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dcgan", "explore", str(run), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "api/sources", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"dcgan explore did not start: {proc.communicate()}")
+            time.sleep(0.2)
+    yield {"url": url, "run": run, "root": root}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(server["url"])
+    page.wait_for_function("document.getElementById('sheet').naturalWidth > 0")
+    yield page
+    context.close()
+
+
+def click_sample(page, number: int, start: int = 0, columns: int = 8) -> None:
+    """Click the centre of sample `number`'s tile, as a user would."""
+    box = page.locator("#sheet").bounding_box()
+    natural = page.evaluate("document.getElementById('sheet').naturalWidth")
+    cell = (natural - 2) / columns * box["width"] / natural
+    k = number - start
+    page.mouse.click(box["x"] + (k % columns + 0.5) * cell + 1, box["y"] + (k // columns + 0.5) * cell + 1)
+
+
+def download(page, link_text: str, folder: Path) -> Path:
+    with page.expect_download() as info:
+        page.get_by_role("link", name=link_text).click()
+    path = folder / link_text
+    info.value.save_as(path)
+    return path
+
+
+def test_sheet_pages_and_changes_with_the_seed(page):
+    first = page.evaluate("document.getElementById('sheet').src")
+    page.fill("#seed", "5")
+    page.click("#show-sheet")
+    page.wait_for_function(f"document.getElementById('sheet').src !== {json.dumps(first)}")
+    second = page.evaluate("document.getElementById('sheet').src")
+    page.click("#next-page")
+    page.wait_for_function(f"document.getElementById('sheet').src !== {json.dumps(second)}")
+    assert page.input_value("#start") == "64"
+    assert "32x32x1, nz 16, trained on digits" in page.text_content("#source-info")
+
+
+def test_arithmetic_from_clicked_samples_downloads_what_the_cli_writes(page, server, tmp_path):
+    for target, numbers in (("a", [3, 10]), ("b", [17]), ("c", [42])):
+        page.check(f"input[name=target][value={target}]")
+        for n in numbers:
+            click_sample(page, n)
+    assert page.text_content("#slot-a") == "3, 10" and page.text_content("#slot-c") == "42"
+    page.fill("#noise", "0.3")
+    page.click("#run-arithmetic")
+    page.wait_for_selector("#arithmetic-result img")
+    assert "pixel result RMS to G(Y)" in page.text_content("#arithmetic-result")
+    got = json.loads(download(page, "arithmetic.json", tmp_path).read_text())
+    dcgan("arithmetic", server["run"], "--a", "3,10", "--b", "17", "--c", "42", "--noise", 0.3,
+          "--out", tmp_path / "cli")
+    assert got == json.loads((tmp_path / "cli" / "arithmetic.json").read_text())
+
+
+def test_walk_through_clicked_samples_shows_frames_and_the_jump_report(page, server, tmp_path):
+    page.check("input[name=target][value=through]")
+    for n in (7, 20, 33):
+        click_sample(page, n)
+    page.fill("#steps", "4")
+    page.click("#run-walk")
+    page.wait_for_selector("#walk-result img[alt='walk animation']")
+    text = page.text_content("#walk-result")
+    assert "frames9" in text.replace(" ", "") and "sharp jumps flagged" in text
+    got = json.loads(download(page, "walk.json", tmp_path).read_text())
+    dcgan("walk", server["run"], "--through", "7,20,33", "--steps", 4, "--gif", "--out", tmp_path / "cli")
+    assert got == json.loads((tmp_path / "cli" / "walk.json").read_text())
+
+
+def test_a_bad_request_shows_its_message_on_the_page(page):
+    page.click("#run-arithmetic")  # every slot still empty
+    page.wait_for_selector("#error:not([hidden])")
+    assert "a is empty" in page.text_content("#error")
+
+
+def test_feature_maps_of_the_clicked_sample(page):
+    page.check("input[name=target][value=a]")
+    click_sample(page, 12)
+    assert page.text_content("#inside-sample") == "sample 12 of seed 0"
+    page.click("#run-feature-maps")
+    page.wait_for_selector("#feature-maps-result img")
+    assert page.locator("#feature-maps-result tr").count() >= 4  # a header and a row per layer
+
+
+def test_training_view_draws_the_curves_and_steps_through_the_grids(page, server):
+    page.wait_for_selector("#curves polyline")
+    assert page.locator("#curves polyline").count() == 4  # loss_D, loss_G, D(x), D(G(z))
+    assert "logged rows" in page.text_content("#training-run")
+    grids = sorted(p.name for p in (server["run"] / "samples").glob("*.png"))
+    assert page.text_content("#grid-name") == grids[-1]  # the newest grid first
+    page.fill("#grid-step", "0")
+    page.dispatch_event("#grid-step", "input")
+    assert page.text_content("#grid-name") == grids[0]
+    page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
+
+
+def test_directions_found_then_a_clicked_sample_moved_with_the_slider(page, tmp_path):
+    page.check("input[name=target][value=a]")
+    click_sample(page, 9)
+    page.select_option("#method", "sefa")
+    page.fill("#k", "3")
+    page.click("#run-directions")
+    page.wait_for_selector("#move:not([hidden]) #moved[src]")
+    assert page.locator("#direction option").count() == 3
+    first = page.get_attribute("#moved", "src")
+    page.fill("#sigmas", "2")
+    page.dispatch_event("#sigmas", "change")
+    page.wait_for_function(f"document.getElementById('moved').src.indexOf({json.dumps(first)}) < 0")
+    assert page.text_content("#sigmas-value") == "+2.0 sigma"
+    saved = json.loads(download(page, "direction_02.json", tmp_path).read_text())
+    assert saved["method"] == "sefa" and saved["index"] == 2 and len(saved["vector"]) == 16
+
+
+def test_an_uploaded_image_is_projected_and_becomes_the_sheet(page, server, tmp_path):
+    dcgan("sample", server["run"], "--n", 1, "--start", 2, "--individual", tmp_path / "img")
+    page.set_input_files("#upload", str(tmp_path / "img" / "000002.png"))
+    page.fill("#project-steps", "10")
+    page.fill("#restarts", "1")
+    page.click("#run-project")
+    page.wait_for_selector("#project-result img")
+    assert page.locator("#project-result a", has_text="latents.json").count() == 1
+    before = page.evaluate("document.getElementById('sheet').src")
+    page.click("#use-latents")
+    page.wait_for_function(f"document.getElementById('sheet').src !== {json.dumps(before)}")
+    page.wait_for_function("document.getElementById('sheet').complete")
+    assert page.is_visible("#use-seed")
+    width = page.evaluate("document.getElementById('sheet').naturalWidth")
+    assert width < 200  # one projected image, not the 64 samples of a seed
+
+
+def test_inside_d_shows_the_score_of_the_clicked_sample_and_the_nearest_training_images(page):
+    page.check("input[name=target][value=a]")
+    click_sample(page, 4)
+    page.click("#run-d-maps")
+    page.wait_for_selector("#inside-d-result img")
+    assert "D(x) = 0." in page.text_content("#inside-d-result")
+    page.click("#run-neighbours")
+    page.wait_for_selector("#inside-d-result img[alt='neighbours_pixels.png']")
+    assert page.locator("#inside-d-result img").count() == 2  # pixel and D-feature space
+
+
+def drag_box(page, number: int, x0: float, y0: float, x1: float, y1: float, columns: int = 8) -> None:
+    """Drag from (x0, y0) to (x1, y1), fractions of sample `number`'s tile."""
+    box = page.locator("#sheet").bounding_box()
+    natural = page.evaluate("document.getElementById('sheet').naturalWidth")
+    scale = box["width"] / natural
+    cell = (natural - 2) / columns
+    left = box["x"] + (2 + number % columns * cell) * scale
+    top = box["y"] + (2 + number // columns * cell) * scale
+    inner = (cell - 2) * scale
+    page.mouse.move(left + x0 * inner, top + y0 * inner)
+    page.mouse.down()
+    page.mouse.move(left + (x0 + x1) / 2 * inner, top + (y0 + y1) / 2 * inner)
+    page.mouse.move(left + x1 * inner, top + y1 * inner)
+    page.mouse.up()
+
+
+def test_boxes_dragged_on_samples_make_g_forget_and_export_the_boxes_file(page, server, tmp_path):
+    page.check("input[name=target][value=box]")
+    drag_box(page, 3, 0.25, 0.25, 0.75, 0.5)
+    drag_box(page, 12, 0.1, 0.5, 0.4, 0.9)
+    drag_box(page, 20, 0.05, 0.05, 0.5, 0.5)
+    assert page.locator("#box-list li").count() == 3
+    page.click("#undo-box")  # the last box goes
+    items = page.locator("#box-list li").all_text_contents()
+    assert len(items) == 2 and items[0].startswith("sample 3 (seed 0): [8, 8, 24, 16]")
+    assert items[1].startswith("sample 12 (seed 0): [3, 16, 13, 29]")
+    page.click("#run-forget")
+    page.wait_for_selector("#forget-result img")
+    assert "maps dropped" in page.text_content("#forget-result")
+    boxes = download(page, "boxes.json", tmp_path)
+    assert json.loads(boxes.read_text()) == {"boxes": [{"seed": 0, "index": 3, "boxes": [[8, 8, 24, 16]]},
+                                                       {"seed": 0, "index": 12, "boxes": [[3, 16, 13, 29]]}]}
+    got = json.loads(download(page, "forget.json", tmp_path).read_text())
+    dcgan("forget", server["run"], "--boxes", boxes, "--out", tmp_path / "cli")
+    assert got == json.loads((tmp_path / "cli" / "forget.json").read_text())
