@@ -168,7 +168,8 @@ class Generator(nn.Module):
         z = z.to(device)
         ys = [None] * len(z.split(batch_size)) if labels is None else labels.to(device).split(batch_size)
         with eval_mode(self):
-            return torch.cat([self(chunk, y) for chunk, y in zip(z.split(batch_size), ys, strict=True)])
+            return torch.cat([self(chunk) if y is None else self(chunk, y)  # G(z) stays G(z) when unlabelled
+                              for chunk, y in zip(z.split(batch_size), ys, strict=True)])
 
     def sample(self, n: int, seed: int | None = None, batch_size: int = 256, start: int = 0,
                labels: torch.Tensor | None = None) -> torch.Tensor:
