@@ -165,6 +165,8 @@ def _add_walk(sub) -> None:
     w.add_argument("--through", help="one walk through these sample numbers, e.g. 3,17,42")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--gif", action="store_true", help="also write walk.gif")
+    w.add_argument("--frames", action="store_true", help="also write walk_frames.png: every frame, "
+                   "unlabelled, at G's resolution (row = walk, column = frame)")
     w.add_argument("--factor", type=float, default=3.0, help="flag steps jumping > factor x the median")
     w.add_argument("--latents", help="walk through the rows of this latents file (from `dcgan project`); "
                                      "--through then numbers its rows")
@@ -178,7 +180,7 @@ def cmd_walk(args: argparse.Namespace) -> None:
     r = dcgan.walk_report(args.source, out=args.out, walks=args.walks, points=args.points, steps=args.steps,
                           mode=args.mode, seed=args.seed, through=indices(args.through, "--through"),
                           gif=args.gif, factor=args.factor, latents=args.latents, generator=args.generator,
-                          class_=args.class_)
+                          class_=args.class_, frames=args.frames)
     print(f"wrote {Path(args.out) / 'walk.png'}: {len(r['walks'])} walk(s) of {r['frames']} frames "
           f"({args.mode}); {r['flagged_steps']} step(s) jump more than {args.factor:g}x the median "
           f"(details in walk.json)")
@@ -200,6 +202,8 @@ def _add_arithmetic(sub) -> None:
     ar.add_argument("--scale", type=float, default=1.0, help="last step adds scale x the vector "
                     "(with --direction: the steps go from -scale to +scale sigma)")
     ar.add_argument("--direction", help="direction mode with a saved direction (from `dcgan directions`)")
+    ar.add_argument("--frames", action="store_true", help="direction mode: also write direction_frames.png, "
+                    "every frame unlabelled at G's resolution (row = target, column = step)")
     ar.add_argument("--latents", help="sample numbers index the rows of this latents file (from "
                                       "`dcgan project`) instead of seed's samples")
     ar.add_argument("--class", dest="class_", help="a conditional generator's class, by index or name "
@@ -217,7 +221,7 @@ def cmd_arithmetic(args: argparse.Namespace) -> None:
         r = dcgan.direction_report(args.source, out=args.out, start=start, end=end, seed=args.seed,
                                    targets=indices(args.targets, "--targets"), n=args.n, steps=args.steps,
                                    scale=args.scale, direction=args.direction, latents=args.latents,
-                                   generator=args.generator, class_=args.class_)
+                                   generator=args.generator, class_=args.class_, frames=args.frames)
         span = (f"from {-args.scale:g} to {args.scale:g} sigma" if args.direction
                 else f"from 0 to {args.scale:g} v")
         print(f"wrote {Path(args.out) / 'direction.png'}: |v| = {r['v_norm']:.3f}, {args.steps} steps {span}")
@@ -533,6 +537,8 @@ def _add_feature_maps(sub) -> None:
     fm.add_argument("--seed", type=int, default=0, help="G's input: sample (seed, index)")
     fm.add_argument("--index", type=int, default=0)
     fm.add_argument("--image", help="D's input image (default: G's sample (seed, index))")
+    fm.add_argument("--latents", help="--index numbers the rows of this latents file (from `dcgan project`) "
+                    "instead of seed's samples")
     fm.add_argument("--max-channels", dest="max_channels", type=int, default=32)
     fm.add_argument("--out", default="feature-maps")
     fm.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
@@ -541,7 +547,8 @@ def _add_feature_maps(sub) -> None:
 
 def cmd_feature_maps(args: argparse.Namespace) -> None:
     r = dcgan.feature_map_report(args.source, out=args.out, net=args.net, seed=args.seed, index=args.index,
-                                 image=args.image, max_channels=args.max_channels, generator=args.generator)
+                                 image=args.image, max_channels=args.max_channels, generator=args.generator,
+                                 latents=args.latents)
     print(f"wrote {r['png']}: {len(r['layers'])} layers of {args.net.upper()}")
 
 

@@ -34,7 +34,7 @@ from dcgan.checkpoint import Loaded
 from dcgan.directions import directions_report, strip
 from dcgan.errors import DCGANError
 from dcgan.forget import forget as forget_report
-from dcgan.latent import arithmetic_report, load_direction, sample_sheet, walk_report
+from dcgan.latent import arithmetic_report, direction_report, load_direction, sample_sheet, walk_report
 from dcgan.neighbours import neighbours_report
 from dcgan.outputs import write_image
 from dcgan.projection import project_report
@@ -196,6 +196,21 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
                                                                   noise=noise, latents=latents))
 
     @endpoint
+    def direction(body: dict) -> dict:
+        """`dcgan arithmetic --from B --to A --targets C --frames`: mean z(A) - mean z(B) added in steps."""
+        src = ex.source(body)
+        start, end = indices(body, "from"), indices(body, "to")
+        targets = indices(body, "targets", required=False)
+        seed = integer(body, "seed", 0, 2**32 - 2, default=0)
+        steps = integer(body, "steps", 2, 64, default=7)
+        scale = number(body, "scale", -10.0, 10.0, default=1.0)
+        n = integer(body, "n", 1, 16, default=4)
+        latents = ex.latents(body)
+        return ex.run("direction", lambda out: direction_report(
+            src, out=out, start=start, end=end, targets=targets, seed=seed, steps=steps, scale=scale, n=n,
+            latents=latents, frames=True))
+
+    @endpoint
     def walk(body: dict) -> dict:
         src = ex.source(body)
         through = indices(body, "through")
@@ -206,7 +221,7 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         mode = choice(body, "mode", ("slerp", "linear"), "slerp")
         latents = ex.latents(body)
         return ex.run("walk", lambda out: walk_report(src, out=out, through=through, seed=seed, steps=steps,
-                                                      mode=mode, gif=True, latents=latents))
+                                                      mode=mode, gif=True, latents=latents, frames=True))
 
     @endpoint
     def feature_maps(body: dict) -> dict:
@@ -214,8 +229,9 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         net = choice(body, "net", ("g", "d"), "g")
         seed = integer(body, "seed", 0, 2**32 - 1, default=0)
         index = integer(body, "index", 0, 2**31 - 1, default=0)
+        latents = ex.latents(body)
         return ex.run("feature-maps", lambda out: feature_map_report(src, out=out, net=net, seed=seed,
-                                                                     index=index))
+                                                                     index=index, latents=latents))
 
     @endpoint
     def forget(body: dict) -> dict:
@@ -302,19 +318,32 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
 
         return ex.run("move", work)
 
-    async def project(request: Request) -> Response:
-        """An uploaded image (the request's body) projected into G's z: `dcgan project`'s files."""
-        try:
-            query = {k: int(v) if v.isdigit() else v for k, v in request.query_params.items()}
-            src = ex.source(query)
-            steps = integer(query, "steps", 1, 5000, default=300)
-            restarts = integer(query, "restarts", 1, 16, default=2)
-            path = ex.upload(await _read_limited(request, MAX_UPLOAD))
-            result = await run_in_threadpool(ex.run, "project", lambda out: project_report(
-                src, [path], out=out, steps=steps, restarts=restarts))
-            return JSONResponse(result)
-        except (BadRequest, DCGANError) as e:
-            return JSONResponse({"error": " ".join(str(e).split())}, status_code=400)
+    def uploaded(handler):
+        """An endpoint whose request body is an image file and whose settings are in the query."""
+        @functools.wraps(handler)
+        async def wrapped(request: Request) -> Response:
+            try:
+                query = {k: int(v) if v.isdigit() else v for k, v in request.query_params.items()}
+                path = ex.upload(await _read_limited(request, MAX_UPLOAD))
+                return JSONResponse(await run_in_threadpool(handler, query, path))
+            except (BadRequest, DCGANError) as e:
+                return JSONResponse({"error": " ".join(str(e).split())}, status_code=400)
+        return wrapped
+
+    @uploaded
+    def project(query: dict, path: Path) -> dict:
+        """An uploaded image projected into G's z: `dcgan project`'s files."""
+        src = ex.source(query)
+        steps = integer(query, "steps", 1, 5000, default=300)
+        restarts = integer(query, "restarts", 1, 16, default=2)
+        return ex.run("project", lambda out: project_report(src, [path], out=out, steps=steps,
+                                                            restarts=restarts))
+
+    @uploaded
+    def d_image(query: dict, path: Path) -> dict:
+        """D's score and feature maps of an uploaded image: `dcgan feature-maps --net d --image`."""
+        src = ex.source(query)
+        return ex.run("feature-maps", lambda out: feature_map_report(src, out=out, net="d", image=path))
 
     def run_file(request: Request) -> Response:
         """A sample grid of a served run: only RUN/samples/step_N.png or final.png."""
@@ -349,6 +378,8 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
               Route("/api/directions", directions, methods=["POST"]),
               Route("/api/move", move, methods=["POST"]),
               Route("/api/project", project, methods=["POST"]),
+              Route("/api/direction", direction, methods=["POST"]),
+              Route("/api/d-image", d_image, methods=["POST"]),
               Route("/runs/{index}/samples/{name}", run_file),
               Mount("/static", StaticFiles(directory=PAGE), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -316,13 +316,21 @@ def save_gif(frames: torch.Tensor, path: Path, fps: int = 12, min_tile: int = 64
     return path
 
 
+def save_frames(frames: torch.Tensor, path: Path) -> Path:
+    """frames (R, T, C, H, W) in [-1, 1] as one plain PNG at G's resolution, unlabelled: row r is walk
+    (or target) r, column t its frame t, every tile with 2 px of padding, so that a viewer can cut
+    frame (r, t) out at x = 2 + t (W + 2), y = 2 + r (H + 2)."""
+    return write_image(grid(frames.flatten(0, 1), nrow=frames.shape[1]), path)
+
+
 def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: int = 9, steps: int = 8,
                 mode: str = "slerp", seed: int = 0, through: list[int] | None = None, gif: bool = False,
                 factor: float = 3.0, latents: str | Path | None = None, generator: str | None = None,
-                class_: int | str | None = None) -> dict:
-    """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif. With
-    `latents` (a latents file of `dcgan project`), the walk passes through its rows. A conditional G
-    walks within class `class_` (an index or a name; default 0)."""
+                class_: int | str | None = None, frames: bool = False) -> dict:
+    """walk.png (one row per walk), walk.json (smoothness report), optionally walk.gif and the plain
+    frames walk_frames.png (see save_frames). With `latents` (a latents file of `dcgan project`), the
+    walk passes through its rows. A conditional G walks within class `class_` (an index or a name;
+    default 0)."""
     check_seed(seed, "seed", MAX_SEED)
     _check_indices(through, "--through")
     check_count(walks, "walks", 64)
@@ -331,11 +339,11 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
     check_number(factor, "factor", positive=True)
     if mode not in MODES:
         raise DCGANError(f"interpolation must be one of {', '.join(MODES)}, got {reprlib.repr(mode)}")
-    frames = (1 if through else walks) * ((len(through) if through else points) - 1) * steps + 1
+    count = (1 if through else walks) * ((len(through) if through else points) - 1) * steps + 1
     if through is not None and len(through) < 2:
         raise DCGANError(f"a walk through samples needs at least 2 sample numbers, got {through}")
-    if frames > MAX_FRAMES:
-        raise DCGANError(f"{frames} frames asked for (walks x (points - 1) x steps); at most {MAX_FRAMES} "
+    if count > MAX_FRAMES:
+        raise DCGANError(f"{count} frames asked for (walks x (points - 1) x steps); at most {MAX_FRAMES} "
                          "fit one figure: lower --walks, --points or --steps")
     check_out_dir(out, inputs=[source, *([latents] if latents else [])])
     g, d = load_networks(source, generator=generator)
@@ -346,24 +354,26 @@ def walk_report(source: str | Path, *, out: str | Path, walks: int = 4, points: 
         if len(z) < 2 or (len(z) - 1) * steps + 1 > MAX_FRAMES:
             raise DCGANError(f"a walk through the {len(z)} latents of {latents} needs 2 to "
                              f"{(MAX_FRAMES - 1) // steps + 1} of them at --steps {steps}")
-    frames, path = walk(g, seed, walks, points, steps, mode, through, z)
-    report = smoothness(frames, d_features(d) if d is not None else None, factor)
+    images, path = walk(g, seed, walks, points, steps, mode, through, z)
+    report = smoothness(images, d_features(d) if d is not None else None, factor)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stops = [list(through)] if through else [list(range(r * points, (r + 1) * points)) for r in range(walks)]
-    tiles = [[f"#{row[t // steps]}" if t % steps == 0 else "" for t in range(frames.shape[1])]
+    tiles = [[f"#{row[t // steps]}" if t % steps == 0 else "" for t in range(images.shape[1])]
              for row in stops]  # the waypoints, by sample number
     marked = {(r, s + 1) for r, w in enumerate(report["walks"]) for s in w["flagged"]}  # frames after a jump
     for r, s in marked:
         tiles[r][s] = tiles[r][s] or "jump"
     numbers = f"rows of {latents}" if latents else f"samples of seed {seed}"
-    save_figure([list(row) for row in frames], out / "walk.png",
+    save_figure([list(row) for row in images], out / "walk.png",
                 f"{mode} walks through {numbers}, {steps} steps between points; red: a step over "
                 f"{factor:g}x the median", [" -> ".join(map(str, row)) for row in stops], tile_labels=tiles,
                 marked=marked)
     if gif:
-        save_gif(frames, out / "walk.gif")
-    report.update({"mode": mode, "seed": seed, "steps": steps, "frames": frames.shape[1], "through": stops,
+        save_gif(images, out / "walk.gif")
+    if frames:
+        save_frames(images, out / "walk_frames.png")
+    report.update({"mode": mode, "seed": seed, "steps": steps, "frames": images.shape[1], "through": stops,
                    "latent_norms": path.norm(dim=-1).round(decimals=4).tolist(),
                    "feature_space": "D pooled conv features" if d is not None else None,
                    "class": None if drawn is None else g.config.classes[drawn]})
@@ -440,9 +450,10 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
                      end: list[int] | None = None, seed: int = 0, targets: list[int] | None = None,
                      n: int = 8, steps: int = 7, scale: float = 1.0, direction: str | Path | None = None,
                      latents: str | Path | None = None, generator: str | None = None,
-                     class_: int | str | None = None) -> dict:
+                     class_: int | str | None = None, frames: bool = False) -> dict:
     """v = mean z(end) - mean z(start), added in `steps` even steps from 0 to scale x v to each
-    target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target.
+    target (samples of `seed`, default n samples of seed + 1): direction.png, one row per target
+    (and with `frames`, the plain frames direction_frames.png, see save_frames).
     With `direction` (a file of `dcgan directions`), v is its unit vector times its sigma and the
     steps go from -scale to +scale sigma. With `latents`, the numbers index its rows."""
     check_seed(seed, "seed", MAX_SEED - 1)  # the default targets are samples of seed + 1
@@ -485,6 +496,8 @@ def direction_report(source: str | Path, *, out: str | Path, start: list[int] | 
         names = [f"row {i}" if z_file is not None else f"#{i} of seed {seed + 1}" for i in range(len(z))]
     save_figure([list(row) for row in images], out / "direction.png", f"{what}, added to each row",
                 names, column_labels=columns)
+    if frames:
+        save_frames(images, out / "direction_frames.png")
     base = g.generate(z).cpu()  # the unchanged samples
     change = (images - base[:, None]).flatten(2).pow(2).mean(2).sqrt().mean(0)
     report = {"seed": seed, "from": start, "to": end, "direction": str(direction) if direction else None,

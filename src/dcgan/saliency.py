@@ -26,6 +26,7 @@ from dcgan.checkpoint import load_discriminator, load_generator, run_data
 from dcgan.config import MAX_SEED, check_count, check_seed
 from dcgan.data import decode_image, first_images, open_dataset, to_float
 from dcgan.errors import DCGANError, check_regular_file
+from dcgan.latent import load_latents, pick
 from dcgan.models import Discriminator, Generator, eval_mode
 from dcgan.outputs import check_out_dir, write_image, write_json
 from dcgan.representation import average_bn_statistics
@@ -354,14 +355,15 @@ def _save_image(x: torch.Tensor, path: Path, min_side: int = 64) -> None:
 
 def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", seed: int = 0, index: int = 0,
                        image: str | Path | None = None, max_channels: int = 32,
-                       generator: str | None = None) -> dict:
+                       generator: str | None = None, latents: str | Path | None = None) -> dict:
     """The feature maps of every layer for one input, as a picture and per-layer statistics.
 
     net="g": G of `source` (run directory, .pt or exported .safetensors) on z = G.latent(seed, [index]);
     writes out/feature_maps_g.png, out/feature_maps_g_image.png (the generated image) and
     out/feature_maps_g.json. net="d": D of `source` (run directory or .pt) on the image file `image`,
     or if none on G's sample (seed, index); writes feature_maps_d.png, feature_maps_d_input.png and
-    feature_maps_d.json. D uses the BN statistics stored by training. Returns the JSON's content:
+    feature_maps_d.json. With `latents` (a latents file of `dcgan project`), `index` numbers its
+    rows instead of seed's samples. D uses the BN statistics stored by training. Returns the JSON's content:
     per layer (first input) name, shape, mean, inactive_fraction (units <= 0) and inactive_channels."""
     if net not in ("g", "d"):
         raise DCGANError(f"net must be g (generator) or d (discriminator), got {net!r}")
@@ -370,14 +372,17 @@ def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", s
     check_seed(seed, "seed", MAX_SEED)
     check_count(index, "index", 2**31 - 1, 0)
     check_count(max_channels, "max_channels", 1024)
-    out = check_out_dir(out, inputs=[source, image])
+    if image is not None and latents is not None:
+        raise DCGANError("give an input image or a latents file, not both")
+    out = check_out_dir(out, inputs=[source, image, latents])
     report: dict = {"net": net, "source": str(source)}
+    sample = {"seed": seed, "index": index} if latents is None else {"latents": str(latents), "row": index}
     if net == "g":
         g = load_generator(source, generator=generator)
-        z = g.latent(seed, [index])
+        z = pick(g, seed, [index], load_latents(latents, g.config.nz) if latents else None)
         maps = feature_maps(g, z)
         x = g.generate(z)
-        report["input"] = {"seed": seed, "index": index}
+        report["input"] = sample
     else:
         d = load_discriminator(source)
         c = d.config
@@ -391,8 +396,9 @@ def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", s
                 raise DCGANError(f"cannot read image {image} ({type(e).__name__}: {e})") from None
             report["input"] = {"image": str(image)}
         else:
-            x = load_generator(source, generator=generator).sample(1, seed=seed, start=index)
-            report["input"] = {"seed": seed, "index": index}
+            g = load_generator(source, generator=generator)
+            x = g.generate(pick(g, seed, [index], load_latents(latents, g.config.nz) if latents else None))
+            report["input"] = sample
         maps = feature_maps(d, x)
         with torch.no_grad(), eval_mode(d):
             report["d_probability"] = round(float(torch.sigmoid(d(x))[0]), 6)
@@ -405,7 +411,8 @@ def feature_map_report(source: str | Path, *, out: str | Path, net: str = "g", s
                           mode="nearest")[0].expand(3, -1, -1)
     first = torch.ones(3, side + 2, figure.shape[-1])  # D's input, or G's image, as a row of its own
     first[:, 2:2 + side, 2:2 + side] = shown
-    what = f"{report['input']['image']}" if "image" in report["input"] else f"sample {index} of seed {seed}"
+    what = (report["input"]["image"] if "image" in report["input"] else f"sample {index} of seed {seed}"
+            if latents is None else f"row {index} of {Path(latents).name}")
     title = f"{net.upper()}'s feature maps for {what}: each channel scaled to its own range"
     shown_as = "G(z)" if net == "g" else "input"
     save_labelled(torch.cat([first, figure], 1), png, title, [shown_as, *(name for name, _ in maps)],
