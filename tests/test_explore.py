@@ -3,14 +3,17 @@ own output (byte for byte), and every bad request is a 4xx with a message, never
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 import threading
 import warnings
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
 from starlette.testclient import TestClient  # noqa: E402
@@ -70,15 +73,56 @@ def test_arithmetic_answers_what_dcgan_arithmetic_writes(client, run, tmp_path):
     assert result["report"]["a"] == [1, 4] and result["report"]["noise"] == 0.5
 
 
+def frame(png: bytes, row: int, column: int, size: int = 32) -> np.ndarray:
+    """Frame (row, column) cut out of a walk_frames.png / direction_frames.png (2 px padding)."""
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    y, x = 2 + row * (size + 2), 2 + column * (size + 2)
+    return picture[y:y + size, x:x + size]
+
+
+def sample_png(run, tmp_path, seed: int, index: int) -> np.ndarray:
+    dcgan("sample", run, "--n", 1, "--start", index, "--seed", seed, "--individual", tmp_path / f"s{seed}")
+    return np.asarray(Image.open(tmp_path / f"s{seed}" / f"{index:06d}.png").convert("L"))
+
+
 def test_walk_answers_what_dcgan_walk_writes(client, run, tmp_path):
     body = {"seed": 1, "through": [5, 9, 2], "steps": 3, "mode": "linear"}
     result = client.post("/api/walk", json=body).json()
-    assert sorted(result["files"]) == ["walk.gif", "walk.json", "walk.png"]
+    assert sorted(result["files"]) == ["walk.gif", "walk.json", "walk.png", "walk_frames.png"]
     dcgan("walk", run, "--seed", 1, "--through", "5,9,2", "--steps", 3, "--mode", "linear", "--gif",
-          "--out", tmp_path / "w")
+          "--frames", "--out", tmp_path / "w")
     written = json.loads((tmp_path / "w" / "walk.json").read_text())
     assert json.loads(fetch(client, result, "walk.json")) == written
     assert result["report"]["frames"] == 7
+    frames = fetch(client, result, "walk_frames.png")
+    assert frames == (tmp_path / "w" / "walk_frames.png").read_bytes()
+    assert Image.open(io.BytesIO(frames)).size == (7 * 34 + 2, 34 + 2)  # one row of 7 frames
+    # the frames the page's slider cuts out: the walk starts at sample 5 and ends at sample 2
+    assert np.array_equal(frame(frames, 0, 0), sample_png(run, tmp_path, 1, 5))
+    assert np.array_equal(frame(frames, 0, 6), sample_png(run, tmp_path, 1, 2))
+    assert not np.array_equal(frame(frames, 0, 1), frame(frames, 0, 0))
+
+
+def test_direction_mode_answers_what_dcgan_arithmetic_from_to_writes(client, run, tmp_path):
+    body = {"seed": 2, "to": [1, 4], "from": [2], "targets": [3, 7], "steps": 5, "scale": 1.5}
+    result = client.post("/api/direction", json=body).json()
+    assert sorted(result["files"]) == ["direction.json", "direction.png", "direction_frames.png"]
+    dcgan("arithmetic", run, "--seed", 2, "--to", "1,4", "--from", "2", "--targets", "3,7", "--steps", 5,
+          "--scale", 1.5, "--frames", "--out", tmp_path / "d")
+    written = json.loads((tmp_path / "d" / "direction.json").read_text())
+    assert json.loads(fetch(client, result, "direction.json")) == written == result["report"]
+    for name in ("direction.png", "direction_frames.png"):
+        assert fetch(client, result, name) == (tmp_path / "d" / name).read_bytes(), name
+    r = result["report"]
+    assert r["alphas"] == [0.0, 0.375, 0.75, 1.125, 1.5] and r["v_norm"] > 0
+    assert r["mean_rms_change"][0] == 0 and r["mean_rms_change"][-1] > r["mean_rms_change"][1] > 0
+    frames = fetch(client, result, "direction_frames.png")
+    assert Image.open(io.BytesIO(frames)).size == (5 * 34 + 2, 2 * 34 + 2)  # a row per target
+    assert np.array_equal(frame(frames, 1, 0), sample_png(run, tmp_path, 2, 7))  # step 0: the target
+    # v is mean z(A) - mean z(B): with A = to = [3] and B = from = [7], the last step of target 7 is sample 3
+    one = client.post("/api/direction", json={"seed": 2, "to": [3], "from": [7], "targets": [7],
+                                              "steps": 2}).json()
+    assert np.array_equal(frame(fetch(client, one, "direction_frames.png"), 0, 1), sample_png(run, tmp_path, 2, 3))
 
 
 def test_feature_maps_answer_what_dcgan_feature_maps_writes(client, run, tmp_path):
@@ -163,6 +207,30 @@ def test_an_uploaded_image_is_projected_and_its_latents_become_the_palette(clien
     assert sheet["report"]["seed"] is None and sheet["report"]["images"] == 1
     walk = client.post("/api/walk", json={"latents": latents, "through": [0, 0], "steps": 2})
     assert walk.status_code == 200
+    # D's score of the projected image (row 0 of the latents), as `dcgan feature-maps --latents` gives it
+    d = client.post("/api/feature-maps", json={"net": "d", "latents": latents, "index": 0}).json()
+    (tmp_path / "latents.json").write_bytes(fetch(client, result, "latents.json"))
+    dcgan("feature-maps", run, "--net", "d", "--latents", tmp_path / "latents.json", "--out", tmp_path / "fm")
+    written = json.loads((tmp_path / "fm" / "feature_maps_d.json").read_text())
+    assert d["report"]["d_probability"] == written["d_probability"] and d["report"]["input"]["row"] == 0
+    past = client.post("/api/feature-maps", json={"net": "d", "latents": latents, "index": 1})
+    assert past.status_code == 400 and "out of range" in past.json()["error"]
+
+
+def test_d_score_of_an_uploaded_image(client, run, tmp_path):
+    dcgan("sample", run, "--n", 1, "--start", 6, "--individual", tmp_path / "img")
+    image = tmp_path / "img" / "000006.png"
+    result = client.post("/api/d-image?source=0", content=image.read_bytes()).json()
+    assert sorted(result["files"]) == ["feature_maps_d.json", "feature_maps_d.png", "feature_maps_d_input.png"]
+    dcgan("feature-maps", run, "--net", "d", "--image", image, "--out", tmp_path / "fm")
+    written = json.loads((tmp_path / "fm" / "feature_maps_d.json").read_text())
+    assert result["report"]["d_probability"] == written["d_probability"]
+    assert result["report"]["layers"] == written["layers"]
+    # the same image as G's sample 6: D scores the uploaded PNG (quantised to 8 bits) close to it
+    sample = client.post("/api/feature-maps", json={"net": "d", "index": 6}).json()["report"]["d_probability"]
+    assert abs(result["report"]["d_probability"] - sample) < 0.05
+    other = client.post("/api/d-image", content=(tmp_path / "fm" / "feature_maps_d.png").read_bytes()).json()
+    assert other["report"]["d_probability"] != result["report"]["d_probability"]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -172,8 +240,17 @@ def test_an_uploaded_image_is_projected_and_its_latents_become_the_palette(clien
      + b"\x00" * 4, "cannot read image"),  # a 100,000 x 100,000 header: a decompression bomb
     (b"\x00" * (17 * 2**20), "at most 16,777,216"),
 ])
-def test_bad_upload_is_a_400(client, content, message):
-    answer = client.post("/api/project?steps=2&restarts=1", content=content)
+@pytest.mark.parametrize("endpoint", ["/api/project?steps=2&restarts=1", "/api/d-image"])
+def test_bad_upload_is_a_400(client, endpoint, content, message):
+    answer = client.post(endpoint, content=content)
+    assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+
+
+@pytest.mark.parametrize("query, message", [("source=2", "source must be an integer from 0 to 0"),
+                                            ("source=x", "source must be an integer")])
+def test_bad_upload_settings_are_a_400(client, run, query, message):
+    image = (run / "samples" / "final.png").read_bytes()
+    answer = client.post(f"/api/d-image?{query}", content=image)
     assert answer.status_code == 400 and message in answer.json()["error"], answer.text
 
 
@@ -242,6 +319,16 @@ BAD = [
     ("/api/forget", {"boxes": BOXES, "drop": "most"}, "drop"),
     ("/api/neighbours", {"k": 100}, "k must be an integer from 1 to 16"),
     ("/api/arithmetic", {"a": [1], "b": [2], "c": [3], "latents": 5}, "latents must be the URL"),
+    ("/api/direction", {"to": [1]}, "from is empty"),
+    ("/api/direction", {"from": [1], "to": []}, "to is empty"),
+    ("/api/direction", {"from": [1], "to": [2], "targets": []}, "targets is empty"),
+    ("/api/direction", {"from": [1], "to": [2], "targets": [-1]}, "targets must hold sample numbers"),
+    ("/api/direction", {"from": [1], "to": [2], "steps": 1}, "steps must be an integer from 2 to 64"),
+    ("/api/direction", {"from": [1], "to": [2], "scale": 50}, "scale must be a number from -10 to 10"),
+    ("/api/direction", {"from": [1], "to": [2], "seed": 2**32 - 1}, "seed must be an integer"),
+    ("/api/direction", {"from": list(range(100)), "to": [2]}, "--from lists 100 sample numbers"),
+    ("/api/direction", {"from": [1], "to": [2], "latents": "/etc/passwd"}, "latents must be the URL"),
+    ("/api/feature-maps", {"net": "d", "latents": "/results/x/latents.json"}, "latents must be the URL"),
 ]
 
 
