@@ -122,6 +122,15 @@ def test_arithmetic_from_clicked_samples_downloads_what_the_cli_writes(page, ser
     assert got == json.loads((tmp_path / "cli" / "arithmetic.json").read_text())
 
 
+def canvas(page, selector: str) -> str:
+    return page.evaluate(f"document.querySelector({json.dumps(selector)}).toDataURL()")
+
+
+def slide(page, selector: str, value: int) -> None:
+    page.fill(selector, str(value))
+    page.dispatch_event(selector, "input")
+
+
 def test_walk_through_clicked_samples_shows_frames_and_the_jump_report(page, server, tmp_path):
     page.check("input[name=target][value=through]")
     for n in (7, 20, 33):
@@ -134,6 +143,58 @@ def test_walk_through_clicked_samples_shows_frames_and_the_jump_report(page, ser
     got = json.loads(download(page, "walk.json", tmp_path).read_text())
     dcgan("walk", server["run"], "--through", "7,20,33", "--steps", 4, "--gif", "--out", tmp_path / "cli")
     assert got == json.loads((tmp_path / "cli" / "walk.json").read_text())
+    # the slider over the frames, with a bar per step under them: red where walk.json flags a jump
+    assert page.is_visible("#walk-player") and page.text_content("#walk-frame-value") == "frame 0 of 8"
+    assert page.locator("#walk-jumps rect").count() == 8
+    assert page.locator("#walk-jumps rect.jump").count() == len(got["walks"][0]["flagged"])
+    first = canvas(page, "#walk-canvas")
+    slide(page, "#walk-frame", 5)
+    distance = got["walks"][0]["pixel"][4]
+    assert page.text_content("#walk-frame-value").startswith(f"frame 5 of 8: {distance:.4f} from frame 4")
+    assert canvas(page, "#walk-canvas") != first
+    assert "walk-frame=5" in page.url and "through=7%2C20%2C33" in page.url
+    page.click("#walk-play")  # the animation runs the slider
+    page.wait_for_function("document.getElementById('walk-frame').value !== '5'")
+    page.click("#walk-play")
+    assert page.text_content("#walk-play") == "play"
+
+
+def test_direction_mode_slider_adds_mean_a_minus_mean_b_to_c(page, server, tmp_path):
+    page.select_option("#arith-mode", "direction")
+    assert page.is_hidden("#noise") and page.is_visible("#direction-steps")
+    for target, numbers in (("a", [3, 10]), ("b", [17]), ("c", [42])):
+        page.check(f"input[name=target][value={target}]")
+        for n in numbers:
+            click_sample(page, n)
+    page.fill("#direction-steps", "5")
+    page.fill("#direction-scale", "4")
+    page.click("#run-arithmetic")
+    page.wait_for_selector("#direction-player:not([hidden])")
+    got = json.loads(download(page, "direction.json", tmp_path).read_text())
+    dcgan("arithmetic", server["run"], "--to", "3,10", "--from", "17", "--targets", "42", "--steps", 5,
+          "--scale", 4, "--out", tmp_path / "cli")
+    assert got == json.loads((tmp_path / "cli" / "direction.json").read_text())
+    assert f"{got['v_norm']:.4g}"[:5] in page.text_content("#arithmetic-result")
+    assert page.text_content("#direction-step-value").startswith("step 0 of 4: C + 0.000 v")
+    first = canvas(page, "#direction-frame")
+    slide(page, "#direction-step", 4)
+    assert page.text_content("#direction-step-value") == (
+        f"step 4 of 4: C + 4.000 v (|4.000 v| = {4 * got['v_norm']:.3f}), "
+        f"mean RMS change {got['mean_rms_change'][4]:.4f}")
+    assert canvas(page, "#direction-frame") != first
+    assert "arith-mode=direction" in page.url and "direction-step=4" in page.url
+
+
+def test_a_link_reproduces_the_views(page, server):
+    link = (server["url"] + "#seed=3&a=5&b=6&c=7&arith-mode=direction&direction-steps=3&direction-step=2"
+            "&through=1%2C2&steps=4&walk-frame=3&shown=arithmetic%2Cwalk")
+    page.goto(link)
+    page.wait_for_selector("#direction-player:not([hidden])")
+    page.wait_for_selector("#walk-player:not([hidden])")
+    assert page.input_value("#seed") == "3" and page.text_content("#slot-a") == "5"
+    assert page.text_content("#direction-step-value").startswith("step 2 of 2: C + 1.000 v")
+    assert page.text_content("#walk-frame-value").startswith("frame 3 of 4")
+    assert "targets7" in page.text_content("#arithmetic-result").replace(" ", "")
 
 
 def test_a_bad_request_shows_its_message_on_the_page(page):
@@ -195,6 +256,30 @@ def test_an_uploaded_image_is_projected_and_becomes_the_sheet(page, server, tmp_
     assert page.is_visible("#use-seed")
     width = page.evaluate("document.getElementById('sheet').naturalWidth")
     assert width < 200  # one projected image, not the 64 samples of a seed
+    # D's score of the projected image: the clicked row of the latents file
+    page.check("input[name=target][value=a]")
+    click_sample(page, 0, columns=1)
+    assert page.text_content("#inside-sample") == "row 0 of the projected images"
+    page.click("#run-d-maps")
+    page.wait_for_selector("#inside-d-result .score")
+    assert page.text_content("#inside-d-result .score").startswith("D(x) = 0.")
+    assert page.text_content("#inside-d-result .score").endswith("for row 0 of the projected images")
+
+
+def test_d_score_of_an_uploaded_image(page, server, tmp_path):
+    dcgan("sample", server["run"], "--n", 1, "--start", 6, "--individual", tmp_path / "img")
+    image = tmp_path / "img" / "000006.png"
+    page.set_input_files("#d-upload", str(image))
+    page.click("#run-d-image")
+    page.wait_for_selector("#inside-d-result .score")
+    dcgan("feature-maps", server["run"], "--net", "d", "--image", image, "--out", tmp_path / "cli")
+    p = json.loads((tmp_path / "cli" / "feature_maps_d.json").read_text())["d_probability"]
+    assert page.text_content("#inside-d-result .score") == f"D(x) = {p:.4f} for 000006.png"
+    assert page.locator("#inside-d-result img[alt=\"D's feature maps\"]").count() == 1
+    page.set_input_files("#d-upload", {"name": "bad.png", "mimeType": "image/png", "buffer": b"not a png"})
+    page.click("#run-d-image")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "cannot read image" in page.text_content("#error")
 
 
 def test_inside_d_shows_the_score_of_the_clicked_sample_and_the_nearest_training_images(page):

@@ -1,10 +1,11 @@
 // dcgan explore: every view posts its inputs to /api/<view> and shows the files the command wrote.
 "use strict";
 
-const state = { source: 0, layout: null, boxes: [], dragging: null,
+const state = { source: 0, layout: null, boxes: [], dragging: null, shown: new Set(),
                 slots: { a: [], b: [], c: [], through: [], positive: [], negative: [] } };
 const $ = (id) => document.getElementById(id);
-const PALETTE_VIEWS = new Set(["sheet", "arithmetic", "walk"]);  // the views that take projected latents
+// the views that take projected latents
+const PALETTE_VIEWS = new Set(["sheet", "arithmetic", "direction", "walk", "feature-maps"]);
 
 function showError(message) {
   const box = $("error");
@@ -41,10 +42,59 @@ function table(values) {
   return `<table>${rows.join("")}</table>`;
 }
 
+// ---- the page's state in the URL (#seed=3&a=1,4&shown=walk...): a link reproduces the views ------
+
+const KEPT = ["seed", "start", "n", "arith-mode", "noise", "direction-steps", "direction-scale", "steps", "mode",
+              "drop", "method", "k", "walk-frame", "direction-step", "grid-step"];
+const RERUN = { arithmetic: () => runArithmetic(), walk: () => runWalk(), "feature-maps": () => runFeatureMaps(),
+                "d-maps": () => runDMaps(), directions: () => runDirections(), forget: () => runForget() };
+
+function saveState() {
+  if (state.restoring) return;
+  const q = new URLSearchParams({ source: state.source });
+  for (const id of KEPT) q.set(id, $(id).value);
+  for (const [name, numbers] of Object.entries(state.slots)) if (numbers.length) q.set(name, numbers.join(","));
+  if (state.boxes.length) q.set("boxes", state.boxes.map((b) => [b.seed, b.index, ...b.box].join(",")).join(";"));
+  if (state.lastClicked !== undefined) q.set("clicked", state.lastClicked);
+  if (state.shown.size) q.set("shown", [...state.shown].join(","));
+  history.replaceState(null, "", `#${q}`);
+}
+
+function restoreState() {
+  const q = new URLSearchParams(location.hash.slice(1));
+  const numbers = (text) => text.split(",").filter((v) => v !== "").map(Number);
+  if (q.has("source")) state.source = +q.get("source");
+  for (const id of KEPT) {
+    if (!q.has(id)) continue;
+    if ($(id).type === "range") $(id).max = 1e6;  // the frame exists once its result is back
+    $(id).value = q.get(id);
+  }
+  for (const name of Object.keys(state.slots)) if (q.has(name)) state.slots[name] = numbers(q.get(name));
+  state.boxes = (q.get("boxes") || "").split(";").filter(Boolean).map((text) => {
+    const [seed, index, ...box] = numbers(text);
+    return { seed, index, box };
+  });
+  if (q.has("clicked")) state.lastClicked = +q.get("clicked");
+  return (q.get("shown") || "").split(",").filter((view) => view in RERUN);
+}
+
+async function rerun(views) {
+  // each view as the link showed it; its sliders keep the positions the link gave
+  for (const view of views) {
+    try { await RERUN[view](); } catch (e) { /* its message is on the page */ }
+  }
+}
+
 function renderSlots() {
   for (const [name, numbers] of Object.entries(state.slots)) {
     $(`slot-${name}`).textContent = numbers.length ? numbers.join(", ") : "(empty)";
   }
+  if (state.lastClicked !== undefined) $("inside-sample").textContent = sampleName(state.lastClicked);
+  saveState();
+}
+
+function sampleName(number) {
+  return state.palette ? `row ${number} of the projected images` : `sample ${number} of seed ${+$("seed").value}`;
 }
 
 async function loadSources() {
@@ -52,6 +102,7 @@ async function loadSources() {
   $("source").innerHTML = sources
     .map((s) => `<option value="${s.index}">${s.path} (step ${s.step})</option>`)
     .join("");
+  $("source").value = state.source;
   const describe = () => {
     const s = sources[state.source];
     state.imageSize = s.image_size;
@@ -74,6 +125,7 @@ async function showSheet() {
   img.src = `${result.files["samples.png"]}?t=${Date.now()}`;
   img.dataset.start = result.layout.start;
   $("sheet-files").innerHTML = downloads(result.files);
+  saveState();
 }
 
 function sampleAt(event) {
@@ -135,7 +187,8 @@ function renderBoxes() {
   for (const button of document.querySelectorAll("[data-remove-box]")) {
     button.onclick = () => { state.boxes.splice(+button.dataset.removeBox, 1); renderBoxes(); };
   }
-  drawBoxes();
+  if (state.layout) drawBoxes();
+  saveState();
 }
 
 function finishBox() {
@@ -180,9 +233,48 @@ async function runForget() {
             "mean change inside the boxes": r.mean_abs_change_in_boxes,
             "mean change outside": r.mean_abs_change_outside }) +
     `<p class="downloads">${downloads(result.files)}</p>`;
+  shown("forget");
+}
+
+function shown(view) {
+  state.shown.add(view);
+  saveState();
+}
+
+// ---- frames cut out of walk_frames.png / direction_frames.png: 2 px of padding around every tile ----
+
+function loadImage(url) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error(`cannot load ${url}`));
+    img.src = url;
+  });
+}
+
+function drawFrame(canvas, strip, t) {
+  // column t of every row of the strip, rows stacked, upscaled (nearest) to about 128 px
+  const size = state.imageSize, zoom = Math.max(1, Math.round(128 / size));
+  const rows = Math.round((strip.naturalHeight - 2) / (size + 2));
+  canvas.width = size * zoom;
+  canvas.height = rows * (size + 2) * zoom - 2 * zoom;
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  for (let r = 0; r < rows; r++) {
+    ctx.drawImage(strip, 2 + t * (size + 2), 2 + r * (size + 2), size, size,
+                  0, r * (size + 2) * zoom, size * zoom, size * zoom);
+  }
+}
+
+function setSlider(slider, last) {
+  // a new result: keep the slider where the link (or the user) put it, if that frame exists
+  slider.max = last;
+  if (+slider.value > last) slider.value = 0;
 }
 
 async function runArithmetic() {
+  if ($("arith-mode").value === "direction") return runDirection();
+  $("direction-player").hidden = true;
   const { a, b, c } = state.slots;
   const result = await api("arithmetic", { seed: state.layout.seed, a, b, c, noise: +$("noise").value });
   const r = result.report;
@@ -192,18 +284,96 @@ async function runArithmetic() {
             "mean neighbour RMS to G(Y)": r.neighbour_rms_to_result.reduce((x, y) => x + y, 0) /
               r.neighbour_rms_to_result.length }) +
     `<p class="downloads">${downloads(result.files)}</p>`;
+  shown("arithmetic");
+}
+
+async function runDirection() {
+  // `dcgan arithmetic --to A --from B --targets C`: C + alpha (mean z(A) - mean z(B)), alpha in steps
+  const { a, b, c } = state.slots;
+  const body = { seed: state.layout.seed, to: a, from: b, steps: +$("direction-steps").value,
+                 scale: +$("direction-scale").value, ...(c.length ? { targets: c } : {}) };
+  const result = await api("direction", body);
+  const r = result.report;
+  state.direction = { report: r, strip: await loadImage(result.files["direction_frames.png"]) };
+  $("arithmetic-result").innerHTML =
+    `<img src="${result.files["direction.png"]}" alt="the direction added to each target in steps">` +
+    table({ "|v| = |mean z(A) - mean z(B)|": r.v_norm, steps: r.alphas.length,
+            "last step": `${r.alphas[r.alphas.length - 1]} v`, targets: String(r.targets) }) +
+    `<p class="downloads">${downloads(result.files)}</p>`;
+  setSlider($("direction-step"), r.alphas.length - 1);
+  $("direction-player").hidden = false;
+  showDirectionStep();
+  shown("arithmetic");
+}
+
+function showDirectionStep() {
+  if (!state.direction) return;
+  const t = +$("direction-step").value, r = state.direction.report, alpha = r.alphas[t];
+  drawFrame($("direction-frame"), state.direction.strip, t);
+  $("direction-step-value").textContent = `step ${t} of ${r.alphas.length - 1}: C + ${alpha.toFixed(3)} v ` +
+    `(|${alpha.toFixed(3)} v| = ${(Math.abs(alpha) * r.v_norm).toFixed(3)}), ` +
+    `mean RMS change ${r.mean_rms_change[t].toFixed(4)}`;
+  saveState();
 }
 
 async function runWalk() {
+  stopWalk();
   const result = await api("walk", { seed: state.layout.seed, through: state.slots.through,
                                      steps: +$("steps").value, mode: $("mode").value });
   const r = result.report;
   const flagged = r.walks.reduce((n, w) => n + w.flagged.length, 0);
+  state.walk = { report: r, strip: await loadImage(result.files["walk_frames.png"]) };
   $("walk-result").innerHTML =
     `<img src="${result.files["walk.png"]}" alt="walk frames">` +
     `<img src="${result.files["walk.gif"]}" alt="walk animation">` +
     table({ frames: r.frames, "sharp jumps flagged": flagged, mode: r.mode }) +
     `<p class="downloads">${downloads(result.files)}</p>`;
+  setSlider($("walk-frame"), r.frames - 1);
+  $("walk-player").hidden = false;
+  showWalkFrame();
+  shown("walk");
+}
+
+function showWalkFrame() {
+  if (!state.walk) return;
+  const t = +$("walk-frame").value, r = state.walk.report, w = r.walks[0];
+  drawFrame($("walk-canvas"), state.walk.strip, t);
+  const jump = t > 0 && w.flagged.includes(t - 1);
+  $("walk-frame-value").textContent = `frame ${t} of ${r.frames - 1}` + (t === 0 ? "" :
+    `: ${w.pixel[t - 1].toFixed(4)} from frame ${t - 1} (median ${w.pixel_median.toFixed(4)})` +
+    (jump ? ", a sharp jump" : ""));
+  drawJumps(w, t);
+  if (!state.playing) saveState();
+}
+
+function drawJumps(w, t) {
+  // one bar per step s -> s + 1 (its pixel distance); red: flagged in walk.json; blue: the step into frame t
+  const svg = $("walk-jumps"), width = +svg.getAttribute("width"), height = +svg.getAttribute("height");
+  const top = Math.max(...w.pixel, 1e-12), bar = width / w.pixel.length;
+  svg.innerHTML = w.pixel.map((d, s) => {
+    const h = Math.max(1, (height - 2) * d / top), jump = w.flagged.includes(s);
+    const colour = jump ? "#c00" : s === t - 1 ? "#36c" : "#999";
+    return `<rect class="${jump ? "jump" : "step"}" x="${(s * bar).toFixed(1)}" y="${(height - h).toFixed(1)}" ` +
+      `width="${Math.max(1, bar - 1).toFixed(1)}" height="${h.toFixed(1)}" fill="${colour}">` +
+      `<title>frame ${s} to ${s + 1}: ${d.toFixed(4)}</title></rect>`;
+  }).join("");
+}
+
+function playWalk() {
+  if (state.playing) { stopWalk(); return; }
+  $("walk-play").textContent = "pause";
+  state.playing = setInterval(() => {
+    const slider = $("walk-frame");
+    slider.value = (+slider.value + 1) % (+slider.max + 1);
+    showWalkFrame();
+  }, 1000 / 12);  // walk.gif's frame rate
+}
+
+function stopWalk() {
+  clearInterval(state.playing);
+  state.playing = null;
+  $("walk-play").textContent = "play";
+  saveState();
 }
 
 async function runFeatureMaps() {
@@ -212,6 +382,7 @@ async function runFeatureMaps() {
     return;
   }
   const result = await api("feature-maps", { net: "g", seed: state.layout.seed, index: state.lastClicked });
+  shown("feature-maps");
   const layers = result.report.layers.map((l) => ({ layer: l.name, shape: l.shape.join("x"),
     mean: +l.mean.toFixed(4), "inactive fraction": +l.inactive_fraction.toFixed(4) }));
   $("feature-maps-result").innerHTML =
@@ -234,6 +405,7 @@ async function runDirections() {
     `<img src="${result.files["directions.png"]}" alt="every direction on sample 0">` + table(summary) +
     `<p class="downloads">${downloads(result.files)}</p>`;
   $("move").hidden = false;
+  shown("directions");
   await moveSample();
 }
 
@@ -245,22 +417,32 @@ async function moveSample() {
   $("moved").src = result.files["moved.png"];
 }
 
+async function upload(view, query, file) {
+  // an image file as the request's body, the settings in the query
+  const response = await fetch(`/api/${view}?source=${state.source}&${query}`, { method: "POST", body: file });
+  const result = await response.json();
+  if (!response.ok) {
+    showError(result.error || `request failed (${response.status})`);
+    throw new Error(result.error);
+  }
+  showError("");
+  return result;
+}
+
 async function runProject() {
   const file = $("upload").files[0];
   if (!file) {
     showError("choose an image file first");
     return;
   }
-  const query = `source=${state.source}&steps=${+$("project-steps").value}&restarts=${+$("restarts").value}`;
   $("project-result").textContent = "projecting...";
-  const response = await fetch(`/api/project?${query}`, { method: "POST", body: file });
-  const result = await response.json();
-  if (!response.ok) {
+  let result;
+  try {
+    result = await upload("project", `steps=${+$("project-steps").value}&restarts=${+$("restarts").value}`, file);
+  } catch (e) {
     $("project-result").textContent = "";
-    showError(result.error);
     return;
   }
-  showError("");
   const r = result.report;
   state.projected = result.files["latents.json"];
   $("project-result").innerHTML =
@@ -285,8 +467,23 @@ async function runDMaps() {
     return;
   }
   const result = await api("feature-maps", { net: "d", seed: state.layout.seed, index: state.lastClicked });
+  showDView(result, sampleName(state.lastClicked));
+  shown("d-maps");
+}
+
+async function runDImage() {
+  const file = $("d-upload").files[0];
+  if (!file) {
+    showError("choose an image file first");
+    return;
+  }
+  showDView(await upload("d-image", "", file), file.name);
+}
+
+function showDView(result, what) {
+  // D's score is sigmoid(D(x)): the probability that x is a real training image
   $("inside-d-result").innerHTML =
-    `<p>D(x) = ${result.report.d_probability.toFixed(4)} for sample ${state.lastClicked}</p>` +
+    `<p class="score">D(x) = ${result.report.d_probability.toFixed(4)} for ${what}</p>` +
     `<img src="${result.files["feature_maps_d.png"]}" alt="D's feature maps">` +
     `<p class="downloads">${downloads(result.files)}</p>`;
 }
@@ -347,7 +544,7 @@ async function showTraining() {
     $("grid").src = g.url;
     $("grid-name").textContent = g.name;
   };
-  slider.oninput = showGrid;
+  slider.oninput = () => { showGrid(); saveState(); };
   showGrid();
   const last = result.rows[result.rows.length - 1] || {};
   const shown = Object.fromEntries(Object.entries(last).filter(([k, v]) => typeof v === "number"));
@@ -387,13 +584,22 @@ function wire() {
     const target = document.querySelector("input[name=target]:checked").value;
     state.slots[target].push(number);
     state.lastClicked = number;
-    $("inside-sample").textContent = `sample ${number} of seed ${state.layout.seed}`;
     renderSlots();
   };
   for (const button of document.querySelectorAll("[data-clear]")) {
     button.onclick = () => { state.slots[button.dataset.clear] = []; renderSlots(); };
   }
   $("run-arithmetic").onclick = () => runArithmetic().catch(() => {});
+  $("arith-mode").onchange = () => {
+    const direction = $("arith-mode").value === "direction";
+    for (const el of document.querySelectorAll(".sum-only")) el.hidden = direction;
+    for (const el of document.querySelectorAll(".direction-only")) el.hidden = !direction;
+    saveState();
+  };
+  $("direction-step").oninput = showDirectionStep;
+  $("walk-frame").oninput = () => { stopWalk(); showWalkFrame(); };
+  $("walk-play").onclick = playWalk;
+  $("run-d-image").onclick = () => runDImage().catch(() => {});
   $("run-walk").onclick = () => runWalk().catch(() => {});
   $("run-feature-maps").onclick = () => runFeatureMaps().catch(() => {});
   $("run-directions").onclick = () => runDirections().catch(() => {});
@@ -409,5 +615,13 @@ function wire() {
 }
 
 wire();
+state.restoring = true;
+const views = restoreState();
+$("arith-mode").onchange();
 renderSlots();
-loadSources().then(() => Promise.all([showSheet(), showTraining()])).catch((e) => showError(String(e)));
+renderBoxes();
+loadSources()
+  .then(() => Promise.all([showSheet(), showTraining()]))
+  .then(() => rerun(views))
+  .catch((e) => showError(String(e)))
+  .finally(() => { state.restoring = false; saveState(); });
