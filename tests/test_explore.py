@@ -206,6 +206,8 @@ def test_an_uploaded_image_is_projected_and_its_latents_become_the_palette(clien
     latents = result["files"]["latents.json"]
     sheet = client.post("/api/sheet", json={"latents": latents, "n": 1}).json()
     assert sheet["report"]["seed"] is None and sheet["report"]["images"] == 1
+    whole = client.post("/api/sheet", json={"latents": latents, "n": 64}).json()  # the page asks for 64
+    assert whole["layout"] == {"columns": 1, "n": 1, "start": 0, "seed": 0}
     walk = client.post("/api/walk", json={"latents": latents, "through": [0, 0], "steps": 2})
     assert walk.status_code == 200
     # D's score of the projected image (row 0 of the latents), as `dcgan feature-maps --latents` gives it

@@ -71,14 +71,18 @@ def browser():
 def page(browser, server):
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server["url"])
     page.wait_for_function("document.getElementById('sheet').naturalWidth > 0")
     yield page
     context.close()
+    assert errors == []  # no script error on the page
 
 
 def click_sample(page, number: int, start: int = 0, columns: int = 8) -> None:
     """Click the centre of sample `number`'s tile, as a user would."""
+    page.locator("#sheet").scroll_into_view_if_needed()
     box = page.locator("#sheet").bounding_box()
     natural = page.evaluate("document.getElementById('sheet').naturalWidth")
     cell = (natural - 2) / columns * box["width"] / natural
@@ -295,6 +299,7 @@ def test_inside_d_shows_the_score_of_the_clicked_sample_and_the_nearest_training
 
 def drag_box(page, number: int, x0: float, y0: float, x1: float, y1: float, columns: int = 8) -> None:
     """Drag from (x0, y0) to (x1, y1), fractions of sample `number`'s tile."""
+    page.locator("#sheet").scroll_into_view_if_needed()
     box = page.locator("#sheet").bounding_box()
     natural = page.evaluate("document.getElementById('sheet').naturalWidth")
     scale = box["width"] / natural

@@ -182,7 +182,8 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         latents = ex.latents(body)
         result = ex.run("sample", lambda out: sample_sheet(src, out=out / "samples.png", n=n, seed=seed,
                                                            start=start, numbered=True, latents=latents))
-        result["layout"] = {"columns": _columns(n), "n": n, "start": start, "seed": seed}
+        shown = result["report"]["images"]  # fewer than n past the end of a latents file
+        result["layout"] = {"columns": _columns(shown), "n": shown, "start": start, "seed": seed}
         return result
 
     @endpoint

@@ -615,6 +615,7 @@ function wire() {
 }
 
 wire();
+window.onhashchange = () => location.reload();  // a link pasted into this tab (replaceState fires no event)
 state.restoring = true;
 const views = restoreState();
 $("arith-mode").onchange();
