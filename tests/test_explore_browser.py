@@ -161,6 +161,16 @@ def test_walk_through_clicked_samples_shows_frames_and_the_jump_report(page, ser
     page.wait_for_function("document.getElementById('walk-frame').value !== '5'")
     page.click("#walk-play")
     assert page.text_content("#walk-play") == "play"
+    # a walk that stands still at sample 7 for 8 frames, then moves: every moving step is a sharp jump
+    page.click("button[data-clear=through]")
+    for n in (7, 7, 7, 33):
+        click_sample(page, n)
+    page.click("#run-walk")
+    page.wait_for_function("document.getElementById('walk-frame-value').textContent.includes(' of 12')")
+    jumps = page.locator("#walk-jumps rect")
+    assert [jumps.nth(s).get_attribute("class") for s in range(12)] == ["step"] * 8 + ["jump"] * 4
+    slide(page, "#walk-frame", 10)
+    assert page.text_content("#walk-frame-value").endswith(", a sharp jump")
 
 
 def test_direction_mode_slider_adds_mean_a_minus_mean_b_to_c(page, server, tmp_path):
@@ -266,8 +276,10 @@ def test_an_uploaded_image_is_projected_and_becomes_the_sheet(page, server, tmp_
     assert page.text_content("#inside-sample") == "row 0 of the projected images"
     page.click("#run-d-maps")
     page.wait_for_selector("#inside-d-result .score")
-    assert page.text_content("#inside-d-result .score").startswith("D(x) = 0.")
-    assert page.text_content("#inside-d-result .score").endswith("for row 0 of the projected images")
+    latents = download(page, "latents.json", tmp_path)
+    dcgan("feature-maps", server["run"], "--net", "d", "--latents", latents, "--out", tmp_path / "fm")
+    p = json.loads((tmp_path / "fm" / "feature_maps_d.json").read_text())["d_probability"]
+    assert page.text_content("#inside-d-result .score") == f"D(x) = {p:.4f} for row 0 of the projected images"
 
 
 def test_d_score_of_an_uploaded_image(page, server, tmp_path):
