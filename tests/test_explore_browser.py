@@ -279,7 +279,7 @@ def test_an_uploaded_image_is_projected_and_becomes_the_sheet(page, server, tmp_
     latents = download(page, "latents.json", tmp_path)
     dcgan("feature-maps", server["run"], "--net", "d", "--latents", latents, "--out", tmp_path / "fm")
     p = json.loads((tmp_path / "fm" / "feature_maps_d.json").read_text())["d_probability"]
-    assert page.text_content("#inside-d-result .score") == f"D(x) = {p:.4f} for row 0 of the projected images"
+    assert page.text_content("#inside-d-result .score") == f"D(x) = {p:.6f} for row 0 of the projected images"
 
 
 def test_d_score_of_an_uploaded_image(page, server, tmp_path):
@@ -290,7 +290,7 @@ def test_d_score_of_an_uploaded_image(page, server, tmp_path):
     page.wait_for_selector("#inside-d-result .score")
     dcgan("feature-maps", server["run"], "--net", "d", "--image", image, "--out", tmp_path / "cli")
     p = json.loads((tmp_path / "cli" / "feature_maps_d.json").read_text())["d_probability"]
-    assert page.text_content("#inside-d-result .score") == f"D(x) = {p:.4f} for 000006.png"
+    assert page.text_content("#inside-d-result .score") == f"D(x) = {p:.6f} for 000006.png"
     assert page.locator("#inside-d-result img[alt=\"D's feature maps\"]").count() == 1
     page.set_input_files("#d-upload", {"name": "bad.png", "mimeType": "image/png", "buffer": b"not a png"})
     page.click("#run-d-image")

@@ -483,7 +483,7 @@ async function runDImage() {
 function showDView(result, what) {
   // D's score is sigmoid(D(x)): the probability that x is a real training image
   $("inside-d-result").innerHTML =
-    `<p class="score">D(x) = ${result.report.d_probability.toFixed(4)} for ${what}</p>` +
+    `<p class="score">D(x) = ${result.report.d_probability.toFixed(6)} for ${what}</p>` +
     `<img src="${result.files["feature_maps_d.png"]}" alt="D's feature maps">` +
     `<p class="downloads">${downloads(result.files)}</p>`;
 }
