@@ -45,7 +45,7 @@ function table(values) {
 // ---- the page's state in the URL (#seed=3&a=1,4&shown=walk...): a link reproduces the views ------
 
 const KEPT = ["seed", "start", "n", "arith-mode", "noise", "direction-steps", "direction-scale", "steps", "mode",
-              "drop", "method", "k", "walk-frame", "direction-step", "grid-step"];
+              "drop", "method", "k", "sigmas", "walk-frame", "direction-step", "grid-step"];
 const RERUN = { arithmetic: () => runArithmetic(), walk: () => runWalk(), "feature-maps": () => runFeatureMaps(),
                 "d-maps": () => runDMaps(), directions: () => runDirections(), forget: () => runForget() };
 
@@ -66,7 +66,7 @@ function restoreState() {
   if (q.has("source")) state.source = +q.get("source");
   for (const id of KEPT) {
     if (!q.has(id)) continue;
-    if ($(id).type === "range") $(id).max = 1e6;  // the frame exists once its result is back
+    if (["walk-frame", "direction-step", "grid-step"].includes(id)) $(id).max = 1e6;  // set by the result
     $(id).value = q.get(id);
   }
   for (const name of Object.keys(state.slots)) if (q.has(name)) state.slots[name] = numbers(q.get(name));
@@ -415,6 +415,7 @@ async function moveSample() {
   const result = await api("move", { seed: state.layout.seed, index: state.lastClicked ?? 0,
                                      direction: $("direction").value, sigmas: amount });
   $("moved").src = result.files["moved.png"];
+  saveState();
 }
 
 async function upload(view, query, file) {
