@@ -236,6 +236,14 @@ def test_d_score_of_an_uploaded_image(client, run, tmp_path):
     assert other["report"]["d_probability"] != result["report"]["d_probability"]
 
 
+def test_feature_maps_take_an_image_or_a_latents_file_not_both(run, tmp_path):
+    image = run / "samples" / "final.png"
+    proc = subprocess.run([sys.executable, "-m", "dcgan", "feature-maps", run, "--net", "d", "--image", image,
+                           "--latents", image, "--out", tmp_path / "fm"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "error: give an input image or a latents file, not both" in proc.stderr
+    assert not (tmp_path / "fm").exists()
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "no image was sent"),
     (b"%PDF-1.4 not an image at all", "cannot read image"),

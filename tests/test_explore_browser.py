@@ -176,6 +176,9 @@ def test_walk_through_clicked_samples_shows_frames_and_the_jump_report(page, ser
 def test_direction_mode_slider_adds_mean_a_minus_mean_b_to_c(page, server, tmp_path):
     page.select_option("#arith-mode", "direction")
     assert page.is_hidden("#noise") and page.is_visible("#direction-steps")
+    page.click("#run-arithmetic")  # A and B still empty
+    page.wait_for_selector("#error:not([hidden])")
+    assert "direction mode needs A (samples with the attribute) and B" in page.text_content("#error")
     for target, numbers in (("a", [3, 10]), ("b", [17]), ("c", [42])):
         page.check(f"input[name=target][value={target}]")
         for n in numbers:

@@ -290,6 +290,10 @@ async function runArithmetic() {
 async function runDirection() {
   // `dcgan arithmetic --to A --from B --targets C`: C + alpha (mean z(A) - mean z(B)), alpha in steps
   const { a, b, c } = state.slots;
+  if (!a.length || !b.length) {
+    showError("direction mode needs A (samples with the attribute) and B (without): click samples into both");
+    return;
+  }
   const body = { seed: state.layout.seed, to: a, from: b, steps: +$("direction-steps").value,
                  scale: +$("direction-scale").value, ...(c.length ? { targets: c } : {}) };
   const result = await api("direction", body);
