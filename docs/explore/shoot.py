@@ -1,6 +1,6 @@
 """Screenshots of every view of `dcgan explore`, for the README: docs/explore/*.png.
 
-    python docs/explore/shoot.py                 # trains the run below first (about 10 min on 2 CPU cores)
+    python docs/explore/shoot.py                 # trains the run below first (10 min of CPU time on 2 cores)
     python docs/explore/shoot.py --run runs/mine # or any run directory
 
 Each view is opened from a link (the page keeps its state in the URL), in headless chromium driven by
