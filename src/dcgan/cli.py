@@ -557,8 +557,10 @@ def cmd_feature_maps(args: argparse.Namespace) -> None:
 def _add_explore(sub) -> None:
     p = sub.add_parser("explore", help="a local web page to explore trained models",
                        description="Serve a web page for one or more trained models: sample sheets, vector "
-                                   "arithmetic, walks. Every view runs the same function as its command "
-                                   "and offers the same PNG and JSON for download.")
+                                   "arithmetic and directions, walks, forgetting, projection, feature maps, "
+                                   "D's scores and the training curves. Every view runs the same function as "
+                                   "its command, offers the same PNG and JSON for download and keeps its "
+                                   "state in the page's address.")
     p.add_argument("sources", nargs="+", metavar="SRC", help=SOURCE + "; several: switch between them")
     p.add_argument("--data", help="the training images, for the views that need them (default: the run's)")
     p.add_argument("--data-dir", dest="data_dir")
