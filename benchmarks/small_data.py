@@ -24,6 +24,7 @@ paired by seed. Nothing is chosen on these numbers: steps, widths and options ar
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ from dcgan.probe import paired, t_interval
 N_EVAL = 5000  # generated and test images per FID
 AUGMENT = "translation,cutout"
 METRICS = ("fid", "kid", "precision", "recall")
+PARTS = ("small", "sizes", "full", "conditional")
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def write_subset(folder: Path, per_class: int, seed: int) -> None:
@@ -56,17 +59,19 @@ def write_subset(folder: Path, per_class: int, seed: int) -> None:
             Image.fromarray(data.images[i, 0].numpy(), mode="L").save(folder / name / f"{i:05d}.png")
 
 
-def train(out: Path, data: str, seed: int, steps: int, *options) -> float:
+def train(out: Path, data: str | Path, seed: int, steps: int, *options, size: int = 32,
+          every: int | None = None) -> float:
     """`dcgan train` as a user would; its wall time in seconds."""
     t = time.perf_counter()
-    dcgan("train", "--data", data, "--image-size", 32, "--channels", 1, "--ngf", 32, "--ndf", 32,
-          "--batch-size", 64, "--steps", steps, "--seed", seed, "--sample-every", 500, "--checkpoint-every",
-          steps, "--snapshot-every", steps, "--tensorboard", "false", "--out", out, *options)
+    dcgan("train", "--data", data, "--image-size", size, "--channels", 1, "--ngf", 32, "--ndf", 32,
+          "--batch-size", 64, "--steps", steps, "--seed", seed, "--sample-every", every or 500,
+          "--checkpoint-every", steps, "--snapshot-every", every or steps, "--tensorboard", "false",
+          "--out", out, *options)
     return time.perf_counter() - t
 
 
-def quality(run: Path, extractor: str, generator: str) -> dict:
-    r = evaluate(run, data="fashion-mnist", split="test", n=N_EVAL, extractor=extractor, generator=generator)
+def quality(run: Path, extractor: str, generator: str, n: int = N_EVAL) -> dict:
+    r = evaluate(run, data="fashion-mnist", split="test", n=n, extractor=extractor, generator=generator)
     return {k: r[k] for k in METRICS}
 
 
@@ -115,14 +120,20 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2000, help="G steps of each 1,000-image run (batch 64)")
     p.add_argument("--full-steps", type=int, default=2000, help="G steps of each 60,000-image run")
+    p.add_argument("--size-steps", type=int, default=1000, help="G steps of the 32 vs 64 px runs")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--classifier-epochs", type=int, default=3)
     p.add_argument("--classifier", type=Path, help="a `dcgan train-classifier` file to reuse (trained and "
                    "written there if missing), so that parts run separately share one feature extractor")
-    p.add_argument("--skip", nargs="*", default=[], choices=["small", "full", "conditional"])
+    p.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     a = p.parse_args()
     seeds = list(range(a.seeds))
-    out: dict = {**record.header(), "config": {**vars(a), "classifier": str(a.classifier)}}
+    out: dict = {**record.header(), "config": {**vars(a), "classifier": str(a.classifier)},
+                 "protocol": {"image_size": 32, "channels": 1, "ngf": 32, "ndf": 32, "batch_size": 64,
+                              "small_train_images": 1000, "small_per_class": 100, "full_train_images": 60000,
+                              "n_eval": N_EVAL, "n_eval_sizes": 2000, "samples_per_class": 1000,
+                              "augment": AUGMENT, "interval": "Student-t 95%, paired by seed",
+                              "eval_set": f"fashion-mnist test split, {N_EVAL} images drawn with seed 0"}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -166,6 +177,26 @@ def main() -> None:
                       f"{imp['ci95']:.1%}; "
                       f"EMA G's FID below raw G's by {d_ema['mean']:.1f} ± {d_ema['ci95']:.1f} "
                       f"(paired, lower in {d_ema['first_better']}/{d_ema['draws']} seeds)"]
+        if "sizes" not in a.skip:  # how soon samples become recognisable at 32 and 64 px
+            folder = tmp / "fm1000"
+            if not folder.exists():
+                write_subset(folder, 100, seed=0)
+            out["sizes"] = {}
+            for size in (32, 64):
+                run = tmp / f"size{size}"
+                seconds = train(run, folder, 0, a.size_steps, "--augment", AUGMENT, "--ema-decay",
+                                a.ema_decay, size=size, every=a.size_steps // 4)
+                trajectory = [{"step": int(f.stem.split("_")[1]), **quality(f, features, "ema", n=2000)}
+                              for f in sorted((run / "snapshots").glob("step_*.pt"))]
+                out["sizes"][str(size)] = {"seconds": seconds, "trajectory": trajectory}
+                samples = sorted((run / "samples").glob("*.png"))
+                if samples:  # the last fixed-noise grid, for the README
+                    shutil.copy(samples[-1], DOCS / f"small_data_{size}px.png")
+                print(size, out["sizes"][str(size)], flush=True)
+                fids = ", ".join(f"{r['step']}: {r['fid']:.1f}" for r in trajectory)
+                lines.append(f"  1,000 images at {size}x{size} (upscaled), --augment {AUGMENT} --ema-decay "
+                             f"{a.ema_decay:g}, seed 0, {seconds / 60:.0f} min: FID of the EMA G (2,000 vs "
+                             f"2,000 test images) by step: {fids}")
         if "full" not in a.skip:
             runs = []
             for s in seeds:
