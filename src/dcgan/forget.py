@@ -313,7 +313,8 @@ def plot_curve(rows: list[dict], path: Path, title: str, chosen: int) -> Path:
             ax.plot(ks, [r[which][side] for r in rows], style, color=colour, label=label)
             series.append(label)
     ax.axvline(chosen, color="grey", lw=0.8, ls=":", label=f"--drop chose {chosen}")
-    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xscale("symlog", linthresh=1)  # 0, 1, 2, 4, ...: evenly spaced from 1 on
+    ax.set_xticks(ks, [str(k) for k in ks], fontsize=8)
     ax.set(xlabel="feature maps dropped (k)", ylabel="mean |pixel change| (0..1)", title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
