@@ -109,7 +109,7 @@ def test_effect_curve_top_maps_against_as_many_random_ones(run, boxed, tmp_path,
 
 def test_auto_curve_points_and_bad_values(run, boxed, tmp_path):
     g = load_generator(run)
-    r = forget_maps(g, boxed, tmp_path / "auto", "top:3", n=0, layer=-2, curve="auto")
+    r = forget_maps(g, boxed, tmp_path / "auto", "top:3", n=0, layer=-2)  # curve="auto" by default
     assert [row["k"] for row in r["curve"]] == [0, 1, 2, 3, 4, 8]  # powers of two to the 8 maps, and 3
     for curve, match in [([0, 9], "--curve point 9: layer -2 of G has 8 feature maps"), ([-1], "--curve"),
                          ("1,x", "--curve"), ([], "--curve"), ([1.5], "--curve")]:

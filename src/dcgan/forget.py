@@ -346,7 +346,7 @@ def forget(source: str | Path, *, boxes: str | Path, out: str | Path, drop: str 
 
 def forget_maps(g: Generator, boxed: list[Boxed], out: str | Path, drop: str = "positive", n: int = 8,
                 seed: int = 0, layer: int = PAPER_LAYER, *, erase: str = "global",
-                curve: str | list[int] | None = None) -> dict:
+                curve: str | list[int] | None = "auto") -> dict:
     """`forget` for a loaded G and its boxes: writes forget.png (and forget_curve.png with a curve)
     and returns the report. erase: "global" drops the maps at every location (the paper), "local"
     only at the layer locations inside each boxed sample's boxes (the extra samples stay unchanged).
