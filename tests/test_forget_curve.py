@@ -143,4 +143,4 @@ def test_forget_cli_writes_the_curve_and_refuses_bad_values(run, tmp_path):
                     ok=False).stderr
         assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
         assert all(w in err for w in words), err
-        assert not (tmp_path / "h" / "forget.json").exists()
+        assert not (tmp_path / "h").exists()  # refused before anything is written
