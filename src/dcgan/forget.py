@@ -10,6 +10,11 @@ G (32x32x128) has only 128, so "second-highest" counts conv layers below the out
 layer. `layer` indexes G's feature maps as `G(z, return_features=True)` lists them (the projection
 first, the image last): -3, the default, is that layer (8x8 of a 32x32 G); -2 is the last hidden one.
 
+Beyond the paper: `erase="local"` zeroes the maps only at the layer locations inside each boxed
+sample's boxes, and the effect curve measures, for k maps dropped, the pixel change inside and
+outside the boxes with the k largest-weight maps against k random ones (a pixel measure: the
+detector's own score on the dropped layer would fall by construction).
+
 Boxes file (JSON), in the pixel coordinates of G's own images (0..image_size; x right, y down;
 x1 and y1 exclusive), each sample named by (seed, index) as `dcgan sample --numbered` prints it:
 
