@@ -245,19 +245,17 @@ def check_erase(erase: str) -> None:
 
 def parse_curve(curve: str | list[int] | None) -> list[int] | str | None:
     """--curve: "auto", "none" (or None), a list of map counts or a comma-separated one such as "0,4,16"."""
-    if curve is None or curve == "none":
-        return None
-    if curve == "auto":
-        return "auto"
+    if curve is None or (isinstance(curve, str) and curve in ("auto", "none")):
+        return None if curve in (None, "none") else "auto"
     bad = DCGANError(f"--curve must be auto, none or comma-separated map counts >= 0 such as 0,4,16, got "
                      f"{str(curve)[:80]!r}")
     try:
         points = [int(v) for v in curve.split(",")] if isinstance(curve, str) else list(curve)
     except (ValueError, TypeError):
         raise bad from None
-    if not points or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in points):
+    if not points or any(isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0 for k in points):
         raise bad
-    return points
+    return [int(k) for k in points]
 
 
 def curve_points(maps_in_layer: int, chosen: int) -> list[int]:
