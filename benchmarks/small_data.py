@@ -27,6 +27,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import record
@@ -43,7 +44,7 @@ from dcgan.probe import paired, t_interval
 N_EVAL = 5000  # generated and test images per FID
 AUGMENT = "translation,cutout"
 METRICS = ("fid", "kid", "precision", "recall")
-PARTS = ("small", "sizes", "full", "conditional")
+PARTS = ("small", "long", "sizes", "full", "conditional")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -121,6 +122,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000, help="G steps of each 1,000-image run (batch 64)")
     p.add_argument("--full-steps", type=int, default=2000, help="G steps of each 60,000-image run")
     p.add_argument("--size-steps", type=int, default=1000, help="G steps of the 32 vs 64 px runs")
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--long-steps", type=int, default=8000, help="G steps of the long 1,000-image runs")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--classifier-epochs", type=int, default=3)
     p.add_argument("--classifier", type=Path, help="a `dcgan train-classifier` file to reuse (trained and "
@@ -182,7 +185,7 @@ def main() -> None:
             if not folder.exists():
                 write_subset(folder, 100, seed=0)
             out["sizes"] = {}
-            for size in (32, 64):
+            for size in a.sizes:
                 run = tmp / f"size{size}"
                 seconds = train(run, folder, 0, a.size_steps, "--augment", AUGMENT, "--ema-decay",
                                 a.ema_decay, size=size, every=a.size_steps // 4)
@@ -197,6 +200,29 @@ def main() -> None:
                 lines.append(f"  1,000 images at {size}x{size} (upscaled), --augment {AUGMENT} --ema-decay "
                              f"{a.ema_decay:g}, seed 0, {seconds / 60:.0f} min: FID of the EMA G (2,000 vs "
                              f"2,000 test images) by step: {fids}")
+        if "long" not in a.skip:  # does augmentation pay off once the baseline's D has memorised the data?
+            folder = tmp / "fm1000"
+            if not folder.exists():
+                write_subset(folder, 100, seed=0)
+            every = a.long_steps // 8
+            base, aug = tmp / "long_base", tmp / "long_aug"
+            with ThreadPoolExecutor(2) as pool:  # side by side: one core each with OMP_NUM_THREADS=1
+                jobs = {"baseline": pool.submit(train, base, folder, 0, a.long_steps, every=every),
+                        "augment_ema": pool.submit(train, aug, folder, 0, a.long_steps, "--augment", AUGMENT,
+                                                   "--ema-decay", a.ema_decay, every=every)}
+                seconds = {k: job.result() for k, job in jobs.items()}
+            trajectory = []
+            for step in range(every, a.long_steps + 1, every):
+                name = f"snapshots/step_{step:08d}.pt"
+                trajectory.append({"step": step, "baseline": quality(base / name, features, "raw", n=2000),
+                                   "augment": quality(aug / name, features, "raw", n=2000),
+                                   "augment_ema": quality(aug / name, features, "ema", n=2000)})
+                print(trajectory[-1], flush=True)
+            out["long"] = {"seconds": seconds, "trajectory": trajectory}
+            shown = "; ".join(f"{r['step']}: {r['baseline']['fid']:.1f} / {r['augment']['fid']:.1f} / "
+                              f"{r['augment_ema']['fid']:.1f}" for r in trajectory)
+            lines += [f"  1,000 images, seed 0, {a.long_steps} steps, FID (2,000 vs 2,000 test images) by "
+                      f"step, baseline / --augment {AUGMENT} / its EMA G: {shown}"]
         if "full" not in a.skip:
             runs = []
             for s in seeds:
