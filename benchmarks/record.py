@@ -38,6 +38,7 @@ SECTIONS = {
     "forget.py": ("Forgetting an object", ""),
     "explore.py": ("The explorer", ""),
     "data.py": ("Data loading at scale", ""),
+    "small_data.py": ("Small datasets, EMA and class-conditional DCGAN", ""),
 }
 
 

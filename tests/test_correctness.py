@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from test_reliability import logged_steps
 
 from dcgan import checkpoint
 from dcgan.data import to_float
@@ -184,16 +185,6 @@ CLI_TINY = ["--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-siz
             "false", "--log-every", 1, "--sample-every", 1000]
 
 
-def rows(run) -> list[int]:
-    steps = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        try:
-            steps.append(json.loads(line)["step"])
-        except ValueError:
-            pass
-    return steps
-
-
 def test_a_second_process_cannot_write_a_running_run_and_a_killed_one_resumes_at_once(tmp_path):
     run = tmp_path / "run"
     args = ["train", *CLI_TINY, "--steps", 10**6, "--checkpoint-every", 5, "--out", run]
@@ -201,7 +192,7 @@ def test_a_second_process_cannot_write_a_running_run_and_a_killed_one_resumes_at
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not ((run / "metrics.jsonl").is_file() and len(rows(run)) >= 6):
+        while not ((run / "metrics.jsonl").is_file() and len(logged_steps(run)) >= 6):
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.2)
         for args, says in ((["--resume", run, "--steps", 20], f"in use by pid {first.pid} (started "),
@@ -211,7 +202,7 @@ def test_a_second_process_cannot_write_a_running_run_and_a_killed_one_resumes_at
             assert second.returncode == 1 and last.startswith("error: ") and says in last, last
         assert first.poll() is None  # the first run goes on, its rows still in order
         time.sleep(1)
-        logged = rows(run)
+        logged = logged_steps(run)
         assert logged == list(range(1, len(logged) + 1))
     finally:
         first.kill()

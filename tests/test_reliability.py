@@ -201,7 +201,10 @@ def test_vanishing_gradient_and_collapse_are_reported(tmp_path, capfd):
     assert not any("vanishing" in w for r in rows[:3] for w in r["warnings"])
     assert any("vanishing" in w for w in rows[3]["warnings"])  # after 3 steps below the threshold
     assert any("collapsed" in w for w in rows[-1]["warnings"])
-    assert "G's gradient is vanishing" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "G's gradient is vanishing" in err
+    # each warning names the option to try (README: Training on your own images)
+    assert "try --label-smoothing 0.1" in err and "try --augment translation,cutout" in err
 
 
 def test_collapse_detector_measures_diversity():

@@ -322,17 +322,28 @@ def _add_forget(sub) -> None:
     fg.add_argument("--seed", type=int, default=0)
     fg.add_argument("--out", default="forget")
     fg.add_argument("--generator", choices=("ema", "raw"), help=GENERATOR)
+    fg.add_argument("--erase", default="global", choices=("global", "local"),
+                    help="global: drop the maps at every location (the paper); local: only at the layer "
+                    "locations inside each boxed sample's boxes (the --n extra samples, which have no boxes, "
+                    "stay unchanged)")
+    fg.add_argument("--curve", default="auto", help="effect curve in forget_curve.png and forget.json: the "
+                    "pixel change inside and outside the boxes, k top-weight maps dropped vs k random "
+                    "ones, for k in a comma-separated list such as 0,4,16; auto: 0, 1, 2, 4, ... the maps in "
+                    "the layer, and the count --drop chose; none: no curve")
     fg.set_defaults(func=cmd_forget)
 
 
 def cmd_forget(args: argparse.Namespace) -> None:
     r = dcgan.forget(args.source, boxes=args.boxes, out=args.out, drop=args.drop, n=args.n, seed=args.seed,
-                     layer=args.layer, generator=args.generator)
-    print(f"dropped {r['dropped']} of {r['maps_in_layer']} feature maps of layer {r['layer']} "
+                     layer=args.layer, generator=args.generator, erase=args.erase, curve=args.curve)
+    print(f"dropped ({r['erase']}) {r['dropped']} of {r['maps_in_layer']} feature maps of layer {r['layer']} "
           f"({r['layer_size']}x{r['layer_size']}; detector accuracy "
           f"{r['detector_accuracy']:.2f} on {r['positives']} + {r['negatives']} locations); mean pixel "
           f"change {r['mean_abs_change_in_boxes']:.3f} inside the boxes, {r['mean_abs_change_outside']:.3f} "
           f"outside; {Path(args.out) / 'forget.png'}")
+    if "curve" in r:
+        print(f"effect curve for k = {', '.join(str(row['k']) for row in r['curve'])}: "
+              f"{Path(args.out) / 'forget_curve.png'}")
 
 
 # ---- quality and memorisation ---------------------------------------------------------------

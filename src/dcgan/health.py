@@ -45,5 +45,6 @@ class Health:
             self.low_since = None
         if self.collapsed:
             warnings.append(f"sample diversity is {self.diversity:.3f} of the real data's (below "
-                            f"{c.collapse_threshold}): the generator may have collapsed to a few modes")
+                            f"{c.collapse_threshold}): the generator may have collapsed to a few modes "
+                            "(on a few thousand images or fewer, try --augment translation,cutout)")
         return warnings
