@@ -295,6 +295,23 @@ def test_forget_answers_what_dcgan_forget_writes_and_the_boxes_file_it_read(clie
     written = json.loads((tmp_path / "f" / "forget.json").read_text())
     assert json.loads(fetch(client, result, "forget.json")) == written
     assert fetch(client, result, "forget.png") == (tmp_path / "f" / "forget.png").read_bytes()
+    assert [p["k"] for p in result["report"]["curve"]][0] == 0 and "forget_curve.png" in result["files"]
+
+
+def test_forget_local_erase_and_its_effect_curve_are_what_dcgan_forget_writes(client, run, tmp_path):
+    body = {"boxes": BOXES, "n": 2, "erase": "local", "drop": "top:4"}
+    result = client.post("/api/forget", json=body).json()
+    (tmp_path / "boxes.json").write_text(json.dumps(BOXES))
+    dcgan("forget", run, "--boxes", tmp_path / "boxes.json", "--n", 2, "--erase", "local", "--drop", "top:4",
+          "--out", tmp_path / "f")
+    written = json.loads((tmp_path / "f" / "forget.json").read_text())
+    assert json.loads(fetch(client, result, "forget.json")) == written == result["report"]
+    assert written["erase"] == "local" and written["curve"][-1]["k"] == written["maps_in_layer"]
+    curve = fetch(client, result, "forget_curve.png")
+    assert curve.startswith(b"\x89PNG") and Image.open(io.BytesIO(curve)).size[0] > 200
+    assert result["report"]["mean_abs_change_extra"] == 0  # local: samples without boxes stay as they were
+    none = client.post("/api/forget", json={**body, "curve": "none"}).json()
+    assert "curve" not in none["report"] and "forget_curve.png" not in none["files"]
 
 
 BAD = [
@@ -328,6 +345,8 @@ BAD = [
     ("/api/forget", {"boxes": {"boxes": [{"seed": 0, "index": 1, "boxes": [[0, 0, 40, 8]]}]}},
      "must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 32"),
     ("/api/forget", {"boxes": BOXES, "drop": "most"}, "drop"),
+    ("/api/forget", {"boxes": BOXES, "erase": "here"}, "erase must be one of global, local"),
+    ("/api/forget", {"boxes": BOXES, "curve": [1, 2]}, "curve must be one of auto, none"),
     ("/api/neighbours", {"k": 100}, "k must be an integer from 1 to 16"),
     ("/api/arithmetic", {"a": [1], "b": [2], "c": [3], "latents": 5}, "latents must be the URL"),
     ("/api/direction", {"to": [1]}, "from is empty"),

@@ -236,7 +236,8 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
 
     @endpoint
     def forget(body: dict) -> dict:
-        """Boxes drawn on the sheet -> `dcgan forget`'s figure and report, and the boxes file it read."""
+        """Boxes drawn on the sheet -> `dcgan forget`'s figures (forget.png, forget_curve.png) and report,
+        and the boxes file it read."""
         src = ex.source(body)
         boxes = body.get("boxes")
         if not isinstance(boxes, dict) or not boxes.get("boxes"):
@@ -246,10 +247,13 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
             raise BadRequest(f"drop must be positive, threshold:T or top:K, got {json.dumps(drop)}")
         n = integer(body, "n", 0, 64, default=8)
         seed = integer(body, "seed", 0, 2**32 - 1, default=0)
+        erase = choice(body, "erase", ("global", "local"), "global")
+        curve = choice(body, "curve", ("auto", "none"), "auto")
         file = ex.upload(json.dumps(boxes).encode())
 
         def work(out: Path) -> dict:
-            report = forget_report(src, boxes=file, out=out, drop=drop, n=n, seed=seed)
+            report = forget_report(src, boxes=file, out=out, drop=drop, n=n, seed=seed, erase=erase,
+                                   curve=curve)
             shutil.copyfile(file, out / "boxes.json")  # what `dcgan forget --boxes` reads
             return report
 
