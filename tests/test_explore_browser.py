@@ -339,12 +339,20 @@ def test_boxes_dragged_on_samples_make_g_forget_and_export_the_boxes_file(page, 
     items = page.locator("#box-list li").all_text_contents()
     assert len(items) == 2 and items[0].startswith("sample 3 (seed 0): [8, 8, 24, 16]")
     assert items[1].startswith("sample 12 (seed 0): [3, 16, 13, 29]")
+    page.select_option("#erase", "local")
     page.click("#run-forget")
-    page.wait_for_selector("#forget-result img")
+    page.wait_for_selector("#forget-result img[alt='effect curve']")
     assert "maps dropped" in page.text_content("#forget-result")
+    assert "erase=local" in page.url
     boxes = download(page, "boxes.json", tmp_path)
     assert json.loads(boxes.read_text()) == {"boxes": [{"seed": 0, "index": 3, "boxes": [[8, 8, 24, 16]]},
                                                        {"seed": 0, "index": 12, "boxes": [[3, 16, 13, 29]]}]}
     got = json.loads(download(page, "forget.json", tmp_path).read_text())
-    dcgan("forget", server["run"], "--boxes", boxes, "--out", tmp_path / "cli")
+    dcgan("forget", server["run"], "--boxes", boxes, "--erase", "local", "--out", tmp_path / "cli")
     assert got == json.loads((tmp_path / "cli" / "forget.json").read_text())
+    rows = page.locator("#forget-result table.curve tr")  # a header, then a row per point of the curve
+    assert rows.count() == len(got["curve"]) + 1
+    last = got["curve"][-1]
+    assert rows.nth(rows.count() - 1).text_content() == (
+        f"{last['k']}{last['top']['inside']:.4f}{last['random']['inside']:.4f}"
+        f"{last['top']['outside']:.4f}{last['random']['outside']:.4f}")

@@ -45,7 +45,7 @@ function table(values) {
 // ---- the page's state in the URL (#seed=3&a=1,4&shown=walk...): a link reproduces the views ------
 
 const KEPT = ["seed", "start", "n", "arith-mode", "noise", "direction-steps", "direction-scale", "steps", "mode",
-              "drop", "method", "k", "sigmas", "walk-frame", "direction-step", "grid-step"];
+              "drop", "erase", "curve", "method", "k", "sigmas", "walk-frame", "direction-step", "grid-step"];
 const RERUN = { arithmetic: () => runArithmetic(), walk: () => runWalk(), "feature-maps": () => runFeatureMaps(),
                 "d-maps": () => runDMaps(), directions: () => runDirections(), forget: () => runForget() };
 
@@ -221,7 +221,8 @@ async function runForget() {
   $("forget-result").textContent = "fitting the detector...";
   let result;
   try {
-    result = await api("forget", { boxes: boxesFile(), drop: $("drop").value, seed: state.layout.seed });
+    result = await api("forget", { boxes: boxesFile(), drop: $("drop").value, seed: state.layout.seed,
+                                   erase: $("erase").value, curve: $("curve").value });
   } catch (e) {
     $("forget-result").textContent = "";
     return;
@@ -231,9 +232,19 @@ async function runForget() {
     `<img src="${result.files["forget.png"]}" alt="samples with and without the dropped maps">` +
     table({ "maps dropped": `${r.dropped} of ${r.maps_in_layer}`, "detector accuracy": r.detector_accuracy,
             "mean change inside the boxes": r.mean_abs_change_in_boxes,
-            "mean change outside": r.mean_abs_change_outside }) +
+            "mean change outside": r.mean_abs_change_outside, erase: r.erase }) +
+    (r.curve ? curveTable(r.curve) + `<img src="${result.files["forget_curve.png"]}" alt="effect curve">` : "") +
     `<p class="downloads">${downloads(result.files)}</p>`;
   shown("forget");
+}
+
+function curveTable(curve) {
+  // the effect curve: pixel change inside / outside the boxes with the k strongest maps vs k random ones
+  const cell = (v) => `<td>${v.toFixed(4)}</td>`;
+  return `<table class="curve"><tr><th>maps dropped</th><th>inside, strongest</th><th>inside, random</th>` +
+    `<th>outside, strongest</th><th>outside, random</th></tr>` +
+    curve.map((p) => `<tr><td>${p.k}</td>${cell(p.top.inside)}${cell(p.random.inside)}` +
+      `${cell(p.top.outside)}${cell(p.random.outside)}</tr>`).join("") + "</table>";
 }
 
 function shown(view) {
