@@ -66,7 +66,7 @@ def train(out: Path, data: str | Path, seed: int, steps: int, *options, size: in
     t = time.perf_counter()
     dcgan("train", "--data", data, "--image-size", size, "--channels", 1, "--ngf", 32, "--ndf", 32,
           "--batch-size", 64, "--steps", steps, "--seed", seed, "--sample-every", every or 500,
-          "--checkpoint-every", steps, "--snapshot-every", every or steps, "--tensorboard", "false",
+          "--checkpoint-every", every or steps, "--snapshot-every", every or steps, "--tensorboard", "false",
           "--out", out, *options)
     return time.perf_counter() - t
 
@@ -128,6 +128,7 @@ def main() -> None:
     p.add_argument("--classifier-epochs", type=int, default=3)
     p.add_argument("--classifier", type=Path, help="a `dcgan train-classifier` file to reuse (trained and "
                    "written there if missing), so that parts run separately share one feature extractor")
+    p.add_argument("--keep", type=Path, help="keep the runs in this new folder, not a temporary one")
     p.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     a = p.parse_args()
     seeds = list(range(a.seeds))
@@ -138,8 +139,8 @@ def main() -> None:
                               "augment": AUGMENT, "interval": "Student-t 95%, paired by seed",
                               "eval_set": f"fashion-mnist test split, {N_EVAL} images drawn with seed 0"}}
     lines = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = a.keep or Path(scratch)
         clf = a.classifier or tmp / "clf.safetensors"
         if not clf.exists():
             dcgan("train-classifier", "--data", "fashion-mnist", "--out", clf, "--epochs",
