@@ -72,8 +72,9 @@ def save(name: str, out: dict, lines: list[str], title: str | None = None, root:
         out["title"] = title
     (root / "results").mkdir(exist_ok=True)
     path = root / "results" / f"{name}-{stamp(out['date'])}.json"
+    text = json.dumps(out, indent=2)  # before the file exists: a value JSON cannot hold leaves no empty file
     with open(path, "x") as f:  # "x": an existing result is never overwritten
-        f.write(json.dumps(out, indent=2))
+        f.write(text)
     render(root)
     print("\n".join(entry(out)))
     return path

@@ -24,6 +24,7 @@ paired by seed. Nothing is chosen on these numbers: steps, widths and options ar
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -62,7 +63,12 @@ def write_subset(folder: Path, per_class: int, seed: int) -> None:
 
 def train(out: Path, data: str | Path, seed: int, steps: int, *options, size: int = 32,
           every: int | None = None) -> float:
-    """`dcgan train` as a user would; its wall time in seconds."""
+    """`dcgan train` as a user would; its wall time in seconds. A finished run kept with --keep is
+    reused: its time is then the span of its metrics.jsonl rows."""
+    if (out / "checkpoint.pt").exists():
+        rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+        if rows[-1]["step"] == steps:
+            return rows[-1]["time"] - rows[0]["time"]
     t = time.perf_counter()
     dcgan("train", "--data", data, "--image-size", size, "--channels", 1, "--ngf", 32, "--ndf", 32,
           "--batch-size", 64, "--steps", steps, "--seed", seed, "--sample-every", every or 500,
@@ -132,7 +138,8 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], choices=PARTS)
     a = p.parse_args()
     seeds = list(range(a.seeds))
-    out: dict = {**record.header(), "config": {**vars(a), "classifier": str(a.classifier)},
+    config = {**vars(a), "classifier": str(a.classifier), "keep": str(a.keep)}
+    out: dict = {**record.header(), "config": config,
                  "protocol": {"image_size": 32, "channels": 1, "ngf": 32, "ndf": 32, "batch_size": 64,
                               "small_train_images": 1000, "small_per_class": 100, "full_train_images": 60000,
                               "n_eval": N_EVAL, "n_eval_sizes": 2000, "samples_per_class": 1000,
@@ -148,9 +155,8 @@ def main() -> None:
         accuracy = classifier_accuracy(clf)
         features = f"classifier:{clf}"
         out["classifier_test_accuracy"] = accuracy
-        lines.append(f"  Fashion-MNIST 32x32 grey, ngf = ndf = 32, batch 64, {len(seeds)} seeds; features: "
-                     f"a classifier with {accuracy:.1%} test accuracy; {N_EVAL} generated vs {N_EVAL} test "
-                     "images (mean ± t 95%)")
+        lines.append(f"  Fashion-MNIST grey, ngf = ndf = 32, batch 64; features: a classifier with "
+                     f"{accuracy:.1%} test accuracy; means ± t 95% over seeds")
         if "small" not in a.skip:
             folder = tmp / "fm1000"
             write_subset(folder, 100, seed=0)
@@ -172,7 +178,8 @@ def main() -> None:
                          [1 - x / b for x, b in zip(fid["augment"], fid["baseline"], strict=True)])}
             out["small"] = small
             imp, d_ema = small["augment_fid_improvement"], small["ema_vs_raw_fid"]
-            lines += [f"  1,000 training images, {a.steps} steps each:",
+            lines += [f"  1,000 training images at 32x32, {a.steps} steps each, {len(seeds)} seeds, {N_EVAL} "
+                      f"generated vs {N_EVAL} test images:",
                       line("baseline", small["baseline"]),
                       line(f"--augment {AUGMENT}", small["augment"]),
                       line(f"--augment {AUGMENT} --ema-decay {a.ema_decay:g} (its EMA G)",
@@ -222,8 +229,8 @@ def main() -> None:
             out["long"] = {"seconds": seconds, "trajectory": trajectory}
             shown = "; ".join(f"{r['step']}: {r['baseline']['fid']:.1f} / {r['augment']['fid']:.1f} / "
                               f"{r['augment_ema']['fid']:.1f}" for r in trajectory)
-            lines += [f"  1,000 images, seed 0, {a.long_steps} steps, FID (2,000 vs 2,000 test images) by "
-                      f"step, baseline / --augment {AUGMENT} / its EMA G: {shown}"]
+            lines += [f"  1,000 images at 32x32, seed 0, {a.long_steps} steps, FID (2,000 vs 2,000 test "
+                      f"images) by step, baseline / --augment {AUGMENT} / its EMA G: {shown}"]
         if "full" not in a.skip:
             runs = []
             for s in seeds:
@@ -236,7 +243,8 @@ def main() -> None:
             d = paired([r["ema"]["fid"] for r in runs], [r["raw"]["fid"] for r in runs])
             out["full"] = {"runs": runs, "raw": summary(runs, "raw"), "ema": summary(runs, "ema"),
                            "ema_vs_raw_fid": d}
-            lines += [f"  all 60,000 training images, {a.full_steps} steps, --ema-decay {a.ema_decay:g}:",
+            lines += [f"  all 60,000 training images at 32x32, {a.full_steps} steps, --ema-decay "
+                      f"{a.ema_decay:g}, {len(seeds)} seeds, {N_EVAL} generated vs {N_EVAL} test images:",
                       line("trained G", out["full"]["raw"]), line("EMA G", out["full"]["ema"]),
                       f"    EMA G's FID below the trained G's by {d['mean']:.1f} ± {d['ci95']:.1f} "
                       f"(paired, lower in {d['first_better']}/{d['draws']} seeds)"]
@@ -258,7 +266,8 @@ def main() -> None:
             out["conditional"] = {"runs": runs, "classes": classes, "accuracy": overall}
             shown = ", ".join(f"{c['class']} {c['accuracy']['mean']:.0%} / {c['fid']['mean']:.1f}"
                               for c in classes)
-            lines += [f"  --conditional, all 60,000 training images, {a.full_steps} steps: samples of "
+            lines += [f"  --conditional, all 60,000 training images at 32x32, {a.full_steps} steps, "
+                      f"{len(seeds)} seeds: samples of "
                       f"--class K classified as K: {overall['mean']:.1%} ± {overall['ci95']:.1%} "
                       "(1,000 per class)",
                       f"    per class (accuracy; FID vs the class's 1,000 test images): {shown}"]
