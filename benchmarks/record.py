@@ -71,10 +71,15 @@ def save(name: str, out: dict, lines: list[str], title: str | None = None, root:
     if title is not None:
         out["title"] = title
     (root / "results").mkdir(exist_ok=True)
-    path = root / "results" / f"{name}-{stamp(out['date'])}.json"
     text = json.dumps(out, indent=2)  # before the file exists: a value JSON cannot hold leaves no empty file
-    with open(path, "x") as f:  # "x": an existing result is never overwritten
-        f.write(text)
+    for n in range(1, 100):  # runs started in the same second get -2, -3, ...
+        path = root / "results" / f"{name}-{stamp(out['date'])}{f'-{n}' if n > 1 else ''}.json"
+        try:
+            with open(path, "x") as f:  # "x": an existing result is never overwritten
+                f.write(text)
+            break
+        except FileExistsError:
+            continue
     render(root)
     print("\n".join(entry(out)))
     return path
