@@ -2,13 +2,12 @@
 effect curve (pixel change vs maps dropped, the detector's top maps against as many random ones)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_inspect import dcgan  # the CLI in a subprocess, as a user runs it
 
 from dcgan.checkpoint import load_generator
 from dcgan.errors import DCGANError
@@ -22,12 +21,6 @@ from dcgan.forget import (
 )
 
 BOXES = [(0, 0, 8, 8)]  # the top-left quarter of a 16x16 image: layer -2 (8x8) locations 0..3 x 0..3
-
-
-def dcgan(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
-    assert (proc.returncode == 0) == ok, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")
