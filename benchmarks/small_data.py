@@ -130,6 +130,7 @@ def main() -> None:
     p.add_argument("--size-steps", type=int, default=1000, help="G steps of the 32 vs 64 px runs")
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     p.add_argument("--long-steps", type=int, default=8000, help="G steps of the long 1,000-image runs")
+    p.add_argument("--long-seed", type=int, default=0, help="the training seed of the long runs")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--classifier-epochs", type=int, default=3)
     p.add_argument("--classifier", type=Path, help="a `dcgan train-classifier` file to reuse (trained and "
@@ -215,8 +216,9 @@ def main() -> None:
             every = a.long_steps // 8
             base, aug = tmp / "long_base", tmp / "long_aug"
             with ThreadPoolExecutor(2) as pool:  # side by side: one core each with OMP_NUM_THREADS=1
-                jobs = {"baseline": pool.submit(train, base, folder, 0, a.long_steps, every=every),
-                        "augment_ema": pool.submit(train, aug, folder, 0, a.long_steps, "--augment", AUGMENT,
+                seed, steps = a.long_seed, a.long_steps
+                jobs = {"baseline": pool.submit(train, base, folder, seed, steps, every=every),
+                        "augment_ema": pool.submit(train, aug, folder, seed, steps, "--augment", AUGMENT,
                                                    "--ema-decay", a.ema_decay, every=every)}
                 seconds = {k: job.result() for k, job in jobs.items()}
             trajectory = []
@@ -226,11 +228,11 @@ def main() -> None:
                                    "augment": quality(aug / name, features, "raw", n=2000),
                                    "augment_ema": quality(aug / name, features, "ema", n=2000)})
                 print(trajectory[-1], flush=True)
-            out["long"] = {"seconds": seconds, "trajectory": trajectory}
+            out["long"] = {"seed": a.long_seed, "seconds": seconds, "trajectory": trajectory}
             shown = "; ".join(f"{r['step']}: {r['baseline']['fid']:.1f} / {r['augment']['fid']:.1f} / "
                               f"{r['augment_ema']['fid']:.1f}" for r in trajectory)
-            lines += [f"  1,000 images at 32x32, seed 0, {a.long_steps} steps, FID (2,000 vs 2,000 test "
-                      f"images) by step, baseline / --augment {AUGMENT} / its EMA G: {shown}"]
+            lines += [f"  1,000 images at 32x32, seed {a.long_seed}, {a.long_steps} steps, FID (2,000 vs "
+                      f"2,000 test images) by step, baseline / --augment {AUGMENT} / its EMA G: {shown}"]
         if "full" not in a.skip:
             runs = []
             for s in seeds:
