@@ -61,6 +61,13 @@ def write_subset(folder: Path, per_class: int, seed: int) -> None:
             Image.fromarray(data.images[i, 0].numpy(), mode="L").save(folder / name / f"{i:05d}.png")
 
 
+def subset(folder: Path) -> Path:
+    """The 1,000-image folder (100 per class, seed 0), written once and shared by the parts."""
+    if not folder.exists():
+        write_subset(folder, 100, seed=0)
+    return folder
+
+
 def train(out: Path, data: str | Path, seed: int, steps: int, *options, size: int = 32,
           every: int | None = None) -> float:
     """`dcgan train` as a user would; its wall time in seconds. A finished run kept with --keep is
@@ -159,8 +166,7 @@ def main() -> None:
         lines.append(f"  Fashion-MNIST grey, ngf = ndf = 32, batch 64; features: a classifier with "
                      f"{accuracy:.1%} test accuracy; means ± t 95% over seeds")
         if "small" not in a.skip:
-            folder = tmp / "fm1000"
-            write_subset(folder, 100, seed=0)
+            folder = subset(tmp / "fm1000")
             runs = []
             for s in seeds:
                 base, aug = tmp / f"base{s}", tmp / f"aug{s}"
@@ -190,9 +196,7 @@ def main() -> None:
                       f"EMA G's FID below raw G's by {d_ema['mean']:.1f} ± {d_ema['ci95']:.1f} "
                       f"(paired, lower in {d_ema['first_better']}/{d_ema['draws']} seeds)"]
         if "sizes" not in a.skip:  # how soon samples become recognisable at 32 and 64 px
-            folder = tmp / "fm1000"
-            if not folder.exists():
-                write_subset(folder, 100, seed=0)
+            folder = subset(tmp / "fm1000")
             out["sizes"] = {}
             for size in a.sizes:
                 run = tmp / f"size{size}"
@@ -210,9 +214,7 @@ def main() -> None:
                              f"{a.ema_decay:g}, seed 0, {seconds / 60:.0f} min: FID of the EMA G (2,000 vs "
                              f"2,000 test images) by step: {fids}")
         if "long" not in a.skip:  # does augmentation pay off once the baseline's D has memorised the data?
-            folder = tmp / "fm1000"
-            if not folder.exists():
-                write_subset(folder, 100, seed=0)
+            folder = subset(tmp / "fm1000")
             every = a.long_steps // 8
             base, aug = tmp / "long_base", tmp / "long_aug"
             with ThreadPoolExecutor(2) as pool:  # side by side: one core each with OMP_NUM_THREADS=1
