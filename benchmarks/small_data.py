@@ -4,7 +4,9 @@ Quality is the domain classifier's FID/KID and precision/recall (`dcgan train-cl
 Fashion-MNIST training split; its test accuracy is reported) of 5,000 generated images against a
 fixed evaluation set: 5,000 images of the test split drawn with seed 0, the same for every run.
 Each setting is trained with --seeds seeds; means get Student-t 95% intervals and comparisons are
-paired by seed. Nothing is chosen on these numbers: steps, widths and options are fixed up front.
+paired by seed. Nothing is chosen on the test numbers: steps, widths and options are fixed up front,
+and the curves that show how long to train are measured on a validation set, 2,000 training-split
+images outside the 1,000 (drawn with seed 1).
 
 1. 1,000 training images (100 per class, a seeded draw from the training split, written as a
    folder of PNGs with one subfolder per class, as a user's own images would be): the baseline
@@ -39,10 +41,11 @@ from record import dcgan
 from dcgan.checkpoint import load_generator
 from dcgan.data import open_dataset, to_float, to_uint8
 from dcgan.datasets import FASHION_MNIST_CLASSES
-from dcgan.metrics import Extractor, compare, evaluate, extract, load_classifier
+from dcgan.metrics import Evaluator, Extractor, compare, evaluate, extract, load_classifier
 from dcgan.probe import paired, t_interval
 
 N_EVAL = 5000  # generated and test images per FID
+N_VALID = 2000  # generated and validation images per point of a curve
 AUGMENT = "translation,cutout"
 METRICS = ("fid", "kid", "precision", "recall")
 PARTS = ("small", "long", "sizes", "full", "conditional")
@@ -87,6 +90,34 @@ def train(out: Path, data: str | Path, seed: int, steps: int, *options, size: in
 def quality(run: Path, extractor: str, generator: str, n: int = N_EVAL) -> dict:
     r = evaluate(run, data="fashion-mnist", split="test", n=n, extractor=extractor, generator=generator)
     return {k: r[k] for k in METRICS}
+
+
+def validation(folder: Path, extractor: str, n: int = N_VALID) -> Evaluator:
+    """The metrics against n training-split images that are not among the 1,000 in `folder` (a draw
+    with seed 1): the set that curves over training steps are read on."""
+    data = open_dataset("fashion-mnist", 32, 1, split="train")
+    used = {int(f.stem) for f in folder.glob("*/*.png")}
+    rest = torch.tensor([i for i in range(len(data)) if i not in used])
+    return Evaluator(extractor, data.images[rest], n, seed=1)
+
+
+def curve(runs: dict[str, tuple[Path, str]], steps: int, every: int, valid: Evaluator) -> list[dict]:
+    """Validation metrics of each named (run, generator) at every snapshot."""
+    rows = []
+    for step in range(every, steps + 1, every):
+        name = f"snapshots/step_{step:08d}.pt"
+        row = {"step": step}
+        for k, (run, which) in runs.items():
+            r = valid(load_generator(run / name, generator=which))
+            row[k] = {m: r[m] for m in METRICS}
+        rows.append(row)
+        print(rows[-1], flush=True)
+    return rows
+
+
+def fid_steps(trajectory: list[dict]) -> str:
+    return "; ".join(f"{r['step']}: {r['baseline']['fid']:.1f} / {r['augment']['fid']:.1f} / "
+                     f"{r['augment_ema']['fid']:.1f}" for r in trajectory)
 
 
 @torch.no_grad()
@@ -167,16 +198,22 @@ def main() -> None:
                      f"{accuracy:.1%} test accuracy; means ± t 95% over seeds")
         if "small" not in a.skip:
             folder = subset(tmp / "fm1000")
-            runs = []
+            valid = validation(folder, features)
+            runs, every = [], a.steps // 8
             for s in seeds:
                 base, aug = tmp / f"base{s}", tmp / f"aug{s}"
-                row = {"seed": s, "baseline_seconds": train(base, folder, s, a.steps),
-                       "augment_ema_seconds": train(aug, folder, s, a.steps, "--augment", AUGMENT,
-                                                    "--ema-decay", a.ema_decay)}
+                with ThreadPoolExecutor(2) as pool:  # side by side: one core each with OMP_NUM_THREADS=1
+                    jobs = {"baseline_seconds": pool.submit(train, base, folder, s, a.steps, every=every),
+                            "augment_ema_seconds": pool.submit(train, aug, folder, s, a.steps, "--augment",
+                                                               AUGMENT, "--ema-decay", a.ema_decay,
+                                                               every=every)}
+                    row = {"seed": s, **{k: job.result() for k, job in jobs.items()}}
                 row.update(baseline=quality(base, features, "raw"), augment=quality(aug, features, "raw"),
                            augment_ema=quality(aug, features, "ema"))
+                row["validation"] = curve({"baseline": (base, "raw"), "augment": (aug, "raw"),
+                                           "augment_ema": (aug, "ema")}, a.steps, every, valid)
                 runs.append(row)
-                print(row, flush=True)
+                print({k: v for k, v in row.items() if k != "validation"}, flush=True)
             fid = {k: [r[k]["fid"] for r in runs] for k in ("baseline", "augment", "augment_ema")}
             small = {"runs": runs, **{k: summary(runs, k) for k in fid},
                      "augment_vs_baseline_fid": paired(fid["augment"], fid["baseline"]),
@@ -195,6 +232,9 @@ def main() -> None:
                       f"{imp['ci95']:.1%}; "
                       f"EMA G's FID below raw G's by {d_ema['mean']:.1f} ± {d_ema['ci95']:.1f} "
                       f"(paired, lower in {d_ema['first_better']}/{d_ema['draws']} seeds)"]
+            lines += [f"    validation FID ({N_VALID} vs {N_VALID} training images outside the 1,000) by "
+                      f"step, baseline / augment / its EMA G, seed {r['seed']}: {fid_steps(r['validation'])}"
+                      for r in runs]
         if "sizes" not in a.skip:  # how soon samples become recognisable at 32 and 64 px
             folder = subset(tmp / "fm1000")
             out["sizes"] = {}
@@ -223,26 +263,21 @@ def main() -> None:
                         "augment_ema": pool.submit(train, aug, folder, seed, steps, "--augment", AUGMENT,
                                                    "--ema-decay", a.ema_decay, every=every)}
                 seconds = {k: job.result() for k, job in jobs.items()}
-            trajectory = []
-            for step in range(every, a.long_steps + 1, every):
-                name = f"snapshots/step_{step:08d}.pt"
-                trajectory.append({"step": step, "baseline": quality(base / name, features, "raw", n=2000),
-                                   "augment": quality(aug / name, features, "raw", n=2000),
-                                   "augment_ema": quality(aug / name, features, "ema", n=2000)})
-                print(trajectory[-1], flush=True)
-            out["long"] = {"seed": a.long_seed, "seconds": seconds, "trajectory": trajectory}
-            shown = "; ".join(f"{r['step']}: {r['baseline']['fid']:.1f} / {r['augment']['fid']:.1f} / "
-                              f"{r['augment_ema']['fid']:.1f}" for r in trajectory)
-            lines += [f"  1,000 images at 32x32, seed {a.long_seed}, {a.long_steps} steps, FID (2,000 vs "
-                      f"2,000 test images) by step, baseline / --augment {AUGMENT} / its EMA G: {shown}"]
+            arms = {"baseline": (base, "raw"), "augment": (aug, "raw"), "augment_ema": (aug, "ema")}
+            trajectory = curve(arms, a.long_steps, every, validation(folder, features))
+            out["long"] = {"seed": a.long_seed, "seconds": seconds, "trajectory": trajectory,
+                           "evaluated_on": f"validation: {N_VALID} training-split images outside the 1,000"}
+            lines += [f"  1,000 images at 32x32, seed {a.long_seed}, {a.long_steps} steps, validation FID "
+                      f"({N_VALID} vs {N_VALID} training images outside the 1,000) by step, baseline / "
+                      f"--augment {AUGMENT} / its EMA G: {fid_steps(trajectory)}"]
         if "full" not in a.skip:
-            runs = []
-            for s in seeds:
-                run = tmp / f"full{s}"
-                row = {"seed": s, "seconds": train(run, "fashion-mnist", s, a.full_steps, "--ema-decay",
-                                                   a.ema_decay)}
+            with ThreadPoolExecutor(2) as pool:  # two runs at a time: one core each with OMP_NUM_THREADS=1
+                jobs = [pool.submit(train, tmp / f"full{s}", "fashion-mnist", s, a.full_steps, "--ema-decay",
+                                    a.ema_decay) for s in seeds]
+                runs = [{"seed": s, "seconds": job.result()} for s, job in zip(seeds, jobs, strict=True)]
+            for row in runs:
+                run = tmp / f"full{row['seed']}"
                 row.update(raw=quality(run, features, "raw"), ema=quality(run, features, "ema"))
-                runs.append(row)
                 print(row, flush=True)
             d = paired([r["ema"]["fid"] for r in runs], [r["raw"]["fid"] for r in runs])
             out["full"] = {"runs": runs, "raw": summary(runs, "raw"), "ema": summary(runs, "ema"),
