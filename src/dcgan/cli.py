@@ -448,12 +448,15 @@ def cmd_dedup(args: argparse.Namespace) -> None:
 # ---- the discriminator's features (paper 5) -------------------------------------------------
 
 def _add_features(sub) -> None:
-    f = sub.add_parser("features", help="D's conv features max-pooled to 4x4 (paper 5.1), as .npz")
+    f = sub.add_parser("features", help="D's conv features max-pooled to 4x4 (paper 5.1): a folder of "
+                       "memory-mappable .npy files for `dcgan probe --features`, or one split as .npz")
     f.add_argument("source", help="run directory or checkpoint .pt")
     f.add_argument("--data", help="a labelled dataset (default: the run's training data)")
     f.add_argument("--data-dir", dest="data_dir")
-    f.add_argument("--split", default="train", help="train or test")
-    f.add_argument("--out", required=True, help="output .npz with features and labels")
+    f.add_argument("--split", default="train", help="train or test (an .npz --out holds one split)")
+    f.add_argument("--out", required=True, help="a folder: train.npy, test.npy (float32, one row per image, "
+                   "written batch by batch), their labels and features.json; or FILE.npz: one --split's "
+                   "features and labels in memory")
     f.add_argument("--grid", type=int, default=4, help="each layer max-pooled to grid x grid (paper: 4)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "
@@ -491,7 +494,9 @@ def _add_probe(sub) -> None:
     r.add_argument("--val-size", dest="val_size", type=int, default=10000,
                    help="few: validation images that choose C (paper: 10,000; at most half the train split)")
     r.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "
-                   "auto (a GPU when there is one); the SVMs run on the CPU")
+                   "auto (a GPU when there is one); the SVMs run there too")
+    r.add_argument("--features", help="a folder from `dcgan features SOURCE --out FOLDER` (same --data, "
+                   "--grid, --seed): D's features are read from it, memory-mapped, not recomputed")
     r.set_defaults(func=cmd_probe)
 
 
@@ -501,7 +506,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
                        data_dir=args.data_dir, per_class=args.per_class, draws=args.draws,
                        kmeans_k=args.kmeans_k, max_train=args.max_train, max_test=args.max_test,
                        seed=args.seed, out=args.out, grid=args.grid, random_inits=args.random_inits,
-                       val_size=args.val_size, device=args.device)
+                       val_size=args.val_size, device=args.device, features=args.features)
     for r in rows:
         print(f"{r['method']:40s} {r['dim']:>7,d} dims  {dcgan.describe_probe(r)}")
         if "paired_vs_first" in r:

@@ -313,11 +313,13 @@ def probe(source: str | Path, *, data: str | None = None, protocol: str = "few",
           kmeans_k: int = 400,
           max_train: int | None = None, max_test: int | None = None, seed: int = 0,
           out: str | Path | None = None, grid: int = 4, random_inits: int = 3,
-          val_size: int = VAL_SIZE, device: str | torch.device = "auto") -> list[dict]:
+          val_size: int = VAL_SIZE, device: str | torch.device = "auto",
+          features: str | Path | None = None) -> list[dict]:
     """DCGAN features of a trained D, and any baselines (pixels, random, kmeans), through one
     protocol on the same splits; a table in the shape of the paper's Tables 1-2. The random
     baseline is `random_inits` independently initialised copies of D's architecture, averaged.
-    D's features are computed on `device`."""
+    D's features are computed on `device`, or read memory-mapped from `features`, a folder written
+    by `dcgan features RUN --out FOLDER` for this D, data, grid and seed."""
     if protocol not in ("full", "few"):
         raise DCGANError(f"protocol must be full or few, got {protocol!r}")
     check_seed(seed, "seed", MAX_SEED)
@@ -347,11 +349,23 @@ def probe(source: str | Path, *, data: str | None = None, protocol: str = "few",
     # then the label pool; full: the protocol carves its own validation part from the pool
     n_val = min(val_size, len(order) // 2) if protocol == "few" else 0
     va, tr = order[:n_val], order[n_val:][:max_train or len(order)]
+    if protocol == "full":  # the set of training rows matters, not their order: stored features are
+        tr = tr.sort().values  # then read in file order (all of them: the file itself, no copy)
     images = {"train": train.images[tr], "val": train.images[va], "test": test.images[te]}
     ys = {"train": train.labels[tr].numpy(), "val": train.labels[va].numpy(), "test": test.labels[te].numpy()}
 
-    trained = feats.bn_averaged(d, train.images, seed=seed)  # once per D, for every split
-    extractors = {"DCGAN discriminator": [lambda x: feats.pooled_features(trained, x, grid=grid)]}
+    def on_images(extract):  # every feature set is a function of the split's name
+        return lambda split: extract(images[split])
+
+    if features is not None:
+        stored = feats.read_feature_folder(features, d, data, data_dir, grid, seed,
+                                           {"train": train.labels, "test": test.labels})
+        rows_of = {"train": ("train", tr), "val": ("train", va), "test": ("test", te)}
+        extractors = {"DCGAN discriminator": [lambda split: _stored_rows(stored, *rows_of[split])]}
+    else:
+        trained = feats.bn_averaged(d, train.images, seed=seed)  # once per D, for every split
+        extractors = {"DCGAN discriminator": [on_images(lambda x: feats.pooled_features(trained, x,
+                                                                                       grid=grid))]}
     if "random" in baselines:
         inits = []
         for i in range(random_inits):
@@ -360,19 +374,20 @@ def probe(source: str | Path, *, data: str | None = None, protocol: str = "few",
                 net = Discriminator(c)  # same architecture, its own initialisation
             inits.append(feats.bn_averaged(net.to(device), train.images, seed=seed))
         name = "same D, random init" + (f" (mean of {random_inits})" if random_inits > 1 else "")
-        extractors[name] = [lambda x, net=net: feats.pooled_features(net, x, grid=grid) for net in inits]
+        extractors[name] = [on_images(lambda x, net=net: feats.pooled_features(net, x, grid=grid))
+                            for net in inits]
     if "pixels" in baselines:
-        extractors["raw pixels"] = [feats.pixel_features]
+        extractors["raw pixels"] = [on_images(feats.pixel_features)]
     if "kmeans" in baselines:
         km = feats.KMeansFeatures(k=kmeans_k, seed=seed).fit(images["train"])
-        extractors[f"K-means, K={kmeans_k} (Coates & Ng)"] = [km]
+        extractors[f"K-means, K={kmeans_k} (Coates & Ng)"] = [on_images(km)]
     rows = []
     jobs = sum(len(extracts) for extracts in extractors.values())  # features, then the SVMs, of each
     with Progress(jobs, f"probe ({protocol}) on {data}", "feature sets") as bar:
         for method, extracts in extractors.items():
             results = []
             for extract in extracts:
-                x = {split: extract(imgs) if len(imgs) else None for split, imgs in images.items()}
+                x = {split: extract(split) if len(imgs) else None for split, imgs in images.items()}
                 if protocol == "full":
                     results.append(full_protocol(x["train"], ys["train"], x["test"], ys["test"], seed=seed,
                                                  device=device))
@@ -388,6 +403,15 @@ def probe(source: str | Path, *, data: str | None = None, protocol: str = "few",
     if out is not None:
         write_table(rows, Path(out), data)
     return rows
+
+
+def _stored_rows(stored: dict[str, np.ndarray], split: str, rows: torch.Tensor) -> np.ndarray:
+    """Rows of a memory-mapped feature file: the file itself when all of them are wanted in order,
+    otherwise a copy of the chosen rows."""
+    x = stored[split]
+    if len(rows) == len(x) and bool((rows == torch.arange(len(x))).all()):
+        return x
+    return x[rows.numpy()]
 
 
 def add_paired(rows: list[dict]) -> None:

@@ -10,7 +10,10 @@ features (Coates & Ng 2011).
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +26,9 @@ from dcgan.checkpoint import load_discriminator, run_data
 from dcgan.config import check_seed
 from dcgan.data import labelled_splits, to_float
 from dcgan.distributed import pick_device
-from dcgan.errors import DCGANError
+from dcgan.errors import DCGANError, describe_os_error
 from dcgan.models import Discriminator, ModelConfig
-from dcgan.outputs import check_output_file, write_bytes
+from dcgan.outputs import atomic_write, check_out_dir, check_output_file, write_bytes, write_json
 from dcgan.progress import Progress
 
 __all__ = ["write_features"]  # public: dcgan.NAME
@@ -53,26 +56,39 @@ def average_bn_statistics(d: Discriminator, images: torch.Tensor, batch_size: in
     return d.eval()
 
 
+def pooled_dim(d: Discriminator, grid: int = 4) -> int:
+    """Length of D's pooled feature vector at this grid."""
+    return grid * grid * sum(block[0].out_channels for block in d.blocks)
+
+
 @torch.no_grad()
-def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 256, grid: int = 4,
-                    pool: str = "max", progress: str | None = None) -> np.ndarray:
-    """uint8 images (N, C, S, S) -> float32 (N, feature_dim): every conv layer max-pooled to 4x4
-    (the paper; `grid` and `pool="avg"` for ablations), layer by layer in D's order.
-    Batched on D's device: only one batch of full-resolution feature maps exists at a time, and
-    the result is filled in place (float32, one copy). `progress` names the work for a progress bar."""
+def pooled_batches(d: Discriminator, images: torch.Tensor, batch_size: int = 256, grid: int = 4,
+                   pool: str = "max", progress: str | None = None) -> Iterator[np.ndarray]:
+    """uint8 images (N, C, S, S) -> float32 (n, feature_dim) per batch: every conv layer max-pooled to
+    4x4 (the paper; `grid` and `pool="avg"` for ablations), layer by layer in D's order. Batched on
+    D's device: only one batch of full-resolution feature maps exists at a time. `progress` names
+    the work for a progress bar."""
     check_grid(grid, d)
     reduce = {"max": F.adaptive_max_pool2d, "avg": F.adaptive_avg_pool2d}[pool]
     device = next(d.parameters()).device
-    out = None
     with Progress(len(images), progress) as bar:
         for start in range(0, len(images), batch_size):
             _, maps = d(to_float(images[start:start + batch_size].to(device)), return_features=True)
             x = torch.cat([reduce(m, grid).flatten(1) for m in maps], 1).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(images), x.shape[1]), dtype=np.float32)
-            out[start:start + len(x)] = x
             bar.update(len(x))
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+            yield x
+
+
+def pooled_features(d: Discriminator, images: torch.Tensor, batch_size: int = 256, grid: int = 4,
+                    pool: str = "max", progress: str | None = None) -> np.ndarray:
+    """The batches of `pooled_batches` in one float32 (N, feature_dim) array, filled in place (one
+    copy of the features)."""
+    out = np.empty((len(images), pooled_dim(d, grid)), dtype=np.float32)
+    start = 0
+    for x in pooled_batches(d, images, batch_size, grid, pool, progress):
+        out[start:start + len(x)] = x
+        start += len(x)
+    return out
 
 
 def check_grid(grid, d: Discriminator) -> int:
@@ -84,14 +100,17 @@ def check_grid(grid, d: Discriminator) -> int:
     return grid
 
 
-def bn_averaged(d: Discriminator, train: torch.Tensor, bn_images: int = 10000,
+BN_IMAGES = 10000  # training images whose plain average is D's BN statistics
+
+
+def bn_averaged(d: Discriminator, train: torch.Tensor, bn_images: int = BN_IMAGES,
                 seed: int = 0) -> Discriminator:
     """A copy of D whose BN statistics are averaged over up to bn_images training images (a seeded pick)."""
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:bn_images]
     return average_bn_statistics(d, train[pick])
 
 
-def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, bn_images: int = 10000,
+def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, bn_images: int = BN_IMAGES,
                    seed: int = 0, grid: int = 4, device: str | torch.device | None = None,
                    progress: str | None = None) -> np.ndarray:
     """Pooled features of `images` (each layer max-pooled to grid x grid, 4 in the paper), with BN
@@ -102,8 +121,13 @@ def dcgan_features(d: Discriminator, train: torch.Tensor, images: torch.Tensor, 
 
 def write_features(source: str | Path, *, data: str | None = None, out: str | Path, split: str = "train",
                    data_dir: str | None = None, grid: int = 4, seed: int = 0, device: str = "auto") -> dict:
-    """D's pooled features of every image of a labelled dataset's split (BN statistics averaged over
-    its train split), written with the labels to `out` (.npz: features, labels) for any classifier."""
+    """D's pooled features of a labelled dataset (BN statistics averaged over its train split), with
+    the labels, for any classifier. `out` ending in .npz: one split in one file (features, labels).
+    Any other `out` is a folder: both splits as memory-mappable float32 .npy files written batch by
+    batch (so the features never need to fit in memory), which `dcgan probe --features` reads."""
+    if Path(out).suffix.lower() != ".npz":
+        return write_feature_folder(source, data=data, out=out, data_dir=data_dir, grid=grid, seed=seed,
+                                    device=device)
     if split not in ("train", "test"):
         raise DCGANError(f"--split must be train or test, got {split!r}")
     check_seed(seed)
@@ -119,6 +143,107 @@ def write_features(source: str | Path, *, data: str | None = None, out: str | Pa
     np.savez(buffer, features=x, labels=chosen.labels.numpy())
     write_bytes(out, buffer.getvalue())
     return {"out": str(out), "images": x.shape[0], "dim": x.shape[1], "data": data, "split": split}
+
+
+FEATURES_FORMAT = "dcgan-features"
+SPLITS = ("train", "test")
+
+
+def fingerprint(d: Discriminator) -> str:
+    """SHA-256 of D's weights and buffers: which D a feature folder was computed from."""
+    h = hashlib.sha256()
+    for name, t in sorted(d.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write_npy(path: Path, shape: tuple[int, ...], dtype, batches) -> None:
+    """A .npy file streamed from `batches` (arrays whose rows fill `shape` in order), atomically."""
+    dtype = np.dtype(dtype)
+
+    def write(f):
+        np.lib.format.write_array_header_1_0(f, {"descr": dtype.str, "fortran_order": False, "shape": shape})
+        rows = 0
+        for x in batches:
+            f.write(np.ascontiguousarray(x, dtype=dtype).tobytes())
+            rows += len(x)
+        if rows != shape[0]:
+            raise DCGANError(f"internal: {path} got {rows} rows, expected {shape[0]}")
+
+    atomic_write(path, write)
+
+
+def write_feature_folder(source: str | Path, *, data: str | None = None, out: str | Path,
+                         data_dir: str | None = None, grid: int = 4, seed: int = 0,
+                         device: str = "auto") -> dict:
+    """FOLDER/{train,test}.npy (float32, one row per image) and {train,test}_labels.npy (int64), and
+    features.json naming the D (a SHA-256 of its weights), data, grid and seed. Written one batch at
+    a time; features.json is written last and removed first, so a folder without it is incomplete."""
+    check_seed(seed)
+    data, data_dir, _ = run_data(source, data, data_dir)
+    out = check_out_dir(out, inputs=[source, data, data_dir])
+    d = load_discriminator(source)
+    check_grid(grid, d)
+    train, test = labelled_splits(data, d.config.image_size, d.config.channels, data_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "features.json").unlink(missing_ok=True)
+    except OSError as e:
+        raise DCGANError(f"cannot write the feature folder {out}: {describe_os_error(e)}") from None
+    averaged = bn_averaged(copy.deepcopy(d).to(pick_device(device)), train.images, seed=seed)
+    dim = pooled_dim(d, grid)
+    for name, split in zip(SPLITS, (train, test), strict=True):
+        _write_npy(out / f"{name}.npy", (len(split), dim), np.float32,
+                   pooled_batches(averaged, split.images, grid=grid, progress=f"D features of {data} {name}"))
+        _write_npy(out / f"{name}_labels.npy", (len(split),), np.int64, [split.labels.numpy()])
+    meta = {"format": FEATURES_FORMAT, "version": 1, "source": str(source), "d_sha256": fingerprint(d),
+            "data": data, "data_dir": data_dir, "grid": grid, "seed": seed, "dim": dim,
+            "train": len(train), "test": len(test), "bn_images": min(BN_IMAGES, len(train)),
+            "dtype": "float32", "layout": "one row per image: every D conv layer max-pooled to grid x grid, "
+                                          "flattened, layer by layer in D's order"}
+    write_json(out / "features.json", meta)
+    return {"out": str(out), "images": len(train) + len(test), "dim": dim, "data": data,
+            "split": "train,test"}
+
+
+def read_feature_folder(folder: str | Path, d: Discriminator, data: str, data_dir: str | None, grid: int,
+                        seed: int, labels: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The splits of a `write_feature_folder` folder, memory-mapped read-only (never unpickled), after
+    checking that they are D's features of `data` at this grid and seed with these labels."""
+    folder = Path(folder)
+    redo = f"make them with: dcgan features RUN --data {data} --grid {grid} --seed {seed} --out {folder}"
+    try:
+        meta = json.loads((folder / "features.json").read_text())
+    except FileNotFoundError:
+        raise DCGANError(f"--features {folder}: no features.json (not a feature folder, or its writing was "
+                         f"interrupted); {redo}") from None
+    except (OSError, ValueError) as e:
+        raise DCGANError(f"--features {folder}: features.json is unreadable ({e}); {redo}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FEATURES_FORMAT:
+        raise DCGANError(f"--features {folder}: features.json is not written by `dcgan features`; {redo}")
+    wanted = {"data": data, "data_dir": data_dir, "grid": grid, "seed": seed, "d_sha256": fingerprint(d)}
+    for key, value in wanted.items():
+        if meta.get(key) != value:
+            what = "another discriminator" if key == "d_sha256" else f"{key} {meta.get(key)!r}, not {value!r}"
+            raise DCGANError(f"--features {folder} holds features of {what} (computed from "
+                             f"{meta.get('source')}); {redo}")
+    out = {}
+    for name in SPLITS:
+        n = len(labels[name])
+        for key, shape, kind in ((name, (n, meta.get("dim")), np.float32),
+                                 (f"{name}_labels", (n,), np.int64)):
+            path = folder / f"{key}.npy"
+            try:
+                out[key] = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise DCGANError(f"--features {path} is not a readable .npy file ({e}); {redo}") from None
+            if out[key].dtype != kind or out[key].shape != shape:
+                raise DCGANError(f"--features {path} is {out[key].dtype} {out[key].shape}, expected "
+                                 f"{np.dtype(kind)} {shape}; {redo}")
+        if not np.array_equal(out[f"{name}_labels"], labels[name].numpy()):
+            raise DCGANError(f"--features {folder}: the {name} labels differ from {data}'s; {redo}")
+    return {name: out[name] for name in SPLITS}
 
 
 def pixel_features(images: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,132 @@
+"""`dcgan features --out FOLDER`: D's features written once to disk, batch by batch, and read back
+memory-mapped by `dcgan probe --features` with the same results as features computed in memory."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dcgan.representation import _write_npy
+
+
+def dcgan(*args, ok=True):
+    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
+    assert (proc.returncode == 0) == ok, proc.stderr
+    if not ok:
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def train(out, seed=0):
+    dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 3,
+          "--seed", seed, "--tensorboard", "false", "--data", "digits", "--out", out)
+    return out
+
+
+GRID = 2  # a coarser grid than the paper's 4 (96 features): the full-label SVMs stay quick
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("features") / "run")
+
+
+@pytest.fixture(scope="module")
+def folder(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("folder") / "feats"
+    dcgan("features", run, "--grid", GRID, "--out", out)
+    return out
+
+
+def probe(run, *args, ok=True):
+    return dcgan("probe", run, "--grid", GRID, *args, ok=ok)
+
+
+def test_the_folder_holds_both_splits_as_the_in_memory_features(run, folder, tmp_path):
+    meta = json.loads((folder / "features.json").read_text())
+    assert meta["format"] == "dcgan-features" and meta["data"] == "digits" and meta["grid"] == GRID
+    assert (meta["train"], meta["test"], meta["dim"]) == (1437, 360, 4 * (8 + 16))
+    for split, n in (("train", 1437), ("test", 360)):
+        x = np.load(folder / f"{split}.npy", mmap_mode="r", allow_pickle=False)
+        assert isinstance(x, np.memmap) and x.dtype == np.float32 and x.shape == (n, 96)
+        dcgan("features", run, "--split", split, "--grid", GRID, "--out", tmp_path / f"{split}.npz")
+        saved = np.load(tmp_path / f"{split}.npz")
+        assert np.array_equal(np.asarray(x), saved["features"])  # streamed = computed in one array
+        assert np.array_equal(np.load(folder / f"{split}_labels.npy"), saved["labels"])
+
+
+@pytest.mark.parametrize("protocol,extra", [
+    ("few", ["--per-class", 5, "--draws", 2, "--baselines", "pixels"]),
+    ("full", ["--max-train", 300, "--baselines", ""]),
+    ("full", ["--baselines", ""]),  # every training row: the memory-mapped file itself
+])
+def test_probe_reads_the_folder_with_the_same_results(run, folder, tmp_path, protocol, extra):
+    common = ["--protocol", protocol, *extra]
+    probe(run, *common, "--out", tmp_path / "memory")
+    probe(run, *common, "--features", folder, "--out", tmp_path / "stored")
+    memory, stored = (json.loads((tmp_path / f / "probe.json").read_text()) for f in ("memory", "stored"))
+    assert len(stored) == len(memory) == (2 if protocol == "few" else 1)
+    assert stored[0]["method"] == "DCGAN discriminator"
+    key = "errors" if protocol == "few" else "accuracy"
+    assert [r[key] for r in stored] == [r[key] for r in memory]
+    assert [r["C"] for r in stored] == [r["C"] for r in memory]
+
+
+def test_features_of_another_discriminator_are_refused(folder, tmp_path):
+    other = train(tmp_path / "other", seed=1)
+    err = probe(other, "--features", folder, "--out", tmp_path / "p", ok=False).stderr
+    assert "another discriminator" in err and str(folder) in err and "dcgan features" in err
+
+
+def test_another_grid_or_seed_is_refused(run, folder, tmp_path):
+    err = dcgan("probe", run, "--grid", 1, "--features", folder, "--out", tmp_path / "p", ok=False).stderr
+    assert "grid 2, not 1" in err
+    err = probe(run, "--seed", 3, "--features", folder, "--out", tmp_path / "p", ok=False).stderr
+    assert "seed 0, not 3" in err
+
+
+@pytest.fixture
+def copy_of(folder, tmp_path):
+    out = tmp_path / "copy"
+    out.mkdir()
+    for f in folder.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    return out
+
+
+def test_an_incomplete_folder_is_refused(run, copy_of, tmp_path):
+    (copy_of / "features.json").unlink()  # what an interrupted `dcgan features` leaves
+    err = probe(run, "--features", copy_of, "--out", tmp_path / "p", ok=False).stderr
+    assert "no features.json" in err and "interrupted" in err
+
+
+def test_a_truncated_or_reshaped_file_is_refused(run, copy_of, tmp_path):
+    data = (copy_of / "test.npy").read_bytes()
+    (copy_of / "test.npy").write_bytes(data[: len(data) // 2])
+    err = probe(run, "--features", copy_of, "--out", tmp_path / "p", ok=False).stderr
+    assert "test.npy is not a readable .npy file" in err
+    np.save(copy_of / "test.npy", np.zeros((360, 10), dtype=np.float32))
+    err = probe(run, "--features", copy_of, "--out", tmp_path / "p", ok=False).stderr
+    assert "(360, 10), expected float32 (360, 96)" in err
+
+
+def test_a_pickled_array_is_never_loaded(run, copy_of, tmp_path):
+    np.save(copy_of / "train_labels.npy", np.array([{"a": 1}] * 1437, dtype=object), allow_pickle=True)
+    err = probe(run, "--features", copy_of, "--out", tmp_path / "p", ok=False).stderr
+    assert "train_labels.npy is not a readable .npy file" in err and "pickle" in err.lower()
+
+
+def test_labels_of_other_images_are_refused(run, copy_of, tmp_path):
+    labels = np.load(copy_of / "test_labels.npy")
+    np.save(copy_of / "test_labels.npy", (labels + 1) % 10)
+    err = probe(run, "--features", copy_of, "--out", tmp_path / "p", ok=False).stderr
+    assert "test labels differ" in err
+
+
+def test_a_short_stream_leaves_no_file(tmp_path):
+    with pytest.raises(Exception, match="got 2 rows, expected 3"):
+        _write_npy(tmp_path / "x.npy", (3, 2), np.float32, [np.zeros((2, 2))])
+    assert list(tmp_path.iterdir()) == []
