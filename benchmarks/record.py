@@ -6,9 +6,12 @@ regenerate it by hand, for instance after merging branches that each added resul
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
+import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -56,6 +59,23 @@ def dcgan(*args) -> str:
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
     return proc.stdout
+
+
+def measured(*args) -> dict:
+    """`dcgan ARGS` as `dcgan` runs it, with its wall time and its own peak resident memory (the
+    kernel's accounting of that one process): {"stdout", "seconds", "peak_bytes"}."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "dcgan", *map(str, args)], stdout=out, stderr=err,
+                                text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(err.read())
+        out.seek(0)
+        return {"stdout": out.read(), "seconds": seconds, "peak_bytes": usage.ru_maxrss * 1024}
 
 
 def stamp(date: str) -> str:

@@ -1,13 +1,24 @@
 """The paper's representation-learning claim (§5) on Fashion-MNIST, within a 2-core CPU's budget.
 
-Trains a DCGAN without labels on Fashion-MNIST at 32x32 (or takes --run), then runs `dcgan probe`:
-the few-label protocol (100 labels per class, 10 draws, C chosen on a labelled validation split of
-10,000 training images) and the full-label protocol, each against raw pixels, the same D untrained
-(3 independent initialisations, averaged), and K-means features. The claim to check: DCGAN
-features beat the untrained D and raw pixels with few labels (paired over the same label draws).
+Trains a DCGAN without labels on Fashion-MNIST at 32x32 (or takes --run, so that a long training
+run and its probes are separate steps), then runs `dcgan probe`: the few-label protocol (100 labels
+per class, 10 draws, C chosen on a labelled validation split of 10,000 training images) and the
+full-label protocol, each against raw pixels, the same D untrained (3 independent initialisations,
+averaged), and K-means features. The claim to check: DCGAN features beat the untrained D, raw
+pixels and K-means (paired over the same label draws).
+
+Also reported: the run's training time (the compute time its metrics.jsonl logged, resumes
+included), and each command's wall time and peak resident memory.
 
     python benchmarks/representation.py                     # trains 3,000 steps (about 15 min)
     python benchmarks/representation.py --run runs/fmnist   # probes an existing run (or a checkpoint)
+    python benchmarks/representation.py --run runs/fm --features-dir /big/disk/fm-features
+        # D's features written once to disk by `dcgan features`, read memory-mapped by the probes
+    python benchmarks/representation.py --run runs/fm --snapshots --protocols few
+        # few-label error of every snapshot: the curve of error vs training steps, beside the
+        # untrained D and K-means (docs/representation_steps.png)
+    python benchmarks/representation.py --run runs/fm --transfer digits
+        # also D probed on another labelled dataset (full protocol), beside its baselines
 """
 
 from __future__ import annotations
@@ -15,19 +26,74 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import record
-from record import dcgan
+from record import dcgan, measured
 
 from dcgan import checkpoint
 from dcgan.probe import describe_paired, describe_probe
 
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def training_seconds(run: Path) -> float:
+    """The compute time a run's metrics.jsonl logged: each row's images over its images per second,
+    summed; the gaps between sessions of a resumed run are not counted, work redone after a
+    rollback or a resume from an earlier checkpoint is."""
+    total, seen = 0.0, 0.0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if row.get("img_per_s") and row.get("kimg") is not None:
+            if row["kimg"] > seen:
+                total += (row["kimg"] - seen) * 1000 / row["img_per_s"]
+            seen = row["kimg"]
+    return total
+
+
+def probe_table(source, out: Path, *args) -> dict:
+    m = measured("probe", source, *args, "--out", out)
+    return {"rows": json.loads((out / "probe.json").read_text()), "markdown": (out / "probe.md").read_text(),
+            "seconds": m["seconds"], "peak_bytes": m["peak_bytes"], "peak_gib": m["peak_bytes"] / 2**30}
+
+
+def describe_rows(name: str, rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        lines.append(f"  {name}: {r['method']} ({r['dim']:,} dims): {describe_probe(r)}")
+        if "paired_vs_first" in r:
+            lines.append(f"    {describe_paired(r['paired_vs_first'], rows[0]['method'])}")
+    return lines
+
+
+def figure(curve: list[dict], baselines: list[dict], path: Path) -> None:
+    """Few-label test error vs training steps for DCGAN (mean, t 95% bars) and the step-free
+    baselines as bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    steps = [c["step"] for c in curve]
+    ax.errorbar(steps, [100 * c["error"] for c in curve], yerr=[100 * c["ci95"] for c in curve], marker="o",
+                capsize=3, label="DCGAN discriminator")
+    for r, colour in zip(baselines, ("tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False):
+        lo, hi = 100 * (r["error"] - r["ci95"]), 100 * (r["error"] + r["ci95"])
+        ax.axhspan(lo, hi, color=colour, alpha=0.25)
+        ax.axhline(100 * r["error"], color=colour, label=r["method"])
+    ax.set_xlabel("training steps of D")
+    ax.set_ylabel("test error, %  (mean ± t 95%)")
+    ax.set_title("Fashion-MNIST, 100 labels per class")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", help="an existing Fashion-MNIST run to probe instead of training one")
+    p.add_argument("--run", type=Path, help="an existing Fashion-MNIST run to probe instead of training one")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--max-train", type=int, default=10000, help="training images featurized (few)")
     p.add_argument("--full-max-train", type=int, default=5000, help="training images of the full protocol")
@@ -36,38 +102,80 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=10, help="label draws of the few-label protocol")
     p.add_argument("--protocols", default="few,full", help="comma list of few, full")
     p.add_argument("--random-inits", type=int, default=3, help="initialisations of the random-D baseline")
+    p.add_argument("--features-dir", type=Path, help="write D's features here once (`dcgan features`) and "
+                   "let the probes read them memory-mapped")
+    p.add_argument("--snapshots", action="store_true", help="also the few-label error of every snapshot of "
+                   "--run (DCGAN features only; the baselines do not depend on the step)")
+    p.add_argument("--transfer", help="also probe D on this labelled dataset (full protocol), e.g. digits")
     a = p.parse_args()
+    out: dict = {**record.header(), "config": {**vars(a), "image_size": 32, "run": str(a.run),
+                                                "features_dir": str(a.features_dir)}}
+    lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        run, train_s = a.run, 0.0
+        run = a.run
         if run is None:
             run = Path(tmp) / "run"
-            t = time.perf_counter()
             dcgan("train", "--data", "fashion-mnist", "--steps", a.steps, "--tensorboard", "false",
                   "--out", run)
-            train_s = time.perf_counter() - t
+        state = checkpoint.load(run)
+        step, preset = state["step"], state["config"].get("preset")
+        out.update(probed_step=step, preset=preset)
+        out["train_seconds"] = training_seconds(run if run.is_dir() else run.parent)
+        out["train_hours"] = out["train_seconds"] / 3600
+        lines.append(f"  Fashion-MNIST 32x32, {preset} preset, D after {step:,} steps "
+                     f"({a.run or 'trained here'}; {out['train_hours']:.1f} h of logged training compute); "
+                     f"{a.max_train} (few) or {a.full_max_train} (full) train images, {a.max_test} test "
+                     "images:")
+        stored = []
+        if a.features_dir is not None:
+            m = measured("features", run, "--data", "fashion-mnist", "--out", a.features_dir)
+            meta = json.loads((a.features_dir / "features.json").read_text())
+            images = meta["train"] + meta["test"]
+            f = out["features"] = {"seconds": m["seconds"], "peak_gib": m["peak_bytes"] / 2**30,
+                                   "dim": meta["dim"], "images": images,
+                                   "gib": 4 * meta["dim"] * images / 2**30}
+            lines.append(f"  `dcgan features`: {images:,} x {f['dim']:,} float32 ({f['gib']:.1f} GiB on "
+                         f"disk) in {f['seconds'] / 60:.1f} min, peak memory {f['peak_gib']:.2f} GiB")
+            stored = ["--features", a.features_dir]
+        common = ["--data", "fashion-mnist", "--max-test", a.max_test, "--kmeans-k", a.kmeans_k, "--draws",
+                  a.draws, "--random-inits", a.random_inits]
         tables = {}
         for protocol in a.protocols.split(","):
-            t = time.perf_counter()
             n_train = a.max_train if protocol == "few" else a.full_max_train
-            dcgan("probe", run, "--data", "fashion-mnist", "--protocol", protocol, "--max-train", n_train,
-                  "--max-test", a.max_test, "--kmeans-k", a.kmeans_k, "--draws", a.draws,
-                  "--random-inits", a.random_inits,
-                  "--out", Path(tmp) / protocol)
-            tables[protocol] = {"rows": json.loads((Path(tmp) / protocol / "probe.json").read_text()),
-                                "markdown": (Path(tmp) / protocol / "probe.md").read_text(),
-                                "seconds": time.perf_counter() - t}
-    out = {**record.header(), "config": {**vars(a), "image_size": 32}, "train_seconds": train_s, **tables}
-    step = checkpoint.load(a.run)["step"] if a.run else a.steps
-    out["probed_step"] = step
-    trained = f"{step} steps ({train_s / 60:.0f} min)" if a.run is None else f"{step} steps ({a.run})"
-    lines = [f"  Fashion-MNIST 32x32, pytorch preset, D after {trained}; {a.max_train} (few) or "
-             f"{a.full_max_train} (full) train images, {a.max_test} test images:"]
-    for protocol, table in tables.items():
-        first = table["rows"][0]["method"]
-        for r in table["rows"]:
-            lines.append(f"  {protocol}: {r['method']} ({r['dim']:,} dims): {describe_probe(r)}")
-            if "paired_vs_first" in r:
-                lines.append(f"    {describe_paired(r['paired_vs_first'], first)}")
+            tables[protocol] = probe_table(run, Path(tmp) / protocol, *common, "--protocol", protocol,
+                                           "--max-train", n_train, *stored)
+            t = tables[protocol]
+            lines += describe_rows(protocol, t["rows"])
+            lines.append(f"    ({protocol}: {t['seconds'] / 60:.1f} min, peak memory "
+                         f"{t['peak_gib']:.2f} GiB)")
+        out.update(tables)
+        if a.snapshots:
+            if "few" not in tables or not run.is_dir():
+                raise SystemExit("--snapshots needs a run folder and the few protocol (its baselines are "
+                                 "drawn beside the curve)")
+            curve = []
+            for snap in sorted((run / "snapshots").glob("step_*.pt")):
+                if int(snap.stem.split("_")[1]) >= step:
+                    continue  # the run's own checkpoint is the last point
+                t = probe_table(snap, Path(tmp) / snap.stem, *common, "--protocol", "few", "--max-train",
+                                a.max_train, "--baselines", "")
+                r = t["rows"][0]
+                curve.append({"step": int(snap.stem.split("_")[1]), "error": r["error"], "ci95": r["ci95"],
+                              "validation_error": r["validation_error"], "errors": r["errors"],
+                              "seconds": t["seconds"]})
+            few = tables["few"]["rows"]
+            curve.append({"step": step, "error": few[0]["error"], "ci95": few[0]["ci95"],
+                          "validation_error": few[0]["validation_error"], "errors": few[0]["errors"]})
+            out["curve"] = curve
+            figure(curve, few[1:], DOCS / "representation_steps.png")
+            shown = "; ".join(f"{c['step']:,}: {100 * c['error']:.2f}% ± {100 * c['ci95']:.2f}%"
+                              for c in curve)
+            lines.append(f"  few-label test error of D by training step (10 draws, mean ± t 95%): {shown}")
+        if a.transfer:
+            t = probe_table(run, Path(tmp) / "transfer", "--data", a.transfer, "--protocol", "full",
+                            "--kmeans-k", a.kmeans_k, "--random-inits", a.random_inits)
+            out["transfer"] = {"data": a.transfer, **t}
+            lines += describe_rows(f"transfer to {a.transfer} (full protocol)", t["rows"])
     record.save("representation", out, lines)
 
 
