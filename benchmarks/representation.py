@@ -170,7 +170,8 @@ def main() -> None:
             figure(curve, few[1:], DOCS / "representation_steps.png")
             shown = "; ".join(f"{c['step']:,}: {100 * c['error']:.2f}% ± {100 * c['ci95']:.2f}%"
                               for c in curve)
-            lines.append(f"  few-label test error of D by training step (10 draws, mean ± t 95%): {shown}")
+            lines.append(f"  few-label test error of D by training step ({a.draws} draws, mean ± t 95%): "
+                         f"{shown}")
         if a.transfer:
             t = probe_table(run, Path(tmp) / "transfer", "--data", a.transfer, "--protocol", "full",
                             "--kmeans-k", a.kmeans_k, "--random-inits", a.random_inits)
