@@ -454,9 +454,9 @@ def _add_features(sub) -> None:
     f.add_argument("--data", help="a labelled dataset (default: the run's training data)")
     f.add_argument("--data-dir", dest="data_dir")
     f.add_argument("--split", default="train", help="train or test (an .npz --out holds one split)")
-    f.add_argument("--out", required=True, help="a folder: train.npy, test.npy (float32, one row per image, "
-                   "written batch by batch), their labels and features.json; or FILE.npz: one --split's "
-                   "features and labels in memory")
+    f.add_argument("--out", required=True, help="a folder (no suffix): train.npy, test.npy (float32, one row "
+                   "per image, written batch by batch), their labels and features.json; or FILE.npz: one "
+                   "--split's features and labels in memory")
     f.add_argument("--grid", type=int, default=4, help="each layer max-pooled to grid x grid (paper: 4)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="where D computes the features: cpu | cuda | mps | "

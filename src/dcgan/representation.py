@@ -123,9 +123,13 @@ def write_features(source: str | Path, *, data: str | None = None, out: str | Pa
                    data_dir: str | None = None, grid: int = 4, seed: int = 0, device: str = "auto") -> dict:
     """D's pooled features of a labelled dataset (BN statistics averaged over its train split), with
     the labels, for any classifier. `out` ending in .npz: one split in one file (features, labels).
-    Any other `out` is a folder: both splits as memory-mappable float32 .npy files written batch by
+    `out` without a suffix is a folder: both splits as memory-mappable float32 .npy files written batch by
     batch (so the features never need to fit in memory), which `dcgan probe --features` reads."""
-    if Path(out).suffix.lower() != ".npz":
+    suffix = Path(out).suffix.lower()
+    if suffix not in ("", ".npz"):
+        raise DCGANError(f"--out {out}: unsupported file type {suffix!r}; give FILE.npz (one --split in "
+                         "memory) or a folder name without a suffix (both splits, memory-mappable .npy)")
+    if suffix == "":
         return write_feature_folder(source, data=data, out=out, data_dir=data_dir, grid=grid, seed=seed,
                                     device=device)
     if split not in ("train", "test"):
