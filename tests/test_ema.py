@@ -18,7 +18,7 @@ from dcgan.config import TrainConfig
 from dcgan.data import open_dataset
 from dcgan.errors import DCGANError
 from dcgan.models import ModelConfig, build
-from dcgan.step import Networks, ema_decay, train_step, update_ema
+from dcgan.step import STANDING_Z, Networks, ema_decay, train_step, update_ema
 from dcgan.train import _evaluator, configure, train
 
 TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, tensorboard=False,
@@ -82,7 +82,8 @@ def test_update_equals_the_formula_for_two_steps():
 
 
 def test_training_loop_applies_the_update_of_its_step(runs):
-    """Between the snapshots of steps 4 and 5 of a real run: e_5 = d_4 e_4 + (1 - d_4) G_5."""
+    """Between the snapshots of steps 4 and 5 of a real run: e_5 = d_4 e_4 + (1 - d_4) G_5, and the
+    average's BN statistics are its own."""
     snaps = runs["ema"] / "snapshots"
     s4, s5 = (checkpoint.load(snaps / f"step_0000000{s}.pt") for s in (4, 5))
     d = ema_decay(TrainConfig(ema_decay=0.9), 4)
@@ -90,8 +91,22 @@ def test_training_loop_applies_the_update_of_its_step(runs):
     for k in params:
         expected = d * s4["generator_ema"][k].double() + (1 - d) * s5["generator"][k].double()
         torch.testing.assert_close(s5["generator_ema"][k].double(), expected, rtol=1e-6, atol=1e-7)
-    for k in set(s5["generator"]) - params:  # BN running mean, var, batches tracked
-        assert torch.equal(s5["generator_ema"][k], s5["generator"][k]), k
+    # BN running statistics: the average's own (standing_statistics), not the trained G's. Checked
+    # independently on the first BN layer, whose input no other BN touches: its running mean is the
+    # mean of that input over the 2,048 fixed z of stream "statistics"
+    g = build(ModelConfig.from_dict(s5["config"]["model"]))[0]
+    g.load_state_dict(s5["generator_ema"])
+    first = next(m for m in g.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    name = next(n for n, m in g.named_modules() if m is first)
+    seen = []
+    first.register_forward_hook(lambda m, args, out: seen.append(args[0].transpose(0, 1).flatten(1)))
+    with torch.no_grad():
+        g.eval()(g.latent(0, range(STANDING_Z), stream="statistics"))
+    standing = s5["generator_ema"][f"{name}.running_mean"]
+    torch.testing.assert_close(standing, seen[0].mean(1), rtol=1e-4, atol=1e-5)
+    for k in set(s5["generator"]) - params:
+        if not k.endswith("num_batches_tracked"):
+            assert not torch.equal(s5["generator_ema"][k], s5["generator"][k]), k
 
 
 def test_ema_changes_nothing_trained_and_off_writes_what_it_always_did(runs):

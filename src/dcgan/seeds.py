@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-STREAMS = ("sample", "noise", "order", "reference", "eval")
+STREAMS = ("sample", "noise", "order", "reference", "eval", "statistics")
 
 
 def stream_seed(seed: int, stream: str, index: int = 0) -> int:

@@ -168,6 +168,36 @@ def update_ema(G_ema: Generator, G: Generator, decay: float) -> None:
         e.copy_(g)
 
 
+STANDING_Z = 2048  # latent vectors whose BN statistics the moving average of G is used with
+
+
+@torch.no_grad()
+def standing_statistics(G: Generator, n: int = STANDING_Z, batch_size: int = 256) -> Generator:
+    """Recompute G's BatchNorm running statistics as the plain average over n fixed latent vectors
+    (stream "statistics", seed 0; classes cycled for a conditional G) run in training mode: the
+    statistics of these weights, in place. For the moving average of G, whose weights no batch ever
+    ran through: the trained G's statistics that `update_ema` copies belong to other weights, and
+    using them measurably hurt the average's samples (docs in the README, EMA). No random state
+    is drawn from; G is left in inference mode."""
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    G.train()
+    try:
+        device = next(G.parameters()).device
+        for start in range(0, n, batch_size):
+            index = range(start, min(n, start + batch_size))
+            labels = G.cycled_labels(index)
+            G(G.latent(0, index, device, stream="statistics"), None if labels is None else labels.to(device))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        G.eval()
+    return G
+
+
 def train_step(nets: Networks, reals: Iterator[torch.Tensor], noise: torch.Generator,
                config: TrainConfig) -> torch.Tensor:
     """d_steps updates of D, then one of G. Returns [loss_D, loss_G, D(x), D(G(z))], detached.

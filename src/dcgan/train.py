@@ -37,7 +37,7 @@ from dcgan.health import Diverged, Health, diversity
 from dcgan.metrics import Evaluator, better, check_best_metric, describe_quality
 from dcgan.outputs import atomic_write
 from dcgan.runlog import RunLog
-from dcgan.step import Networks, ema_decay, train_step, update_ema
+from dcgan.step import Networks, ema_decay, standing_statistics, train_step, update_ema
 from dcgan.visualize import grid, plot_losses, save_samples, save_sheet
 
 __all__ = ["configure", "plan", "train"]  # public: dcgan.NAME
@@ -254,6 +254,11 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
             step += 1
             log.advance(images_per_step)
             stopping = distributed.any_rank(bool(stop), world, device)
+            evaluated = config.eval_every and step % config.eval_every == 0  # alike on every rank
+            used = (evaluated or stopping or step == total or step % config.sample_every == 0
+                    or step % config.checkpoint_every == 0)  # the average is shown, scored or saved
+            if nets.G_ema is not None and used:  # on every rank (a SyncBatchNorm G syncs)
+                standing_statistics(nets.G_ema)
             try:
                 if world.main and (step % config.sample_every == 0 or step == total):
                     images = save_samples(shown, fixed_z, run_dir / "samples" / f"step_{step:08d}.png",
@@ -263,7 +268,6 @@ def _train(config: TrainConfig, resume: bool, run_dir: Path, world: distributed.
                     # the collapse check diagnoses training: the trained G's samples
                     health.check_diversity(step, images if shown is nets.G else nets.G.generate(fixed_z,
                                                                                                 labels=fixed_y))
-                evaluated = config.eval_every and step % config.eval_every == 0  # alike on every rank
                 quality = evaluator(shown) if evaluator and evaluated else {}
                 if step % config.log_every == 0 or step == total or evaluated:
                     means = distributed.all_mean(window.sums / window.steps, world)
