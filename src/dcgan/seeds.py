@@ -2,7 +2,8 @@
 
 A stream is named (seed, stream, index): sample z number `index` of `seed` ("sample"), the training
 noise ("noise"), the data order of epoch `index` ("order"), the evaluator's reference images and z
-("reference", "eval"). Its generator is seeded with a 64-bit hash of the name, so no two streams,
+("reference", "eval"), and the z whose BatchNorm statistics the moving average of G gets
+("statistics"). Its generator is seeded with a 64-bit hash of the name, so no two streams,
 seeds or indices share a generator (seed + 1 and index + 1 no longer collide).
 """
 
