@@ -2,22 +2,12 @@
 memory-mapped by `dcgan probe --features` with the same results as features computed in memory."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from test_directions import dcgan  # a real subprocess; ok=False: one clean error line
 
 from dcgan.representation import _write_npy
-
-
-def dcgan(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
-    assert (proc.returncode == 0) == ok, proc.stderr
-    if not ok:
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 def train(out, seed=0):
