@@ -36,6 +36,25 @@ def eval_mode(net: nn.Module):
         net.train(was_training)
 
 
+@contextmanager
+def averaged_bn_statistics(net: nn.Module):
+    """Inside: `net` in training mode with its BatchNorm running statistics reset to accumulate the
+    plain (cumulative) average over every batch run through it; after: inference mode, the momenta
+    as they were. For statistics of these exact weights (D's features, the moving average of G)."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches seen
+    net.train()
+    try:
+        yield net
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        net.eval()
+
+
 def _padding(k: int) -> tuple[int, int]:
     """(padding, output_padding) so that a stride-2 (transposed) conv exactly halves (doubles)."""
     p = (k - 1) // 2

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from dcgan import seeds
 from dcgan.checkpoint import load_discriminator, run_data
@@ -27,7 +26,7 @@ from dcgan.config import check_seed
 from dcgan.data import labelled_splits, to_float
 from dcgan.distributed import pick_device
 from dcgan.errors import DCGANError, describe_os_error
-from dcgan.models import Discriminator, ModelConfig
+from dcgan.models import Discriminator, ModelConfig, averaged_bn_statistics
 from dcgan.outputs import atomic_write, check_out_dir, check_output_file, write_bytes, write_json
 from dcgan.progress import Progress
 
@@ -46,14 +45,10 @@ def average_bn_statistics(d: Discriminator, images: torch.Tensor, batch_size: in
     device."""
     d = copy.deepcopy(d)
     device = next(d.parameters()).device
-    for m in d.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over every batch seen
-    d.train()
-    for chunk in images.split(batch_size):
-        d(to_float(chunk.to(device)))
-    return d.eval()
+    with averaged_bn_statistics(d):
+        for chunk in images.split(batch_size):
+            d(to_float(chunk.to(device)))
+    return d
 
 
 def pooled_dim(d: Discriminator, grid: int = 4) -> int:

@@ -19,7 +19,7 @@ from dcgan import distributed
 from dcgan.augment import augment
 from dcgan.config import TrainConfig, parse_policy
 from dcgan.data import to_float
-from dcgan.models import Discriminator, Generator, build
+from dcgan.models import Discriminator, Generator, averaged_bn_statistics, build
 
 
 class Runtime:
@@ -179,22 +179,12 @@ def standing_statistics(G: Generator, n: int = STANDING_Z, batch_size: int = 256
     ran through: the trained G's statistics that `update_ema` copies belong to other weights, and
     using them measurably hurt the average's samples (docs in the README, EMA). No random state
     is drawn from; G is left in inference mode."""
-    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches below
-    G.train()
-    try:
-        device = next(G.parameters()).device
+    device = next(G.parameters()).device
+    with averaged_bn_statistics(G):
         for start in range(0, n, batch_size):
             index = range(start, min(n, start + batch_size))
             labels = G.cycled_labels(index)
             G(G.latent(0, index, device, stream="statistics"), None if labels is None else labels.to(device))
-    finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
-        G.eval()
     return G
 
 
