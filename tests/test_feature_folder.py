@@ -120,3 +120,21 @@ def test_a_short_stream_leaves_no_file(tmp_path):
     with pytest.raises(Exception, match="got 2 rows, expected 3"):
         _write_npy(tmp_path / "x.npy", (3, 2), np.float32, [np.zeros((2, 2))])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rewrite_that_fails_midway_leaves_a_folder_probe_refuses(run, copy_of, monkeypatch):
+    """Rewriting a complete folder: features.json goes first, so a crash after train.npy is new but
+    before test.npy is leaves no folder that claims to be whole."""
+    from dcgan import representation
+
+    write = representation._write_npy
+
+    def crash_on_test(path, *args):
+        if path.name == "test.npy":
+            raise OSError("disk full")
+        write(path, *args)
+
+    monkeypatch.setattr(representation, "_write_npy", crash_on_test)
+    with pytest.raises(OSError):
+        representation.write_feature_folder(run, out=copy_of, grid=GRID, device="cpu")
+    assert not (copy_of / "features.json").exists()
