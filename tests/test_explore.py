@@ -393,22 +393,37 @@ def test_the_page_and_its_scripts_are_served_without_a_network(client):
 
 
 def test_concurrent_requests_leave_the_models_as_they_were(client, run):
+    """Requests from many threads at once, sheets beside forgets (which hook G's layer while they
+    run): every answer equals the same request made alone, and the models are as they were."""
     app_models = client.app.state.explorer.sources[0]
     before = {k: v.clone() for k, v in app_models.generator.state_dict().items()}
-    errors = []
+    forget = {"boxes": BOXES, "n": 4, "drop": "top:4"}
 
-    def hammer(k):
-        for i in range(3):
-            r = client.post("/api/sheet", json={"seed": k, "start": i, "n": 4})
-            if r.status_code != 200:
-                errors.append(r.text)
+    def sheet(k):
+        result = client.post("/api/sheet", json={"seed": k, "start": 0, "n": 16}).json()
+        return fetch(client, result, "samples.png")
 
-    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(4)]
+    def forgotten():
+        return fetch(client, client.post("/api/forget", json=forget).json(), "forget.png")
+
+    alone = {k: sheet(k) for k in range(4)}
+    alone_forget = forgotten()
+    answers, errors = [], []
+
+    def hammer(work, expected):
+        for _ in range(3):
+            try:
+                answers.append(work() == expected)
+            except AssertionError as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=hammer, args=(lambda k=k: sheet(k), alone[k])) for k in range(4)]
+    threads += [threading.Thread(target=hammer, args=(forgotten, alone_forget)) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    assert errors == [] and len(answers) == 18 and all(answers)
     after = app_models.generator.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
     assert not app_models.generator.training and not app_models.discriminator.training
