@@ -5,7 +5,8 @@ import json
 
 import pytest
 import torch
-from test_cli import TINY, assert_clean_error, dcgan
+from clirun import cli, dcgan
+from test_cli import TINY, assert_clean_error
 
 from dcgan import checkpoint
 
@@ -48,12 +49,12 @@ def test_a_branch_continues_further_and_stays_a_branch_when_resumed(run, tmp_pat
     dcgan("train", "--resume", new, "--steps", 6)
     config = json.loads((new / "config.json").read_text())
     assert checkpoint.load(new)["step"] == 6 and config["branched_from"]["step"] == 4 and config["lr"] == 1e-4
-    assert_clean_error(dcgan("train", "--resume", run, "--out", new, "--steps", 8, check=False),
+    assert_clean_error(cli("train", "--resume", run, "--out", new, "--steps", 8),
                        str(new), "already holds a run")
 
 
 def test_resuming_to_fewer_steps_than_done_says_the_current_step(run):
     before = (run / "config.json").read_bytes()
-    proc = dcgan("train", "--resume", run, "--steps", 3, check=False)
+    proc = cli("train", "--resume", run, "--steps", 3)
     assert_clean_error(proc, "at step 4", "--steps above 4")
     assert (run / "config.json").read_bytes() == before

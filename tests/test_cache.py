@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clirun import cli, dcgan
 from PIL import Image
 
 from dcgan import cache, checkpoint, data
@@ -34,14 +35,6 @@ def photos(folder: Path, n: int, size: int = 24, seed: int = 0) -> Path:
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
             folder / f"{i:04d}.{'jpg' if i % 2 else 'png'}")
     return folder
-
-
-def dcgan(*args, env=None, check=True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600, **kw)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def entries(root: Path) -> list[Path]:
@@ -135,9 +128,9 @@ def test_prepare_parallel_equals_one_process(tmp_path):
 
 
 def test_prepare_bad_input_is_one_error_line(tmp_path):
-    proc = dcgan("prepare", tmp_path / "missing", check=False)
+    proc = cli("prepare", tmp_path / "missing")
     assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
-    proc = dcgan("prepare", photos(tmp_path / "p", 2), "--image-size", 2, check=False)
+    proc = cli("prepare", photos(tmp_path / "p", 2), "--image-size", 2)
     assert proc.returncode == 1 and "image size must be at least 4" in proc.stderr
 
 
@@ -273,9 +266,9 @@ def test_full_disk_leaves_no_partial_entry_and_still_gives_the_data(tmp_path):
     assert proc.stdout.split() == ["30", "None"]  # decoded in memory instead
     assert "could not write the dataset cache" in proc.stderr and "File too large" in proc.stderr
     assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == []
-    proc = dcgan("prepare", folder, "--image-size", 16, env={"DCGAN_CACHE_DIR": str(root)},
-                 check=False, preexec_fn=lambda: (signal.signal(signal.SIGXFSZ, signal.SIG_IGN),
-                                                  resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))))
+    proc = cli("prepare", folder, "--image-size", 16, env={"DCGAN_CACHE_DIR": str(root)},
+               preexec_fn=lambda: (signal.signal(signal.SIGXFSZ, signal.SIG_IGN),
+                                   resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))))
     assert proc.returncode == 1 and "was not cached" in proc.stderr
 
 

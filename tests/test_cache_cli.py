@@ -1,22 +1,11 @@
 """`dcgan cache list|clear`: the decoded-dataset cache is visible and can be freed, and nothing but
 the cache's own files is ever touched."""
 
-import os
-import subprocess
-import sys
-
+from clirun import dcgan
 from PIL import Image
 
 from dcgan.cache import cache_entries
 from dcgan.data import open_dataset
-
-
-def dcgan(*args, cache):
-    env = {**os.environ, "DCGAN_CACHE_DIR": str(cache)}
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
-                          env=env)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def test_cache_list_shows_each_decoded_dataset_and_clear_frees_only_cache_files(tmp_path, monkeypatch):
@@ -36,16 +25,18 @@ def test_cache_list_shows_each_decoded_dataset_and_clear_frees_only_cache_files(
     assert sorted((e["size"], e["channels"], e["images"]) for e in entries if e["source"] == str(folder)) == \
         [(16, 3, 5), (32, 1, 5)]
 
-    listing = dcgan("cache", "list", cache=cache)
+    env = {"DCGAN_CACHE_DIR": str(cache)}
+    listing = dcgan("cache", "list", env=env).stdout
     assert f"{folder} train 16x16x3, 5 images" in listing and f"{folder} train 32x32x1, 5 images" in listing
     assert "unfinished" in listing and "old format" in listing and "4 dataset(s)" in listing
     assert "notes.txt" not in listing
 
-    cleared = dcgan("cache", "clear", cache=cache)
+    cleared = dcgan("cache", "clear", env=env).stdout
     assert "removed 4 cached dataset(s)" in cleared
     assert [p.name for p in cache.iterdir()] == ["notes.txt"]
-    assert "0 dataset(s)" in dcgan("cache", "list", cache=cache)
+    assert "0 dataset(s)" in dcgan("cache", "list", env=env).stdout
 
 
 def test_cache_list_of_a_missing_folder_is_empty(tmp_path):
-    assert "0 dataset(s), 0.0 MiB" in dcgan("cache", "list", cache=tmp_path / "never-made")
+    listing = dcgan("cache", "list", env={"DCGAN_CACHE_DIR": str(tmp_path / "never-made")}).stdout
+    assert "0 dataset(s), 0.0 MiB" in listing

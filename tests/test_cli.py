@@ -9,20 +9,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from clirun import cli, dcgan
 from PIL import Image
 
 from dcgan import checkpoint
 
 TINY = ["--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "16",
         "--tensorboard", "false", "--log-every", "1"]
-
-
-def dcgan(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dcgan {args} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
 
 
 def assert_clean_error(proc, *words):
@@ -134,7 +127,7 @@ def test_dry_run_reports_the_images_and_the_schedule_and_checks_the_data(tmp_pat
     # digits: 1,797 images -> 17 batches of 100 per epoch, 2 per step; 3 epochs -> 25 steps
     assert plan == {"images": 1797, "source": "digits", "reading": "in memory", "batches_per_epoch": 17,
                     "steps_per_epoch": 8.5, "total_steps": 25, "epochs": 2.94}
-    proc = dcgan("train", "--dry-run", "--data", tmp_path / "typo", "--out", tmp_path / "r2", check=False)
+    proc = cli("train", "--dry-run", "--data", tmp_path / "typo", "--out", tmp_path / "r2")
     assert proc.returncode == 1 and "typo does not exist" in proc.stderr
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r").exists()
 
@@ -144,10 +137,10 @@ def test_config_file_and_flags(tmp_path):
     cfg = json.loads(dcgan("train", "--config", tmp_path / "c.yaml", "--ngf", 16, "--dry-run").stdout)
     assert cfg["batch_size"] == 64 and cfg["model"]["ngf"] == 16  # the flag wins over the file
     (tmp_path / "bad.yaml").write_text("batch_size: 64\nlearning_rate: 0.1\n")
-    assert_clean_error(dcgan("train", "--config", tmp_path / "bad.yaml", check=False),
+    assert_clean_error(cli("train", "--config", tmp_path / "bad.yaml"),
                        "learning_rate", "bad.yaml")
     (tmp_path / "typed.yaml").write_text("batch_size: lots\n")
-    assert_clean_error(dcgan("train", "--config", tmp_path / "typed.yaml", check=False),
+    assert_clean_error(cli("train", "--config", tmp_path / "typed.yaml"),
                        "batch_size")
 
 
@@ -156,8 +149,8 @@ def test_resume_continues_and_guards_architecture(trained, tmp_path):
     dcgan("train", *TINY, "--steps", 2, "--out", run)
     dcgan("train", "--resume", run, "--steps", 5)
     assert checkpoint.load(run)["step"] == 5
-    assert_clean_error(dcgan("train", "--resume", run, "--ngf", 16, check=False), "ngf: 8 -> 16")
-    assert_clean_error(dcgan("train", *TINY, "--steps", 2, "--out", run, check=False), "--resume")
+    assert_clean_error(cli("train", "--resume", run, "--ngf", 16), "ngf: 8 -> 16")
+    assert_clean_error(cli("train", *TINY, "--steps", 2, "--out", run), "--resume")
 
 
 @pytest.mark.parametrize("args,words", [
@@ -170,16 +163,16 @@ def test_resume_continues_and_guards_architecture(trained, tmp_path):
      if not torch.cuda.is_available() else ["lr"]),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, words):
-    assert_clean_error(dcgan("train", *args, "--out", tmp_path / "r", check=False), *words)
+    assert_clean_error(cli("train", *args, "--out", tmp_path / "r"), *words)
 
 
 def test_empty_and_non_image_folders(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_clean_error(dcgan("train", "--data", tmp_path / "empty", check=False), "no images")
+    assert_clean_error(cli("train", "--data", tmp_path / "empty"), "no images")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.png").write_bytes(b"")
     (tmp_path / "junk" / "b.jpg").write_bytes(b"not a jpeg")
-    assert_clean_error(dcgan("train", "--data", tmp_path / "junk", check=False), "could be read")
+    assert_clean_error(cli("train", "--data", tmp_path / "junk"), "could be read")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -221,6 +214,6 @@ def test_sample_grid_individual_and_export(trained, tmp_path):
 
 
 def test_sample_from_missing_or_bad_file(tmp_path):
-    assert_clean_error(dcgan("sample", tmp_path / "nothing", check=False), "not found")
+    assert_clean_error(cli("sample", tmp_path / "nothing"), "not found")
     (tmp_path / "junk.safetensors").write_bytes(b"garbage")
-    assert_clean_error(dcgan("sample", tmp_path / "junk.safetensors", check=False), "junk.safetensors")
+    assert_clean_error(cli("sample", tmp_path / "junk.safetensors"), "junk.safetensors")

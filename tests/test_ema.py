@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+from clirun import cli, dcgan
 from PIL import Image
 from test_cli import TINY as CLI_TINY
-from test_cli import assert_clean_error, dcgan
+from test_cli import assert_clean_error
 from test_distributed import TINY as DDP_TINY
 from test_distributed import torchrun
 
@@ -232,7 +233,7 @@ def test_cli_trains_with_ema_and_commands_say_which_g(tmp_path):
     (["--ema-kimg", 0], ["ema_kimg must be positive"]),
 ])
 def test_bad_ema_settings_are_clean_errors(flags, words, tmp_path):
-    proc = dcgan("train", *CLI_TINY, "--steps", 2, *flags, "--out", tmp_path / "r", "--dry-run", check=False)
+    proc = cli("train", *CLI_TINY, "--steps", 2, *flags, "--out", tmp_path / "r", "--dry-run")
     assert_clean_error(proc, *words)
 
 

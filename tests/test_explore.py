@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import threading
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from clirun import cli, dcgan
 from PIL import Image
 
 warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
 from starlette.testclient import TestClient  # noqa: E402
 
 from dcgan.explore import explorer  # noqa: E402
-
-
-def dcgan(*args) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +230,8 @@ def test_d_score_of_an_uploaded_image(client, run, tmp_path):
 
 def test_feature_maps_take_an_image_or_a_latents_file_not_both(run, tmp_path):
     image = run / "samples" / "final.png"
-    proc = subprocess.run([sys.executable, "-m", "dcgan", "feature-maps", run, "--net", "d", "--image", image,
-                           "--latents", image, "--out", tmp_path / "fm"], capture_output=True, text=True)
+    proc = cli("feature-maps", run, "--net", "d", "--image", image, "--latents", image,
+               "--out", tmp_path / "fm")
     assert proc.returncode == 1 and "error: give an input image or a latents file, not both" in proc.stderr
     assert not (tmp_path / "fm").exists()
 

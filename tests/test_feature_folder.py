@@ -5,7 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from test_directions import dcgan  # a real subprocess; ok=False: one clean error line
+from clirun import dcgan
+from test_directions import one_error
 
 from dcgan.representation import _write_npy
 
@@ -32,7 +33,8 @@ def folder(run, tmp_path_factory):
 
 
 def probe(run, *args, ok=True):
-    return dcgan("probe", run, "--grid", GRID, *args, ok=ok)
+    proc = dcgan("probe", run, "--grid", GRID, *args, ok=ok)
+    return proc if ok else one_error(proc)
 
 
 def test_the_folder_holds_both_splits_as_the_in_memory_features(run, folder, tmp_path):
@@ -72,7 +74,8 @@ def test_features_of_another_discriminator_are_refused(folder, tmp_path):
 
 
 def test_another_grid_or_seed_is_refused(run, folder, tmp_path):
-    err = dcgan("probe", run, "--grid", 1, "--features", folder, "--out", tmp_path / "p", ok=False).stderr
+    err = one_error(dcgan("probe", run, "--grid", 1, "--features", folder, "--out", tmp_path / "p",
+                          ok=False)).stderr
     assert "grid 2, not 1" in err
     err = probe(run, "--seed", 3, "--features", folder, "--out", tmp_path / "p", ok=False).stderr
     assert "seed 0, not 3" in err

@@ -6,8 +6,9 @@ import subprocess
 import sys
 import time
 
+from clirun import dcgan
 from PIL import Image
-from test_cli import TINY, dcgan
+from test_cli import TINY
 
 
 def test_losses_png_is_refreshed_while_training_and_plots_quality_when_evaluated(tmp_path):

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from clirun import dcgan
 from PIL import Image
-from test_inspect import dcgan  # the CLI in a subprocess, as a user runs it
 
 from dcgan.checkpoint import load_generator
 from dcgan.errors import DCGANError

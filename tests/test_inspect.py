@@ -1,12 +1,11 @@
 """Looking inside a model (paper §6): walks, numbered sheets, neighbours, arithmetic, forgetting."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from clirun import dcgan
 from PIL import Image
 from torchvision.utils import save_image
 
@@ -18,12 +17,6 @@ from dcgan.models import Generator
 from dcgan.neighbours import nearest, pixel_embedding
 from dcgan.train import train
 from dcgan.windows import find_windows, forget_synthetic, synthetic_windows
-
-
-def dcgan(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
-    assert (proc.returncode == 0) == ok, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")

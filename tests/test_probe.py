@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from clirun import dcgan
 
 from dcgan.config import resolve
 from dcgan.models import Discriminator
@@ -252,12 +253,6 @@ def test_kmeans_features_shape_and_determinism():
     a = km(images[:5])
     assert a.shape == (5, 4 * 8) and (a >= 0).all() and a.sum() > 0
     assert np.array_equal(a, KMeansFeatures(k=8, patches=2000, seed=0).fit(images)(images[:5]))
-
-
-def dcgan(*args):
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_probe_both_protocols_with_baselines_through_the_cli(tmp_path):

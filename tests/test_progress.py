@@ -5,8 +5,9 @@ import re
 
 import numpy as np
 import pytest
+from clirun import dcgan
 from PIL import Image
-from test_cli import TINY, dcgan
+from test_cli import TINY
 
 from dcgan.progress import Progress, duration
 

@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 import torch
+from clirun import cli, dcgan
 from PIL import Image
-from test_cli import TINY, assert_clean_error, dcgan
+from test_cli import TINY, assert_clean_error
 
 from dcgan.errors import DCGANError
 from dcgan.metrics import Extractor
@@ -41,7 +42,7 @@ def test_commands_default_to_the_run_data_and_say_when_given_another(setup, tmp_
     assert json.loads((tmp_path / "nb2" / "neighbours.json").read_text())["training_images"] == 40
     dcgan("export", run, tmp_path / "g.safetensors")
     clf = f"classifier:{setup / 'clf.safetensors'}"
-    proc = dcgan("evaluate", tmp_path / "g.safetensors", "--extractor", clf, check=False)
+    proc = cli("evaluate", tmp_path / "g.safetensors", "--extractor", clf)
     assert_clean_error(proc, "give --data", "exported")
 
 
@@ -65,10 +66,10 @@ def test_evaluate_says_what_it_compared(setup, tmp_path):
 
 def test_a_classifier_for_other_images_is_refused_or_named(setup, tmp_path):
     clf = f"classifier:{setup / 'clf.safetensors'}"
-    assert_clean_error(dcgan("evaluate", setup / "rgb_run", "--extractor", clf, "--n", 50, check=False),
+    assert_clean_error(cli("evaluate", setup / "rgb_run", "--extractor", clf, "--n", 50),
                        "grey", "RGB", "train-classifier")
-    assert_clean_error(dcgan("train", *TINY, "--data", setup / "rgb", "--steps", 2, "--eval-every", 1,
-                             "--eval-n", 20, "--eval-extractor", clf, "--out", tmp_path / "r", check=False),
+    assert_clean_error(cli("train", *TINY, "--data", setup / "rgb", "--steps", 2, "--eval-every", 1,
+                           "--eval-n", 20, "--eval-extractor", clf, "--out", tmp_path / "r"),
                        "grey", "RGB")
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
     proc = dcgan("evaluate", setup / "digits", "--data", setup / "grey", "--extractor", clf, "--n", 20)

@@ -3,7 +3,8 @@
 import shutil
 
 import pytest
-from test_cli import TINY, assert_clean_error, dcgan
+from clirun import cli, dcgan
+from test_cli import TINY, assert_clean_error
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,12 @@ def test_sample_names_the_checkpoint_and_step_and_which_chooses(run, tmp_path):
 
 
 def test_which_best_and_missing_steps_are_clear_errors(run, tmp_path):
-    assert_clean_error(dcgan("sample", run, "--which", "best", "--out", tmp_path / "b.png", check=False),
+    assert_clean_error(cli("sample", run, "--which", "best", "--out", tmp_path / "b.png"),
                        "best.pt", "--eval-every")
-    assert_clean_error(dcgan("sample", run, "--which", 3, "--out", tmp_path / "b.png", check=False),
+    assert_clean_error(cli("sample", run, "--which", 3, "--out", tmp_path / "b.png"),
                        "2, 4", "'3'")
-    assert_clean_error(dcgan("sample", run / "checkpoint.pt", "--which", 2, "--out", tmp_path / "b.png",
-                             check=False), "run directory")
+    assert_clean_error(cli("sample", run / "checkpoint.pt", "--which", 2, "--out", tmp_path / "b.png"),
+                       "run directory")
     best = tmp_path / "copy"
     shutil.copytree(run, best)
     shutil.copy(best / "snapshots" / "step_00000002.pt", best / "best.pt")  # as training links its best step
