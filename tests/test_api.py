@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import cli
 
 import dcgan
 from dcgan.train import train
@@ -23,11 +24,6 @@ TINY = {"data": "digits", "image_size": 16, "ngf": 8, "ndf": 8, "nz": 8, "batch_
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     return train({**TINY, "out": str(tmp_path_factory.mktemp("api") / "run")})
-
-
-def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
 
 
 def test_parsing_every_command_imports_no_torch():
@@ -87,8 +83,8 @@ def test_sample_sheet_writes_what_dcgan_sample_writes(run, tmp_path):
     r = dcgan.sample_sheet(run, out=tmp_path / "api.png", n=6, seed=4, start=2, numbered=True,
                            individual=tmp_path / "each")
     assert r["images"] == 6 and len(r["individual"]) == 6 and Path(r["individual"][0]).name == "000002.png"
-    proc = _cli("sample", run, "--out", tmp_path / "cli.png", "--n", 6, "--seed", 4, "--start", 2,
-                "--numbered", cwd=tmp_path)
+    proc = cli("sample", run, "--out", tmp_path / "cli.png", "--n", 6, "--seed", 4, "--start", 2,
+               "--numbered", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "api.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
     with pytest.raises(dcgan.DCGANError, match="--out .* or --individual"):
@@ -97,8 +93,8 @@ def test_sample_sheet_writes_what_dcgan_sample_writes(run, tmp_path):
 
 def test_write_features_writes_what_dcgan_features_writes(run, tmp_path):
     r = dcgan.write_features(run, data="digits", out=tmp_path / "api.npz", split="test", grid=2, device="cpu")
-    proc = _cli("features", run, "--data", "digits", "--split", "test", "--grid", 2, "--device", "cpu",
-                "--out", tmp_path / "cli.npz", cwd=tmp_path)
+    proc = cli("features", run, "--data", "digits", "--split", "test", "--grid", 2, "--device", "cpu",
+               "--out", tmp_path / "cli.npz", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     with np.load(tmp_path / "api.npz") as a, np.load(tmp_path / "cli.npz") as b:
         assert a["features"].shape == (r["images"], r["dim"]) == b["features"].shape

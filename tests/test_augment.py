@@ -3,6 +3,7 @@ through, and is a function of its generator."""
 
 import pytest
 import torch
+from clirun import cli
 
 from dcgan.augment import augment, color, cutout, translation
 from dcgan.config import parse_policy
@@ -149,23 +150,16 @@ def test_without_augmentation_the_step_draws_nothing_more_from_the_noise():
 
 
 def test_cli_trains_with_augmentation_refuses_unknown_policies_and_changes_on_resume(tmp_path):
-    import subprocess
-    import sys
-
-    def dcgan(*args):
-        return subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True,
-                              text=True)
-
     run = tmp_path / "run"
     tiny = ["--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 8, "--batch-size", 16,
             "--tensorboard", "false"]
-    ok = dcgan("train", *tiny, "--steps", 2, "--augment", "translation,cutout", "--out", run)
+    ok = cli("train", *tiny, "--steps", 2, "--augment", "translation,cutout", "--out", run)
     assert ok.returncode == 0, ok.stderr
     assert '"augment": "translation,cutout"' in (run / "config.json").read_text()
-    bad = dcgan("train", *tiny, "--steps", 2, "--augment", "flip", "--out", tmp_path / "other")
+    bad = cli("train", *tiny, "--steps", 2, "--augment", "flip", "--out", tmp_path / "other")
     assert bad.returncode == 1 and bad.stderr.count("error:") == 1
     assert "unknown augmentation flip" in bad.stderr
-    resumed = dcgan("train", "--resume", run, "--steps", 4, "--augment", "color")
+    resumed = cli("train", "--resume", run, "--steps", 4, "--augment", "color")
     assert resumed.returncode == 1 and "augment" in resumed.stderr
 
 

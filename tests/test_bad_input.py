@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clirun import cli
 from PIL import Image
 
 FIRST = "project_and_reshape.project.weight"  # G's first tensor
@@ -450,8 +451,7 @@ def outcomes(tmp_path_factory):
     w = tmp_path_factory.mktemp("bad")
     run = w / "run"
     train = ["train", *TINY, "--steps", "2", "--snapshot-every", "1", "--checkpoint-every", "1", "--out", run]
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, train)], capture_output=True, text=True,
-                          timeout=300)
+    proc = cli(*train)
     assert proc.returncode == 0, proc.stderr
     _make_files(w, run)
     spec, errs = w / "cases.json", w / "errs"

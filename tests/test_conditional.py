@@ -2,12 +2,11 @@
 (projection), per-class sampling, exact resume, and unconditional checkpoints that still load."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from clirun import cli
 from PIL import Image
 
 import dcgan
@@ -19,11 +18,6 @@ from dcgan.errors import DCGANError
 from dcgan.models import build
 
 TINY = dict(image_size=16, channels=1, ngf=8, ndf=8, batch_size=16, tensorboard=False, seed=1)
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
 
 
 def write_classes(root, classes: dict[str, tuple[int, int]], n: int = 64, seed: int = 0):

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from clirun import cli
 from test_reliability import logged_steps
 
 from dcgan import checkpoint
@@ -26,11 +27,6 @@ TINY = dict(data="digits", image_size=16, ngf=8, ndf=8, nz=16, batch_size=16, te
 
 def tiny(tmp_path, name="run", **kw):
     return configure({**TINY, "out": str(tmp_path / name), **kw})
-
-
-def cli(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, **kw)
 
 
 # ---- 1. every random stream in its own seed space ---------------------------------------------

@@ -1,13 +1,12 @@
 """Near-duplicate detection (paper §4.1.1) on small real folders, through the API and the CLI."""
 
 import json
-import subprocess
-import sys
 from itertools import combinations
 
 import numpy as np
 import pytest
 import torch
+from clirun import dcgan
 from PIL import Image
 from sklearn.datasets import load_digits
 
@@ -94,19 +93,13 @@ def test_bad_radius_is_an_error():
 
 
 def test_keep_list_round_trips_into_training(folder, tmp_path):
-    run = [sys.executable, "-m", "dcgan"]
-    proc = subprocess.run([*run, "dedup", str(folder), "--out", str(tmp_path / "rep"), "--channels", "1",
-                           "--epochs", "5", "--copy-to", str(tmp_path / "kept")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    dcgan("dedup", folder, "--out", tmp_path / "rep", "--channels", 1, "--epochs", 5,
+          "--copy-to", tmp_path / "kept")
     kept = (tmp_path / "rep" / "keep.txt").read_text().split()
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == sorted(kept)
     exclude = str(tmp_path / "rep" / "duplicates.txt")
-    proc = subprocess.run([*run, "train", "--data", str(folder), "--exclude", exclude, "--image-size", "16",
-                           "--ngf", "8", "--ndf", "8", "--batch-size", "8", "--steps", "1",
-                           "--tensorboard", "false", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = dcgan("train", "--data", folder, "--exclude", exclude, "--image-size", 16, "--ngf", 8, "--ndf", 8,
+                 "--batch-size", 8, "--steps", 1, "--tensorboard", "false", "--out", tmp_path / "run")
     assert f"{len(kept)} images" in proc.stderr
 
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from clirun import cli
 from PIL import Image
 
 from dcgan.errors import DCGANError
@@ -15,11 +16,6 @@ EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n"
        b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n")
 TINY = ["--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "4",
         "--tensorboard", "false", "--log-every", "1", "--sample-every", "1000"]
-
-
-def cli(*args, env=None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, env=env, **kw)
 
 
 # ---- attack 1: the Inception weights file is read once, weights-only ----------------------
@@ -236,7 +232,7 @@ def test_an_unusable_cache_warns_and_training_goes_on(tmp_path, folder_with_eps)
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder should be")
     proc = cli("train", "--data", folder_with_eps, *TINY, "--steps", 1, "--out", tmp_path / "run",
-               env={**os.environ, "DCGAN_CACHE_DIR": str(blocker / "sub")})
+               env={"DCGAN_CACHE_DIR": str(blocker / "sub")})
     assert proc.returncode == 0, proc.stderr
     assert "could not write the dataset cache" in proc.stderr and "without it" in proc.stderr
 

@@ -3,12 +3,11 @@
 import hashlib
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from clirun import dcgan
 from scipy import linalg
 
 from dcgan.data import open_dataset
@@ -158,17 +157,11 @@ def test_fid_matches_numpy_and_scipy_on_the_same_features():
     assert frechet_distance(a, b) == pytest.approx(numpy_fid(a, b), rel=1e-6)
 
 
-def run_dcgan(*args):
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 def test_training_evaluates_and_keeps_the_best(classifier, tmp_path):
     run = tmp_path / "run"
-    run_dcgan("train", "--image-size", 32, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
-              "--steps", 6, "--eval-every", 3, "--eval-extractor", f"classifier:{classifier}",
-              "--eval-n", 200, "--tensorboard", "false", "--log-every", 100, "--out", run)
+    dcgan("train", "--image-size", 32, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
+          "--steps", 6, "--eval-every", 3, "--eval-extractor", f"classifier:{classifier}",
+          "--eval-n", 200, "--tensorboard", "false", "--log-every", 100, "--out", run)
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     evaluated = [r for r in rows if "fid" in r]
     assert [r["step"] for r in evaluated] == [3, 6]
@@ -188,10 +181,10 @@ def test_training_evaluates_and_keeps_the_best(classifier, tmp_path):
 
 def test_evaluate_command_writes_every_number(classifier, tmp_path):
     run = tmp_path / "run"
-    run_dcgan("train", "--image-size", 32, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
-              "--steps", 2, "--tensorboard", "false", "--out", run)
-    proc = run_dcgan("evaluate", run, "--data", "digits", "--split", "train", "--n", 300,
-                     "--extractor", f"classifier:{classifier}", "--out", tmp_path / "q.json")
+    dcgan("train", "--image-size", 32, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
+          "--steps", 2, "--tensorboard", "false", "--out", run)
+    proc = dcgan("evaluate", run, "--data", "digits", "--split", "train", "--n", 300,
+                 "--extractor", f"classifier:{classifier}", "--out", tmp_path / "q.json")
     result = json.loads((tmp_path / "q.json").read_text())
     assert {"fid", "kid", "kid_std", "precision", "recall", "n_real", "n_fake"} <= set(result)
     assert result["n_fake"] == result["n_real"] == 300

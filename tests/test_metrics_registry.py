@@ -2,11 +2,10 @@
 line, TensorBoard and the choice of best.pt (--best-metric)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from clirun import cli
 
 from dcgan import checkpoint, metrics
 from dcgan.errors import DCGANError
@@ -120,8 +119,7 @@ def test_an_unknown_best_metric_is_an_error_naming_the_known_ones(tmp_path, clas
     with pytest.raises(DCGANError, match="inception_score needs --eval-features inception"):
         train(tiny(tmp_path, "r", classifier, best_metric="inception_score"))
     assert not (tmp_path / "r").exists()
-    proc = subprocess.run([sys.executable, "-m", "dcgan", "train", "--dry-run", "--best-metric", "sharpness",
-                           "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300)
+    proc = cli("train", "--dry-run", "--best-metric", "sharpness", "--out", tmp_path / "r")
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: best_metric 'sharpness'") and "inception_score" in last, proc.stderr

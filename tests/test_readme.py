@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirun import dcgan
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
@@ -58,10 +56,7 @@ def test_the_readme_training_command_is_valid(tmp_path):
     """The first command's `dcgan train ...` resolves (with --dry-run) to the run it promises."""
     (first, _) = ci_readme.commands()
     train = ci_readme.split_and(first)[1]
-    env = {**os.environ, "DCGAN_CACHE_DIR": str(tmp_path / "cache")}
-    r = subprocess.run([sys.executable, "-m", "dcgan", *train[1:], "--dry-run"], cwd=tmp_path,
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
+    r = dcgan(*train[1:], "--dry-run", cwd=tmp_path, env={"DCGAN_CACHE_DIR": str(tmp_path / "cache")})
     config = json.loads(r.stdout)
     assert config["data"] == "digits" and config["epochs"] == 50
     assert config["out"] == "runs/digits-pytorch"

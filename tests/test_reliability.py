@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from clirun import cli
 
 from dcgan import checkpoint
 from dcgan.errors import DCGANError
@@ -20,11 +21,6 @@ from dcgan.train import configure, train
 
 TINY = ["--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "16",
         "--tensorboard", "false", "--log-every", "1", "--sample-every", "1000"]
-
-
-def cli(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, **kw)
 
 
 def logged_steps(run) -> list[int]:

@@ -1,12 +1,10 @@
 """Guided backpropagation of D's features (paper §6.2) and feature-map views of G and D."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from clirun import dcgan
 from PIL import Image
 
 from dcgan import saliency
@@ -194,11 +192,8 @@ def test_feature_maps_one_entry_per_layer_with_shapes():
 def run(tmp_path_factory):
     """A tiny run on the built-in digits, trained once for this file."""
     out = tmp_path_factory.mktemp("saliency") / "run"
-    env = {**os.environ, "DCGAN_CACHE_DIR": str(out.parent / "cache")}
-    args = ["train", "--image-size", "16", "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "64",
-            "--steps", "5", "--tensorboard", "false", "--out", str(out)]
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *args], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
+    dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 5,
+          "--tensorboard", "false", "--out", out, env={"DCGAN_CACHE_DIR": str(out.parent / "cache")})
     return out
 
 
