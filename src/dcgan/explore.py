@@ -11,14 +11,21 @@ own DCGANError, or a check here on the request's shape.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import math
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -40,7 +47,7 @@ from dcgan.outputs import write_image
 from dcgan.projection import project_report
 from dcgan.saliency import feature_map_report, guided_backprop_report
 
-__all__ = ["explorer"]  # public: dcgan.NAME
+__all__ = ["explorer", "serving"]  # public: dcgan.NAME
 
 PAGE = Path(__file__).parent / "explorer"  # index.html, app.js, style.css: no build step, no CDN
 MAX_BODY = 64 * 1024  # bytes of a JSON request
@@ -390,6 +397,44 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.explorer = ex
     return app
+
+
+@contextlib.contextmanager
+def serving(sources: list[str | Path], *args: str, timeout: float = 120.0) -> Iterator[str]:
+    """`dcgan explore SOURCES ARGS` as a subprocess on a free port of this machine, for scripts and
+    tests: yields the page's URL once the server answers, and stops the server on exit. A server
+    that exits or does not answer within `timeout` seconds is a DCGANError carrying its stderr."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "dcgan", "explore", *map(str, sources), *map(str, args),
+               "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would stall the server
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(url + "api/sources", timeout=2).close()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        server.kill()
+                        server.wait()
+                        log.seek(0)
+                        raise DCGANError(f"dcgan explore did not start within {timeout:g} s: "
+                                         f"{log.read().strip() or 'no error message'}") from None
+                    time.sleep(0.2)
+            yield url
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
 
 
 def _columns(n: int) -> int:
