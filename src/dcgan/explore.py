@@ -46,6 +46,7 @@ from dcgan.neighbours import neighbours_report
 from dcgan.outputs import write_image
 from dcgan.projection import project_report
 from dcgan.saliency import feature_map_report, guided_backprop_report
+from dcgan.visualize import square_columns
 
 __all__ = ["explorer", "serving"]  # public: dcgan.NAME
 
@@ -190,7 +191,7 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         result = ex.run("sample", lambda out: sample_sheet(src, out=out / "samples.png", n=n, seed=seed,
                                                            start=start, numbered=True, latents=latents))
         shown = result["report"]["images"]  # fewer than n past the end of a latents file
-        result["layout"] = {"columns": _columns(shown), "n": shown, "start": start, "seed": seed}
+        result["layout"] = {"columns": square_columns(shown), "n": shown, "start": start, "seed": seed}
         return result
 
     @endpoint
@@ -435,10 +436,6 @@ def serving(sources: list[str | Path], *args: str, timeout: float = 120.0) -> It
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait()
-
-
-def _columns(n: int) -> int:
-    return max(1, int(math.ceil(math.sqrt(n))))
 
 
 def _metrics_rows(path: Path) -> list[dict]:
