@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -114,6 +115,7 @@ class ModelConfig:
 AUGMENTATIONS = ("color", "translation", "cutout")
 
 
+@functools.lru_cache(maxsize=16)  # the training step asks for it every step
 def parse_policy(text: str | None) -> tuple[str, ...]:
     """'translation,cutout' -> ('translation', 'cutout'); '' or None -> () (no augmentation)."""
     names = tuple(p.strip() for p in (text or "").split(",") if p.strip())
