@@ -105,14 +105,19 @@ class Explorer:
         url = body.get("latents")
         return None if url is None else self.result_path(url, "latents")
 
-    def upload(self, raw: bytes) -> Path:
+    @contextlib.contextmanager
+    def upload(self, raw: bytes) -> Iterator[Path]:
+        """The request's bytes in a file for the length of the request, removed after it."""
         if not raw:
             raise BadRequest("no image was sent: choose an image file")
         folder = self.results / "uploads"
         folder.mkdir(exist_ok=True)
         path = folder / f"{next(self.ids):06d}"  # a name of ours: the user's file name is never used
         path.write_bytes(raw)
-        return path
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def describe(self) -> list[dict]:
         rows = []
@@ -257,15 +262,15 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         seed = integer(body, "seed", 0, 2**32 - 1, default=0)
         erase = choice(body, "erase", ("global", "local"), "global")
         curve = choice(body, "curve", ("auto", "none"), "auto")
-        file = ex.upload(json.dumps(boxes).encode())
+        with ex.upload(json.dumps(boxes).encode()) as file:
 
-        def work(out: Path) -> dict:
-            report = forget_report(src, boxes=file, out=out, drop=drop, n=n, seed=seed, erase=erase,
-                                   curve=curve)
-            shutil.copyfile(file, out / "boxes.json")  # what `dcgan forget --boxes` reads
-            return report
+            def work(out: Path) -> dict:
+                report = forget_report(src, boxes=file, out=out, drop=drop, n=n, seed=seed, erase=erase,
+                                       curve=curve)
+                shutil.copyfile(file, out / "boxes.json")  # what `dcgan forget --boxes` reads
+                return report
 
-        return ex.run("forget", work)
+            return ex.run("forget", work)
 
     @endpoint
     def guided_backprop(body: dict) -> dict:
@@ -337,8 +342,8 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         async def wrapped(request: Request) -> Response:
             try:
                 query = {k: int(v) if v.isdigit() else v for k, v in request.query_params.items()}
-                path = ex.upload(await _read_limited(request, MAX_UPLOAD))
-                return JSONResponse(await run_in_threadpool(handler, query, path))
+                with ex.upload(await _read_limited(request, MAX_UPLOAD)) as path:
+                    return JSONResponse(await run_in_threadpool(handler, query, path))
             except (BadRequest, DCGANError) as e:
                 return JSONResponse({"error": " ".join(str(e).split())}, status_code=400)
         return wrapped
