@@ -299,6 +299,7 @@ def read_config_file(path: str | Path) -> dict:
         raise DCGANError(f"config file {path}: every setting name must be text, got "
                          f"{reprlib.repr([k for k in raw if not isinstance(k, str)][0])}")
     flat = dict(raw)
+    flat.pop("data_fingerprint", None)  # a run's config.json records its data there: not a setting
     nested = flat.pop("model", None) or {}
     if not isinstance(nested, dict):
         raise DCGANError(f"config file {path}: `model` must be a mapping of model settings")
