@@ -10,13 +10,8 @@ the time does not depend on them. Each draw asks for a new seed, so nothing is c
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +20,8 @@ from PIL import Image
 from record import dcgan
 from scipy import stats
 from sklearn.datasets import load_sample_images
+
+from dcgan.explore import serving
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -55,19 +52,7 @@ def main() -> None:
         photos(tmp / "photos")
         dcgan("train", "--data", tmp / "photos", "--image-size", 64, "--steps", 1, "--batch-size", 64,
               "--tensorboard", "false", "--out", tmp / "run")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        command = [sys.executable, "-m", "dcgan", "explore", str(tmp / "run"), "--port", str(port)]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        url = f"http://127.0.0.1:{port}/"
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url + "api/sources", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
-        try:
+        with serving([tmp / "run"]) as url:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
                 page = browser.new_page()
@@ -90,9 +75,6 @@ def main() -> None:
                         .filter((e) => e.name.endsWith('/api/sheet')).pop().duration""")
                     server_ms.append(request)
                 browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     screen, request = mean_t(on_screen), mean_t(server_ms)
     out.update(interval="Student-t 95%", target_ms=500, draws=args.draws,
                sheet={"samples": 64, "image_size": 64, "preset": "pytorch"},

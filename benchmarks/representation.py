@@ -19,6 +19,8 @@ included), and each command's wall time and peak resident memory.
         # untrained D and K-means (docs/representation_steps.png)
     python benchmarks/representation.py --run runs/fm --transfer digits
         # also D probed on another labelled dataset (full protocol), beside its baselines
+    python benchmarks/representation.py --run runs/fm/snapshots/step_00004000.pt --snapshots
+        # a snapshot of a run that trains on: the curve stops at its step
 """
 
 from __future__ import annotations
@@ -32,23 +34,38 @@ import record
 from record import dcgan, measured
 
 from dcgan import checkpoint
+from dcgan.checkpoint import load_discriminator
 from dcgan.probe import describe_paired, describe_probe
+from dcgan.representation import fingerprint
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def training_seconds(run: Path) -> float:
-    """The compute time a run's metrics.jsonl logged: each row's images over its images per second,
-    summed; the gaps between sessions of a resumed run are not counted, work redone after a
-    rollback or a resume from an earlier checkpoint is."""
+def training_seconds(run: Path, until_step: int | None = None) -> float:
+    """The compute time a run's metrics.jsonl logged up to `until_step` (default: all of it): each
+    row's images over its images per second, summed; the gaps between sessions of a resumed run are
+    not counted, work redone after a rollback or a resume from an earlier checkpoint is."""
     total, seen = 0.0, 0.0
     for line in (run / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line) if line.strip() else {}
+        if until_step is not None and row.get("step", 0) > until_step:
+            continue
         if row.get("img_per_s") and row.get("kimg") is not None:
             if row["kimg"] > seen:
                 total += (row["kimg"] - seen) * 1000 / row["img_per_s"]
             seen = row["kimg"]
     return total
+
+
+def written_features(folder: Path, run: Path, grid: int) -> bool:
+    """Whether `folder` already holds this D's Fashion-MNIST features at this grid (seed 0): the probes
+    check every detail again when they read them."""
+    try:
+        meta = json.loads((folder / "features.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (meta.get("d_sha256") == fingerprint(load_discriminator(run)) and meta.get("grid") == grid
+            and meta.get("data") == "fashion-mnist" and meta.get("seed") == 0)
 
 
 def probe_table(source, out: Path, *args) -> dict:
@@ -107,6 +124,10 @@ def main() -> None:
     p.add_argument("--snapshots", action="store_true", help="also the few-label error of every snapshot of "
                    "--run (DCGAN features only; the baselines do not depend on the step)")
     p.add_argument("--transfer", help="also probe D on this labelled dataset (full protocol), e.g. digits")
+    p.add_argument("--full-baselines", default="pixels,random,kmeans",
+                   help="baselines of the full protocol (each random init is another full-size SVM search)")
+    p.add_argument("--grid", type=int, default=4, help="D's features: each layer max-pooled to grid x grid "
+                   "(paper: 4)")
     a = p.parse_args()
     out: dict = {**record.header(), "config": {**vars(a), "image_size": 32, "run": str(a.run),
                                                 "features_dir": str(a.features_dir)}}
@@ -120,7 +141,9 @@ def main() -> None:
         state = checkpoint.load(run)
         step, preset = state["step"], state["config"].get("preset")
         out.update(probed_step=step, preset=preset)
-        out["train_seconds"] = training_seconds(run if run.is_dir() else run.parent)
+        folder = run if run.is_dir() else run.parent
+        folder = folder.parent if folder.name == "snapshots" else folder  # a snapshot of a run
+        out["train_seconds"] = training_seconds(folder, until_step=step)
         out["train_hours"] = out["train_seconds"] / 3600
         lines.append(f"  Fashion-MNIST 32x32, {preset} preset, D after {step:,} steps "
                      f"({a.run or 'trained here'}; {out['train_hours']:.1f} h of logged training compute); "
@@ -128,33 +151,42 @@ def main() -> None:
                      "images:")
         stored = []
         if a.features_dir is not None:
-            m = measured("features", run, "--data", "fashion-mnist", "--out", a.features_dir)
-            meta = json.loads((a.features_dir / "features.json").read_text())
-            images = meta["train"] + meta["test"]
-            f = out["features"] = {"seconds": m["seconds"], "peak_gib": m["peak_bytes"] / 2**30,
-                                   "dim": meta["dim"], "images": images,
-                                   "gib": 4 * meta["dim"] * images / 2**30}
-            lines.append(f"  `dcgan features`: {images:,} x {f['dim']:,} float32 ({f['gib']:.1f} GiB on "
-                         f"disk) in {f['seconds'] / 60:.1f} min, peak memory {f['peak_gib']:.2f} GiB")
+            if written_features(a.features_dir, run, a.grid):
+                meta = json.loads((a.features_dir / "features.json").read_text())
+                f = out["features"] = {"reused": True, "dim": meta["dim"],
+                                       "images": meta["train"] + meta["test"]}
+                lines.append(f"  D's features: {f['images']:,} x {f['dim']:,} float32, read from "
+                             f"{a.features_dir} (written there for this D by an earlier run)")
+            else:
+                m = measured("features", run, "--data", "fashion-mnist", "--grid", a.grid, "--out",
+                             a.features_dir)
+                meta = json.loads((a.features_dir / "features.json").read_text())
+                images = meta["train"] + meta["test"]
+                f = out["features"] = {"seconds": m["seconds"], "peak_gib": m["peak_bytes"] / 2**30,
+                                       "dim": meta["dim"], "images": images,
+                                       "gib": 4 * meta["dim"] * images / 2**30}
+                lines.append(f"  `dcgan features`: {images:,} x {f['dim']:,} float32 ({f['gib']:.1f} GiB on "
+                             f"disk) in {f['seconds'] / 60:.1f} min, peak memory {f['peak_gib']:.2f} GiB")
             stored = ["--features", a.features_dir]
         common = ["--data", "fashion-mnist", "--max-test", a.max_test, "--kmeans-k", a.kmeans_k, "--draws",
-                  a.draws, "--random-inits", a.random_inits]
+                  a.draws, "--random-inits", a.random_inits, "--grid", a.grid]
         tables = {}
         for protocol in a.protocols.split(","):
             n_train = a.max_train if protocol == "few" else a.full_max_train
+            chosen = ["--baselines", a.full_baselines] if protocol == "full" else []
             tables[protocol] = probe_table(run, Path(tmp) / protocol, *common, "--protocol", protocol,
-                                           "--max-train", n_train, *stored)
+                                           "--max-train", n_train, *chosen, *stored)
             t = tables[protocol]
             lines += describe_rows(protocol, t["rows"])
             lines.append(f"    ({protocol}: {t['seconds'] / 60:.1f} min, peak memory "
                          f"{t['peak_gib']:.2f} GiB)")
         out.update(tables)
         if a.snapshots:
-            if "few" not in tables or not run.is_dir():
-                raise SystemExit("--snapshots needs a run folder and the few protocol (its baselines are "
-                                 "drawn beside the curve)")
+            if "few" not in tables:
+                raise SystemExit("--snapshots needs the few protocol (its baselines are drawn beside the "
+                                 "curve)")
             curve = []
-            for snap in sorted((run / "snapshots").glob("step_*.pt")):
+            for snap in sorted((folder / "snapshots").glob("step_*.pt")):
                 if int(snap.stem.split("_")[1]) >= step:
                     continue  # the run's own checkpoint is the last point
                 t = probe_table(snap, Path(tmp) / snap.stem, *common, "--protocol", "few", "--max-train",
@@ -174,7 +206,7 @@ def main() -> None:
                          f"{shown}")
         if a.transfer:
             t = probe_table(run, Path(tmp) / "transfer", "--data", a.transfer, "--protocol", "full",
-                            "--kmeans-k", a.kmeans_k, "--random-inits", a.random_inits)
+                            "--kmeans-k", a.kmeans_k, "--random-inits", a.random_inits, "--grid", a.grid)
             out["transfer"] = {"data": a.transfer, **t}
             lines += describe_rows(f"transfer to {a.transfer} (full protocol)", t["rows"])
     record.save("representation", out, lines)

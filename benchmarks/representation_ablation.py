@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snapshots-only", dest="snapshots_only", action="store_true",
                    help="only the training-length rows (every snapshot and the random D, all layers)")
+    p.add_argument("--steps", help="comma list of the snapshot steps to probe (default: every snapshot); "
+                   "the layer and pooling rows use the last of them")
     a = p.parse_args()
     run = Path(a.run)
     final = load_discriminator(run)
@@ -54,8 +56,13 @@ def main() -> None:
 
     torch.manual_seed(a.seed)
     untrained = Discriminator(c).eval()  # first: loading snapshots draws initial weights too
-    networks = {f"step {int(s.stem.split('_')[1])}": load_discriminator(s)
-                for s in sorted((run / "snapshots").glob("step_*.pt"))}
+    snapshots = sorted((run / "snapshots").glob("step_*.pt"))
+    if a.steps:
+        wanted = {int(s) for s in a.steps.split(",")}
+        snapshots = [s for s in snapshots if int(s.stem.split("_")[1]) in wanted]
+        if len(snapshots) != len(wanted):
+            raise SystemExit(f"--steps {a.steps}: {run / 'snapshots'} has no snapshot of some of these steps")
+    networks = {f"step {int(s.stem.split('_')[1])}": load_discriminator(s) for s in snapshots}
     networks["random init"] = untrained
     last = list(networks)[-2]
     # (row name, network, layers, grid, pool, BN statistics)
@@ -65,12 +72,14 @@ def main() -> None:
         rows += [(f"{last}, layer {i} only", last, [i], 4, "max", "averaged") for i in layer_ids]
         rows += [(f"random init, layer {i} only", "random init", [i], 4, "max", "averaged")
                  for i in layer_ids]
-        rows += [(f"{last}, all layers, 2x2 max pooling", last, None, 2, "max", "averaged"),
+        rows += [(f"{last}, all layers, 1x1 max pooling", last, None, 1, "max", "averaged"),
+                 (f"{last}, all layers, 2x2 max pooling", last, None, 2, "max", "averaged"),
                  (f"{last}, all layers, 4x4 average pooling", last, None, 4, "avg", "averaged"),
                  (f"{last}, all layers, running BN statistics from training", last, None, 4, "max",
                   "running")]
     cache, results = {}, []
-    for label, name, layers, grid, pool, bn in rows:
+    last_use = {(name, grid, pool, bn): i for i, (_, name, _, grid, pool, bn) in enumerate(rows)}
+    for i, (label, name, layers, grid, pool, bn) in enumerate(rows):
         t = time.perf_counter()
         key = (name, grid, pool, bn)
         if key not in cache:
@@ -82,6 +91,8 @@ def main() -> None:
         if layers is not None:  # grid is 4 here: the layer bounds of the default features
             cols = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in layers])
             tx, vx, sx = tx[:, cols], vx[:, cols], sx[:, cols]
+        if last_use[key] == i:  # 25,000 x 28,672 float32 is 2.9 GiB: hold one network's features at a time
+            del cache[key]
         r = few_protocol(tx, train_y, vx, val_y, sx, test_y, per_class=100, draws=a.draws, seed=a.seed)
         results.append({"features": label, "dim": int(tx.shape[1]), **r, "seconds": time.perf_counter() - t})
         print(f"{label:60s} {tx.shape[1]:>6,d}  {describe_probe(r)}", flush=True)

@@ -257,6 +257,19 @@ def test_bad_upload_settings_are_a_400(client, run, query, message):
     assert answer.status_code == 400 and message in answer.json()["error"], answer.text
 
 
+def test_uploads_last_only_as_long_as_their_request(client, run, tmp_path):
+    """Every upload (an image, a forget's boxes) is removed once its request is answered, whether
+    it succeeded or not: nothing accumulates on the server's disk."""
+    uploads = client.app.state.explorer.results / "uploads"
+    dcgan("sample", run, "--n", 1, "--start", 2, "--individual", tmp_path / "img")
+    image = (tmp_path / "img" / "000002.png").read_bytes()
+    assert client.post("/api/d-image", content=image).status_code == 200
+    assert client.post("/api/project?steps=2&restarts=1", content=image).status_code == 200
+    assert client.post("/api/d-image", content=b"not an image").status_code == 400
+    assert client.post("/api/forget", json={"boxes": BOXES, "n": 2, "curve": "none"}).status_code == 200
+    assert uploads.is_dir() and list(uploads.iterdir()) == []
+
+
 def test_d_score_and_maps_of_a_sample(client, run, tmp_path):
     result = client.post("/api/feature-maps", json={"net": "d", "seed": 1, "index": 5}).json()
     dcgan("feature-maps", run, "--net", "d", "--seed", 1, "--index", 5, "--out", tmp_path / "fm")

@@ -5,14 +5,13 @@ the command writes."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from dcgan.explore import serving
 
 pytestmark = [pytest.mark.extra("browser"), pytest.mark.extra("chromium")]
 
@@ -26,35 +25,14 @@ def dcgan(*args) -> subprocess.CompletedProcess:
     return proc
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("browser")
     run = root / "run"
     dcgan("train", "--data", "digits", "--steps", 12, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 32,
           "--tensorboard", "false", "--sample-every", 100, "--out", run)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dcgan", "explore", str(run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(url + "api/sources", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"dcgan explore did not start: {proc.communicate()}")
-            time.sleep(0.2)
-    yield {"url": url, "run": run, "root": root}
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving([run]) as url:
+        yield {"url": url, "run": run, "root": root}
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,14 @@ Playwright (`pip install -e ".[browser]"`, `apt-get install chromium`), and its 
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from PIL import Image
+
+from dcgan.explore import serving
 
 HERE = Path(__file__).parent
 TRAIN = ["--data", "digits", "--steps", "1500", "--ngf", "32", "--ndf", "32", "--nz", "32",
@@ -38,12 +37,6 @@ VIEWS = {
     "inside_g": ("clicked=17&shown=feature-maps", "#inside-view", "#feature-maps-result img"),
     "training": ("", "#training-view", "#curves polyline"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def real_digit(path: Path) -> Path:
@@ -66,42 +59,29 @@ def open_page(browser, url: str):
 def shoot(run: Path, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "dcgan", "explore", str(run), "--port", str(port)])
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url + "api/sources", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
-        with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-            for name, (state, section, ready) in VIEWS.items():
-                page = open_page(browser, f"{url}#{state}")
-                page.wait_for_selector(ready)
-                page.wait_for_load_state("networkidle")
-                page.locator(section).screenshot(path=out / f"{name}.png")
-                page.close()
-                print(f"wrote {out / f'{name}.png'}")
-            digit = real_digit(Path(tmp) / "digit.png")  # a real image: projected, and scored by D
-            page = open_page(browser, url)
-            page.set_input_files("#upload", str(digit))
-            page.fill("#project-steps", "300")
-            page.click("#run-project")
-            page.wait_for_selector("#project-result img")
-            page.locator("#project-view").screenshot(path=out / "project.png")
-            page.set_input_files("#d-upload", str(digit))
-            page.click("#run-d-image")
-            page.wait_for_selector("#inside-d-result .score")
+    with serving([run]) as url, sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        for name, (state, section, ready) in VIEWS.items():
+            page = open_page(browser, f"{url}#{state}")
+            page.wait_for_selector(ready)
             page.wait_for_load_state("networkidle")
-            page.locator("#inside-d-view").screenshot(path=out / "inside_d.png")
-            print(f"wrote {out / 'project.png'} and {out / 'inside_d.png'}")
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+            page.locator(section).screenshot(path=out / f"{name}.png")
+            page.close()
+            print(f"wrote {out / f'{name}.png'}")
+        digit = real_digit(Path(tmp) / "digit.png")  # a real image: projected, and scored by D
+        page = open_page(browser, url)
+        page.set_input_files("#upload", str(digit))
+        page.fill("#project-steps", "300")
+        page.click("#run-project")
+        page.wait_for_selector("#project-result img")
+        page.locator("#project-view").screenshot(path=out / "project.png")
+        page.set_input_files("#d-upload", str(digit))
+        page.click("#run-d-image")
+        page.wait_for_selector("#inside-d-result .score")
+        page.wait_for_load_state("networkidle")
+        page.locator("#inside-d-view").screenshot(path=out / "inside_d.png")
+        print(f"wrote {out / 'project.png'} and {out / 'inside_d.png'}")
+        browser.close()
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -114,6 +115,7 @@ class ModelConfig:
 AUGMENTATIONS = ("color", "translation", "cutout")
 
 
+@functools.lru_cache(maxsize=16)  # the training step asks for it every step
 def parse_policy(text: str | None) -> tuple[str, ...]:
     """'translation,cutout' -> ('translation', 'cutout'); '' or None -> () (no augmentation)."""
     names = tuple(p.strip() for p in (text or "").split(",") if p.strip())
@@ -297,6 +299,7 @@ def read_config_file(path: str | Path) -> dict:
         raise DCGANError(f"config file {path}: every setting name must be text, got "
                          f"{reprlib.repr([k for k in raw if not isinstance(k, str)][0])}")
     flat = dict(raw)
+    flat.pop("data_fingerprint", None)  # a run's config.json records its data there: not a setting
     nested = flat.pop("model", None) or {}
     if not isinstance(nested, dict):
         raise DCGANError(f"config file {path}: `model` must be a mapping of model settings")

@@ -11,14 +11,21 @@ own DCGANError, or a check here on the request's shape.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import math
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -39,8 +46,9 @@ from dcgan.neighbours import neighbours_report
 from dcgan.outputs import write_image
 from dcgan.projection import project_report
 from dcgan.saliency import feature_map_report, guided_backprop_report
+from dcgan.visualize import square_columns
 
-__all__ = ["explorer"]  # public: dcgan.NAME
+__all__ = ["explorer", "serving"]  # public: dcgan.NAME
 
 PAGE = Path(__file__).parent / "explorer"  # index.html, app.js, style.css: no build step, no CDN
 MAX_BODY = 64 * 1024  # bytes of a JSON request
@@ -97,14 +105,19 @@ class Explorer:
         url = body.get("latents")
         return None if url is None else self.result_path(url, "latents")
 
-    def upload(self, raw: bytes) -> Path:
+    @contextlib.contextmanager
+    def upload(self, raw: bytes) -> Iterator[Path]:
+        """The request's bytes in a file for the length of the request, removed after it."""
         if not raw:
             raise BadRequest("no image was sent: choose an image file")
         folder = self.results / "uploads"
         folder.mkdir(exist_ok=True)
         path = folder / f"{next(self.ids):06d}"  # a name of ours: the user's file name is never used
         path.write_bytes(raw)
-        return path
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def describe(self) -> list[dict]:
         rows = []
@@ -183,7 +196,7 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         result = ex.run("sample", lambda out: sample_sheet(src, out=out / "samples.png", n=n, seed=seed,
                                                            start=start, numbered=True, latents=latents))
         shown = result["report"]["images"]  # fewer than n past the end of a latents file
-        result["layout"] = {"columns": _columns(shown), "n": shown, "start": start, "seed": seed}
+        result["layout"] = {"columns": square_columns(shown), "n": shown, "start": start, "seed": seed}
         return result
 
     @endpoint
@@ -249,15 +262,15 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         seed = integer(body, "seed", 0, 2**32 - 1, default=0)
         erase = choice(body, "erase", ("global", "local"), "global")
         curve = choice(body, "curve", ("auto", "none"), "auto")
-        file = ex.upload(json.dumps(boxes).encode())
+        with ex.upload(json.dumps(boxes).encode()) as file:
 
-        def work(out: Path) -> dict:
-            report = forget_report(src, boxes=file, out=out, drop=drop, n=n, seed=seed, erase=erase,
-                                   curve=curve)
-            shutil.copyfile(file, out / "boxes.json")  # what `dcgan forget --boxes` reads
-            return report
+            def work(out: Path) -> dict:
+                report = forget_report(src, boxes=file, out=out, drop=drop, n=n, seed=seed, erase=erase,
+                                       curve=curve)
+                shutil.copyfile(file, out / "boxes.json")  # what `dcgan forget --boxes` reads
+                return report
 
-        return ex.run("forget", work)
+            return ex.run("forget", work)
 
     @endpoint
     def guided_backprop(body: dict) -> dict:
@@ -329,8 +342,8 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
         async def wrapped(request: Request) -> Response:
             try:
                 query = {k: int(v) if v.isdigit() else v for k, v in request.query_params.items()}
-                path = ex.upload(await _read_limited(request, MAX_UPLOAD))
-                return JSONResponse(await run_in_threadpool(handler, query, path))
+                with ex.upload(await _read_limited(request, MAX_UPLOAD)) as path:
+                    return JSONResponse(await run_in_threadpool(handler, query, path))
             except (BadRequest, DCGANError) as e:
                 return JSONResponse({"error": " ".join(str(e).split())}, status_code=400)
         return wrapped
@@ -392,8 +405,42 @@ def explorer(sources: list[str | Path], *, data: str | None = None, data_dir: st
     return app
 
 
-def _columns(n: int) -> int:
-    return max(1, int(math.ceil(math.sqrt(n))))
+@contextlib.contextmanager
+def serving(sources: list[str | Path], *args: str, timeout: float = 120.0) -> Iterator[str]:
+    """`dcgan explore SOURCES ARGS` as a subprocess on a free port of this machine, for scripts and
+    tests: yields the page's URL once the server answers, and stops the server on exit. A server
+    that exits or does not answer within `timeout` seconds is a DCGANError carrying its stderr."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "dcgan", "explore", *map(str, sources), *map(str, args),
+               "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would stall the server
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(url + "api/sources", timeout=2).close()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        server.kill()
+                        server.wait()
+                        log.seek(0)
+                        raise DCGANError(f"dcgan explore did not start within {timeout:g} s: "
+                                         f"{log.read().strip() or 'no error message'}") from None
+                    time.sleep(0.2)
+            yield url
+        finally:
+            if server.poll() is None:
+                server.terminate()
+                try:
+                    server.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
 
 
 def _metrics_rows(path: Path) -> list[dict]:

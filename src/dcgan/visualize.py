@@ -17,10 +17,15 @@ from dcgan.outputs import write_bytes, write_image
 from dcgan.runlog import read_metrics
 
 
+def square_columns(n: int) -> int:
+    """Columns of the square-ish grid of n images: ceil(sqrt(n)), at least 1."""
+    return max(1, math.ceil(math.sqrt(n)))
+
+
 @torch.no_grad()
 def grid(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
     """Images in [-1, 1] -> one float grid image in [0, 1], square-ish by default."""
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(len(images)))))
+    nrow = nrow or square_columns(len(images))
     return make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, normalize=True,
                      value_range=(-1, 1))
 
@@ -47,7 +52,7 @@ def save_sheet(images: torch.Tensor, path: Path, title: str, min_tile: int = 64,
     images = images.detach().float().cpu()
     factor = max(1, -(-min_tile // images.shape[-1]))
     big = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
-    columns = columns or max(1, int(math.ceil(math.sqrt(len(images)))))
+    columns = columns or square_columns(len(images))
     pixels = to_uint8(grid(big, nrow=columns) * 2 - 1).permute(1, 2, 0).numpy()
     sheet = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
     header = 16
