@@ -3,10 +3,9 @@
 import copy
 import json
 import re
-import subprocess
-import sys
 
 import pytest
+from clirun import dcgan
 
 from dcgan.config import PRESETS, TrainConfig, check, differences, from_dict, read_config_file, resolve
 from dcgan.errors import DCGANError
@@ -258,19 +257,12 @@ def test_a_runs_own_config_json_trains_a_new_run_with_the_same_settings(tmp_path
     """`dcgan train --config RUN/config.json --out NEW`: the file a run writes reads back as settings
     (its record of the data, data_fingerprint, is not a setting), and NEW gets RUN's settings."""
     run = tmp_path / "run"
-
-    def dcgan(*args):
-        proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stdout
-
     dcgan("train", "--data", "digits", "--steps", 2, "--ngf", 8, "--ndf", 8, "--batch-size", 16,
           "--label-smoothing", 0.1, "--tensorboard", "false", "--out", run)
     stored = json.loads((run / "config.json").read_text())
     assert "data_fingerprint" in stored
     planned = json.loads(dcgan("train", "--config", run / "config.json", "--out", tmp_path / "new",
-                               "--dry-run"))
+                               "--dry-run").stdout)
     planned.pop("plan")
     stored.pop("data_fingerprint")
     assert planned == {**stored, "out": str(tmp_path / "new")}
