@@ -4,6 +4,9 @@ C chosen on a validation split) over training length, which D layers, pooling, a
 Runs on a run directory with snapshots (a `dcgan train` run keeps one every 1,000 steps):
 
     python benchmarks/representation_ablation.py --run runs/fmnist --draws 3
+    python benchmarks/representation_ablation.py --run runs/base --compare runs/smooth runs/dsteps2
+        # the final D of runs trained with one setting changed (e.g. `dcgan train --config
+        # runs/base/config.json --label-smoothing 0.1 --out runs/smooth`), beside the base run's
 
 Every row uses the same training subset, label draws, validation split and test subset; only the
 features change. Any choice among the rows (snapshot, layers, pooling grid) is made on the
@@ -36,6 +39,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snapshots-only", dest="snapshots_only", action="store_true",
                    help="only the training-length rows (every snapshot and the random D, all layers)")
+    p.add_argument("--compare", nargs="+", type=Path, default=[],
+                   help="runs of the same data and image size whose final D is probed beside --run's final "
+                        "D (training variants); only all-layer rows, paired with --run's")
     p.add_argument("--steps", help="comma list of the snapshot steps to probe (default: every snapshot); "
                    "the layer and pooling rows use the last of them")
     a = p.parse_args()
@@ -62,12 +68,21 @@ def main() -> None:
         snapshots = [s for s in snapshots if int(s.stem.split("_")[1]) in wanted]
         if len(snapshots) != len(wanted):
             raise SystemExit(f"--steps {a.steps}: {run / 'snapshots'} has no snapshot of some of these steps")
-    networks = {f"step {int(s.stem.split('_')[1])}": load_discriminator(s) for s in snapshots}
+    if a.compare:
+        networks = {run.name: final}
+        for other in a.compare:
+            d = load_discriminator(other)
+            if (d.config.image_size, d.config.channels) != (c.image_size, c.channels):
+                raise SystemExit(f"--compare {other}: {d.config.image_size}x{d.config.image_size}x"
+                                 f"{d.config.channels} images, not {run}'s")
+            networks[other.name] = d
+    else:
+        networks = {f"step {int(s.stem.split('_')[1])}": load_discriminator(s) for s in snapshots}
     networks["random init"] = untrained
     last = list(networks)[-2]
     # (row name, network, layers, grid, pool, BN statistics)
     rows = [(f"{name}, all layers", name, None, 4, "max", "averaged") for name in networks]
-    if not a.snapshots_only:
+    if not (a.snapshots_only or a.compare):
         layer_ids = range(len(widths))
         rows += [(f"{last}, layer {i} only", last, [i], 4, "max", "averaged") for i in layer_ids]
         rows += [(f"random init, layer {i} only", "random init", [i], 4, "max", "averaged")
@@ -99,15 +114,21 @@ def main() -> None:
     rand = next(r for r in results if r["features"] == "random init, all layers")["errors"]
     for r in results:  # the same draws for every row: a paired difference with the random D
         r["random_minus_this"] = paired(r["errors"], rand)
+        r["first_minus_this"] = paired(r["errors"], results[0]["errors"])
     trained_rows = [r for r in results if not r["features"].startswith("random init")]
     chosen = min(trained_rows, key=lambda r: r["validation_error"])
-    out = {**record.header(), "config": vars(a), "rows": results, "chosen_on_validation": chosen["features"]}
+    config = {**vars(a), "compare": [str(r) for r in a.compare]}
+    out = {**record.header(), "config": config, "rows": results, "chosen_on_validation": chosen["features"]}
     lines = [f"  Fashion-MNIST few-label probe (100 labels/class, {a.draws} draws, {a.max_train} train / "
              f"{VAL_SIZE} validation / {a.max_test} test images), D of {run.name}:"]
-    lines += [f"  {r['features']} ({r['dim']:,} dims): validation error {r['validation_error']:.2%}; test "
-              f"{describe_probe(r)}; random D's all-layer error minus this, paired: "
-              f"{r['random_minus_this']['mean']:+.2%} ± {r['random_minus_this']['ci95']:.2%}"
-              for r in results]
+    for r in results:
+        line = (f"  {r['features']} ({r['dim']:,} dims): validation error {r['validation_error']:.2%}; test "
+                f"{describe_probe(r)}; random D's all-layer error minus this, paired: "
+                f"{r['random_minus_this']['mean']:+.2%} ± {r['random_minus_this']['ci95']:.2%}")
+        if a.compare and r is not results[0]:
+            line += (f"; error of {results[0]['features']} minus this, paired: "
+                     f"{r['first_minus_this']['mean']:+.2%} ± {r['first_minus_this']['ci95']:.2%}")
+        lines.append(line)
     lines.append(f"  chosen on validation error among the trained D's rows: {chosen['features']}")
     record.save("representation_ablation", out, lines, title="Representation learning: ablation")
 
