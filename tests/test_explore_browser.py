@@ -5,24 +5,16 @@ the command writes."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirun import dcgan
 
 from dcgan.explore import serving
 
 pytestmark = [pytest.mark.extra("browser"), pytest.mark.extra("chromium")]
 
 CHROMIUM = "/usr/bin/chromium"
-
-
-def dcgan(*args) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope="module")
