@@ -1,5 +1,6 @@
 """Representation learning (paper §5): D's pooled features, the L2-SVM protocols, the baselines."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -169,6 +170,29 @@ def test_svm_on_more_rows_than_features_equals_liblinear(c):
     test_x, _ = synthetic(1, n=300, d=40)
     test_x = (test_x * np.linspace(0.5, 5, 40) + 3).astype(np.float32)
     assert (fast.predict(test_x) == plain.predict(scaler.transform(test_x))).mean() > 0.99
+
+
+def test_the_float32_solver_stops_at_its_precision_instead_of_stepping_in_place(monkeypatch):
+    """At float32's floor the gradient cannot reach tol and a zero change in the objective still
+    passed Armijo's test: the solver stepped in place until max_iter (200 products with the
+    features where 8 suffice; hours on the full protocol's 54,000 x 28,672). Same solution as
+    LinearSVC, in a few passes over the features."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    probe_module = importlib.import_module("dcgan.probe")
+    passes = []
+    mv = probe_module._Rows.mv
+    monkeypatch.setattr(probe_module._Rows, "mv", lambda self, w: passes.append(1) or mv(self, w))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 3000)
+    x = (rng.normal(size=(10, 400))[y] * 0.3 + rng.normal(size=(3000, 400)) * 3 + 5).astype(np.float32)
+    fast = LinearSVM(1e-5).fit(x, y)
+    assert len(passes) < 40
+    plain = LinearSVC(C=1e-5, loss="squared_hinge", penalty="l2", max_iter=50000, tol=1e-10)
+    plain.fit(StandardScaler().fit_transform(x), y)
+    scale = np.abs(plain.coef_).max()
+    assert np.abs(fast.coef_[:, :-1] - plain.coef_).max() < 1e-3 * scale
 
 
 @pytest.mark.parametrize("d", [40, 400])  # both paths: more rows than features, and the row span

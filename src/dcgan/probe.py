@@ -142,7 +142,9 @@ def _newton(op, y: torch.Tensor, c: float, tol: float = 1e-6, max_iter: int = 10
         ad, slope, step = op.mv(d), float((g * d).sum()), 1.0
         while step > 1e-8:  # the objective along d is a cheap function of z + step * ad
             f_new, slack_new = objective(w + step * d, z + step * ad)
-            if float(f_new) <= float(f) + 0.01 * step * slope:
+            # Armijo, and a decrease the objective's precision can show: at float32's floor a zero
+            # change passes Armijo's test, and the search would step in place until max_iter
+            if float(f_new) <= float(f) + 0.01 * step * slope and float(f_new) < float(f):
                 break
             step /= 2
         else:
