@@ -62,12 +62,6 @@ def main() -> None:
 
     torch.manual_seed(a.seed)
     untrained = Discriminator(c).eval()  # first: loading snapshots draws initial weights too
-    snapshots = sorted((run / "snapshots").glob("step_*.pt"))
-    if a.steps:
-        wanted = {int(s) for s in a.steps.split(",")}
-        snapshots = [s for s in snapshots if int(s.stem.split("_")[1]) in wanted]
-        if len(snapshots) != len(wanted):
-            raise SystemExit(f"--steps {a.steps}: {run / 'snapshots'} has no snapshot of some of these steps")
     if a.compare:
         networks = {run.name: final}
         for other in a.compare:
@@ -77,6 +71,13 @@ def main() -> None:
                                  f"{d.config.channels} images, not {run}'s")
             networks[other.name] = d
     else:
+        snapshots = sorted((run / "snapshots").glob("step_*.pt"))
+        if a.steps:
+            wanted = {int(s) for s in a.steps.split(",")}
+            snapshots = [s for s in snapshots if int(s.stem.split("_")[1]) in wanted]
+            if len(snapshots) != len(wanted):
+                raise SystemExit(f"--steps {a.steps}: {run / 'snapshots'} has no snapshot of some of these "
+                                 "steps")
         networks = {f"step {int(s.stem.split('_')[1])}": load_discriminator(s) for s in snapshots}
     networks["random init"] = untrained
     last = list(networks)[-2]
