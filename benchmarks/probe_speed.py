@@ -1,0 +1,63 @@
+"""Speed of the products the linear probe's solver is made of, on N x D float32 features.
+
+Each Newton-CG step of `dcgan probe`'s SVM multiplies the features by a few columns (x @ v, one per
+class) and their transpose by a few columns (x^T r). On the full-label protocol's 54,000 x 28,672
+features these products are the whole cost. `x^T r` written as `x.T @ r` makes the CPU BLAS walk
+x column by column; the solver computes it as `(r^T x)^T` (`probe._tmv`), the same numbers in a
+row-by-row walk. This script times both forms side by side, alternating, on the same
+standard-normal features (time depends on the shape, not the values), and `x @ v` for scale.
+
+    python benchmarks/probe_speed.py --n 54000 --dim 7168
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import record
+import torch
+
+from dcgan.probe import _tmv, t_interval
+
+
+def seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=20000, help="feature vectors (rows)")
+    p.add_argument("--dim", type=int, default=7168)
+    p.add_argument("--classes", type=int, default=10, help="columns of v and r")
+    p.add_argument("--repeats", type=int, default=5)
+    a = p.parse_args()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(a.n, a.dim, generator=gen)
+    r = torch.randn(a.n, a.classes, generator=gen)
+    v = torch.randn(a.dim, a.classes, generator=gen)
+    plain, rows, forward = [], [], []
+    _tmv(x, r), x.T @ r  # warm-up: BLAS threads and buffers
+    for _ in range(a.repeats):
+        plain.append(seconds(lambda: x.T @ r))
+        rows.append(seconds(lambda: _tmv(x, r)))
+        forward.append(seconds(lambda: x @ v))
+    reference = (x.double().T @ r.double()).float()
+    error = {name: float(((out - reference).norm() / reference.norm()))
+             for name, out in (("x.T @ r", x.T @ r), ("(r.T @ x).T", _tmv(x, r)))}
+    speedup = t_interval(np.asarray(plain) / np.asarray(rows))
+    result = {**record.header(), "config": vars(a), "seconds_xT_r": plain, "seconds_rT_x_T": rows,
+              "seconds_x_v": forward, "speedup": speedup, "relative_error_vs_float64": error}
+    record.save("probe_speed", result, title="Speed of the probe's solver", lines=[
+        f"  x^T r on {a.n:,} x {a.dim:,} float32 features and {a.classes} columns, {a.repeats} paired "
+        f"repeats: `x.T @ r` {np.median(plain):.3f} s, `(r.T @ x).T` {np.median(rows):.3f} s (medians), "
+        f"{speedup['mean']:.1f}x ± {speedup['ci95']:.1f} faster (95% t-interval of the per-repeat ratio); "
+        f"`x @ v` {np.median(forward):.3f} s. Relative error against float64: "
+        f"{error['x.T @ r']:.1e} and {error['(r.T @ x).T']:.1e}."])
+
+
+if __name__ == "__main__":
+    main()
