@@ -46,15 +46,16 @@ def main() -> None:
         rows.append(seconds(lambda: _tmv(x, r)))
         forward.append(seconds(lambda: x @ v))
     reference = (x.double().T @ r.double()).float()
-    error = {name: float(((out - reference).norm() / reference.norm()))
+    error = {name: float((out - reference).norm() / reference.norm())
              for name, out in (("x.T @ r", x.T @ r), ("(r.T @ x).T", _tmv(x, r)))}
     speedup = t_interval(np.asarray(plain) / np.asarray(rows))
     result = {**record.header(), "config": vars(a), "seconds_xT_r": plain, "seconds_rT_x_T": rows,
-              "seconds_x_v": forward, "speedup": speedup, "relative_error_vs_float64": error}
+              "seconds_x_v": forward, "speedup": speedup,
+              "interval": "Student-t 95% over the paired repeats", "relative_error_vs_float64": error}
     record.save("probe_speed", result, title="Speed of the probe's solver", lines=[
         f"  x^T r on {a.n:,} x {a.dim:,} float32 features and {a.classes} columns, {a.repeats} paired "
         f"repeats: `x.T @ r` {np.median(plain):.3f} s, `(r.T @ x).T` {np.median(rows):.3f} s (medians), "
-        f"{speedup['mean']:.1f}x ± {speedup['ci95']:.1f} faster (95% t-interval of the per-repeat ratio); "
+        f"{speedup['mean']:.1f}x ± {speedup['ci95']:.1f} faster (per-repeat ratio, t 95%); "
         f"`x @ v` {np.median(forward):.3f} s. Relative error against float64: "
         f"{error['x.T @ r']:.1e} and {error['(r.T @ x).T']:.1e}."])
 

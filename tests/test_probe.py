@@ -167,7 +167,8 @@ def test_svm_on_more_rows_than_features_equals_liblinear(c):
     scale = np.abs(plain.coef_).max()
     assert np.abs(fast.coef_[:, :-1] - plain.coef_).max() < 1e-3 * scale
     # to 0.1% of the larger of the weights and the intercepts (here 10x the weights; float32 features)
-    assert np.abs(fast.coef_[:, -1] - plain.intercept_).max() < 1e-3 * max(scale, np.abs(plain.intercept_).max())
+    size = max(scale, np.abs(plain.intercept_).max())
+    assert np.abs(fast.coef_[:, -1] - plain.intercept_).max() < 1e-3 * size
     test_x, _ = synthetic(1, n=300, d=40)
     test_x = (test_x * np.linspace(0.5, 5, 40) + 3).astype(np.float32)
     assert (fast.predict(test_x) == plain.predict(scaler.transform(test_x))).mean() > 0.99
