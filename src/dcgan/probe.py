@@ -38,6 +38,7 @@ __all__ = ["describe_paired", "describe_probe", "probe"]  # public: dcgan.NAME
 # edge (the paper's released SVHN script searched 1e-4..1e-2); how often it was is reported
 CS = tuple(10.0 ** k for k in range(-5, 1))
 VAL_SIZE = 10000  # the few-label protocol's validation split (paper §5.2, SVHN)
+RANK = 128  # the preconditioner's subspace on the full protocol's path (_Deflation)
 
 
 def t_interval(values) -> dict:
@@ -113,20 +114,59 @@ def _column_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.float(), scale.float()
 
 
-def _newton(op, y: torch.Tensor, c: float, tol: float = 1e-6, max_iter: int = 100,
-            start: torch.Tensor | None = None) -> torch.Tensor:
+class _Deflation:
+    """A preconditioner for the Newton systems (I + 2C A^T D_k A) d_k = -g_k of one SVM. The features
+    of a deep network are strongly correlated, so A^T A has a few huge eigenvalues and conjugate
+    gradients crawl at large C. On the span of A's top right singular vectors V the system is small
+    (r x r per class) and is solved outright; on the rest the preconditioner is the Hessian's mean
+    eigenvalue there, from the active rows' squared norms (what is left of the trace):
+
+    M_k^-1 = V (I + 2C U^T D_k U)^-1 V^T + (I - V V^T) / (1 + 2C t_k),
+    t_k = (sum_i D_ik |row_i|^2 - trace(U^T D_k U)) / (width - r), with U = A V kept from the sketch."""
+
+    def __init__(self, op: _Rows, rank: int, seed: int = 0):
+        # a randomized range finder with one power iteration (Halko, Martinsson & Tropp 2011): four
+        # products of the features with rank + 10 columns, and one pass for the rows' norms
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        probe = torch.randn(op.width, rank + 10, generator=gen).to(op.mean.device)
+        q = torch.linalg.qr(op.mv(probe))[0]
+        q = torch.linalg.qr(op.mv(op.rmv(q)))[0]
+        left, sv, vt = torch.linalg.svd(op.rmv(q).T, full_matrices=False)  # A ~ Q (A^T Q)^T
+        self.v = vt[:rank].T.contiguous()  # (width, r)
+        self.u = (q @ left[:, :rank]) * sv[:rank]  # A V, (n, r)
+        chunk = max(1, 2**20 // max(1, op.x.shape[1]))
+        self.norms = torch.cat([((part - op.mean) / op.scale).square().sum(1) + 1
+                                for part in op.x.split(chunk)])  # |row_i|^2, the bias's 1 included
+
+    def prepare(self, active: torch.Tensor, c: float) -> None:
+        """The small systems and the rest's scale for this Newton step's active sets (a column per class)."""
+        rank = self.v.shape[1]
+        grams = torch.stack([(self.u * a[:, None]).T @ self.u for a in active.T])  # (K, r, r)
+        eye = torch.eye(rank, dtype=self.u.dtype, device=self.u.device)
+        self.small = torch.linalg.inv(eye + 2 * c * grams)
+        rest = (self.norms @ active - grams.diagonal(dim1=1, dim2=2).sum(1)).clamp_min(0)
+        self.rest = 1 / (1 + 2 * c * rest / (len(self.v) - rank))  # (K,)
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:  # (width, K) -> (width, K)
+        coords = self.v.T @ r  # (r, K)
+        return (r - self.v @ coords) * self.rest + self.v @ torch.einsum("krs,sk->rk", self.small, coords)
+
+
+def _newton(op, y: torch.Tensor, c: float, tol: float = 1e-5, max_iter: int = 100,
+            start: torch.Tensor | None = None, precondition: _Deflation | None = None) -> torch.Tensor:
     """Minimise sum_k 0.5 |w_k|^2 + C sum_i max(0, 1 - y_ik <w_k, row_i>)^2 (one-vs-rest L2-SVM, all
     classes at once: the problem is separable in k) by Newton-CG with the generalised Hessian
     I + 2C A^T D A and an Armijo line search, as liblinear's primal solver does. Stops when the
-    gradient norm falls below tol times its value at w = 0, or when no step lowers the objective at
-    this precision. `start`: the solution of a nearby problem (the previous C of a search), a warm
-    start."""
+    gradient norm falls below tol times its value at w = 0 (1e-5: above the noise of float32
+    products, whose floor is near 1e-6), or when no step lowers the objective (summed in float64).
+    `start`: the solution of a nearby problem (the previous C of a search), a warm start.
+    `precondition`: a _Deflation for the conjugate gradients."""
     w = torch.zeros(op.width, y.shape[1], dtype=y.dtype, device=y.device) if start is None else start.clone()
     z = torch.zeros_like(y) if start is None else op.mv(w)
 
     def objective(w, z):
-        slack = (1 - y * z).clamp_min(0)
-        return 0.5 * (w * w).sum() + c * (slack * slack).sum(), slack
+        slack = (1 - y * z).clamp_min(0)  # summed in float64: the line search compares these sums
+        return 0.5 * w.double().square().sum() + c * slack.double().square().sum(), slack
 
     f, slack = objective(w, z)
     g = w - 2 * c * op.rmv(y * slack)
@@ -135,17 +175,24 @@ def _newton(op, y: torch.Tensor, c: float, tol: float = 1e-6, max_iter: int = 10
         if float(g.norm()) <= tol * g0:
             break
         active = (slack > 0).to(y.dtype)
-        # conjugate gradients on H d = -g, to a relative residual of 0.1 (a truncated Newton step)
+        # (preconditioned) conjugate gradients on H d = -g, to a relative residual of 0.1 (a
+        # truncated Newton step); any symmetric positive definite preconditioner keeps d a descent
+        # direction and leaves the optimum as it is
+        if precondition is not None:
+            precondition.prepare(active, c)
+        apply = precondition or (lambda v: v)
         d, r = torch.zeros_like(g), -g
-        p, rr = r.clone(), float((r * r).sum())
+        pr = apply(r)
+        p, rz = pr.clone(), float((r * pr).sum())
         for _ in range(250):
             hp = p + 2 * c * op.rmv(active * op.mv(p))
-            alpha = rr / float((p * hp).sum())
+            alpha = rz / float((p * hp).sum())
             d, r = d + alpha * p, r - alpha * hp
-            rr_new = float((r * r).sum())
-            if rr_new <= 0.01 * float((g * g).sum()):
+            if float((r * r).sum()) <= 0.01 * float((g * g).sum()):
                 break
-            p, rr = r + (rr_new / rr) * p, rr_new
+            pr = apply(r)
+            rz_new = float((r * pr).sum())
+            p, rz = pr + (rz_new / rz) * p, rz_new
         ad, slope, step = op.mv(d), float((g * d).sum()), 1.0
         while step > 1e-8:  # the objective along d is a cheap function of z + step * ad
             f_new, slack_new = objective(w + step * d, z + step * ad)
@@ -174,8 +221,8 @@ class LinearSVM:
     there, so it is the same problem in n instead of d unknowns per class.
     """
 
-    def __init__(self, c: float | None, device: str | torch.device = "cpu"):
-        self.c, self.device = c, torch.device(device)
+    def __init__(self, c: float | None, device: str | torch.device = "cpu", rank: int = RANK):
+        self.c, self.device, self.rank = c, torch.device(device), rank
 
     def _features(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=torch.float32).to(self.device)  # no copy for float32 on the CPU
@@ -194,6 +241,9 @@ class LinearSVM:
                               torch.ones(len(feats), 1, dtype=torch.float64, device=self.device)], 1)
             self.basis, upper = torch.linalg.qr(rows.T)  # rows^T = Q R: the rows are R^T in basis Q
             self.span = _Matrix(upper.T)
+        self.deflation = None
+        if self.span is None and 0 < self.rank and 2 * self.rank < feats.shape[1]:
+            self.deflation = _Deflation(self._rows(x), self.rank)
         return self
 
     def fit_rows(self, rows: _Rows, y: np.ndarray, start: LinearSVM | None = None) -> LinearSVM:
@@ -206,7 +256,7 @@ class LinearSVM:
             self.solution = _newton(self.span, signs, self.c, start=warm)
             self.w = (self.basis @ self.solution).float()
         else:
-            self.solution = _newton(rows, signs.float(), self.c, start=warm)
+            self.solution = _newton(rows, signs.float(), self.c, start=warm, precondition=self.deflation)
             self.w = self.solution
         return self
 
