@@ -38,7 +38,7 @@ __all__ = ["describe_paired", "describe_probe", "probe"]  # public: dcgan.NAME
 # edge (the paper's released SVHN script searched 1e-4..1e-2); how often it was is reported
 CS = tuple(10.0 ** k for k in range(-5, 1))
 VAL_SIZE = 10000  # the few-label protocol's validation split (paper §5.2, SVHN)
-RANK = 128  # the preconditioner's subspace on the full protocol's path (_Deflation)
+RANK = 512  # the preconditioner's subspace on the full protocol's path (_Deflation)
 
 
 def t_interval(values) -> dict:
@@ -242,8 +242,9 @@ class LinearSVM:
             self.basis, upper = torch.linalg.qr(rows.T)  # rows^T = Q R: the rows are R^T in basis Q
             self.span = _Matrix(upper.T)
         self.deflation = None
-        if self.span is None and 0 < self.rank and 2 * self.rank < feats.shape[1]:
-            self.deflation = _Deflation(self._rows(x), self.rank)
+        rank = min(self.rank, feats.shape[1] // 32)  # its memory: a few n x rank, small beside x
+        if self.span is None and rank >= 8:
+            self.deflation = _Deflation(self._rows(x), rank)
         return self
 
     def fit_rows(self, rows: _Rows, y: np.ndarray, start: LinearSVM | None = None) -> LinearSVM:
