@@ -8,12 +8,13 @@ row-by-row walk. This script times both forms side by side, alternating, on the 
 standard-normal features (time depends on the shape, not the values), and `x @ v` for scale.
 
 With --features, it also fits the SVM on the first N rows of features written by `dcgan
-features` at each C, without and with the solver's preconditioner (probe._Deflation), and reports
-the passes over the features, the time and the largest weight difference between the two (the
-same optimum). Deep features are strongly correlated, which is what the preconditioner is for.
+features` at each C, at each rank of the solver's preconditioner (probe._Deflation; 0: none),
+and reports the passes over the features, the time and the largest weight difference from the
+first rank's (the same optimum). Deep features are strongly correlated, which is what the
+preconditioner is for. N must exceed the feature dimension (the full protocol's path).
 
     python benchmarks/probe_speed.py --n 54000 --dim 7168
-    python benchmarks/probe_speed.py --n 3000 --features FEATURES --cs 1e-4,1e-3
+    python benchmarks/probe_speed.py --n 30000 --features FEATURES --cs 1e-4 --ranks 0,128
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--features", help="a folder written by `dcgan features`: also time SVM fits on it")
     p.add_argument("--cs", default="1e-4,1e-3", help="comma list of C for --features")
+    p.add_argument("--ranks", default=f"0,{probe.RANK}", help="preconditioner ranks for --features (0: none)")
     a = p.parse_args()
     if a.features:
         return fits(a)
@@ -74,7 +76,7 @@ def main() -> None:
 
 
 def fits(a) -> None:
-    """The SVM at each C on the first a.n stored training rows: plain and preconditioned."""
+    """The SVM at each C on the first a.n stored training rows, at each preconditioner rank."""
     x = np.ascontiguousarray(np.load(f"{a.features}/train.npy", mmap_mode="r")[: a.n])
     y = np.load(f"{a.features}/train_labels.npy")[: a.n]
     passes = []
@@ -82,28 +84,32 @@ def fits(a) -> None:
     probe._Rows.mv = lambda self, w: passes.append(1) or mv(self, w)
     rows = []
     for c in [float(v) for v in a.cs.split(",")]:
-        row = {"C": c}
-        for name, rank in (("plain", 0), ("preconditioned", probe.RANK)):
+        row, first = {"C": c, "fits": []}, None
+        for rank in [int(v) for v in a.ranks.split(",")]:
             passes.clear()
             svm = probe.LinearSVM(c, rank=rank)
             t = time.perf_counter()
             svm.fit(x, y)
-            row[name] = {"rank": rank, "passes": len(passes), "seconds": time.perf_counter() - t,
-                         "train_accuracy": svm.score(x, y)}
-            row[f"{name}_w"] = svm.coef_
-        row["max_weight_difference"] = float(np.abs(row.pop("plain_w") - row["preconditioned_w"]).max())
-        row["max_weight"] = float(np.abs(row.pop("preconditioned_w")).max())
+            fit = {"rank": rank, "passes": len(passes), "seconds": time.perf_counter() - t,
+                   "train_accuracy": svm.score(x, y), "max_weight": float(np.abs(svm.coef_).max())}
+            first = svm.coef_ if first is None else first
+            fit["max_weight_difference_vs_first"] = float(np.abs(svm.coef_ - first).max())
+            row["fits"].append(fit)
+            print(c, fit, flush=True)
         rows.append(row)
-        print(row, flush=True)
     result = {**record.header(), "config": vars(a), "shape": list(x.shape), "fits": rows}
     record.save("probe_speed", result, title="Speed of the probe's solver", lines=[
-        f"  SVM fits on {x.shape[0]:,} x {x.shape[1]:,} stored D features ({a.features}), passes over "
-        "the features and seconds, plain / preconditioned (rank "
-        f"{probe.RANK}): " + "; ".join(
-            f"C = {r['C']:g}: {r['plain']['passes']} / {r['preconditioned']['passes']} passes, "
-            f"{r['plain']['seconds']:.0f} / {r['preconditioned']['seconds']:.0f} s, largest weight "
-            f"difference {r['max_weight_difference']:.1e} (largest weight {r['max_weight']:.1e})"
-            for r in rows) + "."])
+        f"  SVM fits on {x.shape[0]:,} x {x.shape[1]:,} stored D features ({a.features}) by "
+        "preconditioner rank (0: none): " + "; ".join(map(describe, rows)) + "."])
+
+
+def describe(row: dict) -> str:
+    fits, first = row["fits"], row["fits"][0]
+    worst = max(f["max_weight_difference_vs_first"] for f in fits)
+    return (f"C = {row['C']:g}: " + ", ".join(f"rank {f['rank']} {f['passes']} passes in {f['seconds']:.0f} s"
+                                              for f in fits)
+            + f" (largest weight {first['max_weight']:.2f}; largest difference from rank {first['rank']}'s "
+            f"weights {worst:.1e})")
 
 
 if __name__ == "__main__":

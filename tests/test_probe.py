@@ -21,6 +21,7 @@ from dcgan.probe import (
     full_protocol,
     mean_of_inits,
     paired,
+    select_c,
     t_interval,
 )
 from dcgan.representation import (
@@ -224,6 +225,19 @@ def test_the_preconditioner_cuts_the_passes_on_correlated_features_to_the_same_o
         counts[rank] = len(passes)
         assert np.abs(fast.coef_[:, :-1] - plain.coef_).max() < 1e-3 * scale
     assert counts[512] * 3 < counts[0]  # measured: 70 against 261
+
+
+def test_the_c_search_stops_once_validation_accuracy_has_peaked():
+    """The full protocol's search (patience 2) skips the largest C, its slowest fits, once two
+    successive C score below the best, and chooses the C that the whole grid would."""
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 1500)
+    x = (rng.normal(size=(1500, 60)) + 1.5 * np.eye(4, 60)[y]).astype(np.float32)
+    y = np.where(rng.random(1500) < 0.3, rng.integers(0, 4, 1500), y)  # noisy labels: large C overfits
+    whole = select_c(x[:1200], y[:1200], x[1200:], y[1200:])
+    patient = select_c(x[:1200], y[:1200], x[1200:], y[1200:], patience=2)
+    assert whole[3] == len(CS) and whole[0] == 1e-4  # the peak, then four C scoring lower
+    assert patient[:2] == whole[:2] and patient[3] == CS.index(whole[0]) + 1 + 2
 
 
 @pytest.mark.parametrize("d", [40, 400])  # both paths: more rows than features, and the row span
