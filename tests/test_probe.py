@@ -175,7 +175,17 @@ def test_svm_on_more_rows_than_features_equals_liblinear(c):
     assert (fast.predict(test_x) == plain.predict(scaler.transform(test_x))).mean() > 0.99
 
 
-def test_the_float32_solver_stops_at_its_precision_instead_of_stepping_in_place(monkeypatch):
+@pytest.fixture
+def passes(monkeypatch) -> list:
+    """One entry per product of the full-protocol path's features with weights (a pass over them)."""
+    probe_module = importlib.import_module("dcgan.probe")
+    counted = []
+    mv = probe_module._Rows.mv
+    monkeypatch.setattr(probe_module._Rows, "mv", lambda self, w: counted.append(1) or mv(self, w))
+    return counted
+
+
+def test_the_float32_solver_stops_at_its_precision_instead_of_stepping_in_place(passes):
     """At float32's floor the gradient cannot reach tol and a zero change in the objective still
     passed Armijo's test: the solver stepped in place until max_iter (200 products with the
     features where 8 suffice; hours on the full protocol's 54,000 x 28,672). Same solution as
@@ -183,10 +193,6 @@ def test_the_float32_solver_stops_at_its_precision_instead_of_stepping_in_place(
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    probe_module = importlib.import_module("dcgan.probe")
-    passes = []
-    mv = probe_module._Rows.mv
-    monkeypatch.setattr(probe_module._Rows, "mv", lambda self, w: passes.append(1) or mv(self, w))
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 3000)
     x = (rng.normal(size=(10, 400))[y] * 0.3 + rng.normal(size=(3000, 400)) * 3 + 5).astype(np.float32)
@@ -198,17 +204,13 @@ def test_the_float32_solver_stops_at_its_precision_instead_of_stepping_in_place(
     assert np.abs(fast.coef_[:, :-1] - plain.coef_).max() < 1e-3 * scale
 
 
-def test_the_preconditioner_cuts_the_passes_on_correlated_features_to_the_same_optimum(monkeypatch):
+def test_the_preconditioner_cuts_the_passes_on_correlated_features_to_the_same_optimum(passes):
     """A deep network's features are strongly correlated: a few huge eigenvalues of A^T A make plain
     conjugate gradients crawl at large C (hours on 54,000 x 28,672 features). The preconditioner,
     exact on the top singular subspace, reaches LinearSVC's weights in a fraction of the passes."""
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    probe_module = importlib.import_module("dcgan.probe")
-    passes = []
-    mv = probe_module._Rows.mv
-    monkeypatch.setattr(probe_module._Rows, "mv", lambda self, w: passes.append(1) or mv(self, w))
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 3000)
     x = rng.normal(size=(10, 400))[y] * 0.3 + rng.normal(size=(3000, 400)) * 3 + 5
