@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 
@@ -17,6 +18,8 @@ from dcgan.probe import (
     LinearSVM,
     add_paired,
     balanced_draw,
+    describe_paired,
+    describe_probe,
     few_protocol,
     full_protocol,
     mean_of_inits,
@@ -274,6 +277,7 @@ rng = np.random.default_rng(0)
 x = rng.standard_normal((20000, 2000), dtype=np.float32)  # 160 MB of features
 y = rng.integers(0, 10, len(x))
 x[np.arange(len(x)), y] += 3  # learnable
+LinearSVM(1e-4).fit(x[:600, :700], y[:600])  # loads torch's kernels: their pages are not the fit's
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 acc = LinearSVM(1e-4).fit(x, y).score(x, y)  # a small C: few Newton steps, seconds
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024 / x.nbytes, acc)
@@ -283,15 +287,20 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024 / x.nby
 def test_svm_fit_needs_a_fraction_of_the_features_memory():
     """Peak memory of a fit above the features themselves, in a fresh process: under half the
     features' size (BLAS buffers and per-class vectors; liblinear needed a float64 copy of the
-    features plus its own 16-byte-per-value rows: over 6x)."""
-    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD], capture_output=True, text=True, timeout=300)
+    features plus its own 16-byte-per-value rows: over 6x). glibc's malloc gets a fixed mmap
+    threshold: with its default, a dynamic one, heap pages freed by the fit's temporaries stay
+    resident at random, which moved this measure between 0.17x and 0.73x from run to run."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(2**20)}
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD], capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
     extra, acc = map(float, proc.stdout.split())
     assert extra < 0.5 and acc > 0.9
 
 
 def test_paired_comparison_over_the_same_draws():
-    rows = [{"errors": [0.10, 0.20, 0.30, 0.40]}, {"errors": [0.12, 0.21, 0.29, 0.40]}]
+    rows = [{"protocol": "few", "errors": [0.10, 0.20, 0.30, 0.40]},
+            {"protocol": "few", "errors": [0.12, 0.21, 0.29, 0.40]}]
     add_paired(rows)
     p = rows[1]["paired_vs_first"]
     diff = np.array([0.02, 0.01, -0.01, 0.0])
@@ -308,6 +317,26 @@ def test_paired_comparison_over_the_same_draws():
     assert paired(np.zeros(10), np.arange(1, 11) / 100)["sign_p_value"] == pytest.approx(2 / 1024)
 
 
+def test_the_full_protocol_compares_methods_image_by_image():
+    """One train/test split, so the comparison pairs the test images: the error difference over
+    them with its t-interval, and the sign test over the images one method alone got right, which
+    is McNemar's exact test."""
+    first = np.zeros(100, dtype=int)
+    first[:10] = 1  # wrong on images 0-9
+    other = np.zeros(100, dtype=int)
+    other[5:25] = 1  # wrong on 5-24: both wrong on 5-9, first alone on 0-4, other alone on 10-24
+    rows = [{"protocol": "full", "test_errors": first.tolist()},
+            {"protocol": "full", "test_errors": other.tolist()}]
+    add_paired(rows)
+    p = rows[1]["paired_vs_first"]
+    assert p["unit"] == "test images" and p["draws"] == 100
+    assert p["mean"] == pytest.approx(0.10)  # 20% - 10%
+    assert (p["first_better"], p["first_worse"], p["ties"]) == (15, 5, 80)
+    from scipy import stats
+    assert p["sign_p_value"] == pytest.approx(stats.binomtest(15, 20).pvalue)  # McNemar, exact
+    assert "McNemar" in describe_paired(p, "DCGAN") and "over 100 test images" in describe_paired(p, "DCGAN")
+
+
 def test_random_baseline_is_the_mean_of_its_inits():
     a = {"protocol": "few", "error": 0.2, "errors": [0.1, 0.3], "validation_error": 0.2,
          "validation_errors": [0.2, 0.2], "C": [1e-3, 1e-2], "C_at_edge": 0}
@@ -316,6 +345,13 @@ def test_random_baseline_is_the_mean_of_its_inits():
     assert m["errors"] == pytest.approx([0.15, 0.35]) and m["error"] == pytest.approx(0.25)
     assert m["inits"] == 2 and m["init_spread"] == pytest.approx(np.std([0.2, 0.3], ddof=1))
     assert m["C_at_edge"] == 1 and len(m["C"]) == 4
+    full = {"protocol": "full", "accuracy": 0.9, "C": 1e-3, "C_tried": 4, "C_grid": [1e-3, 1e-2],
+            "validation_accuracy": 0.8, "C_at_edge": 0, "test_errors": [0, 1, 1, 0]}
+    m = mean_of_inits([full, {**full, "accuracy": 0.8, "C": 1e-2, "C_tried": 5, "validation_accuracy": 0.9,
+                              "test_errors": [1, 1, 0, 0]}])
+    assert m["accuracy"] == pytest.approx(0.85) and m["test_errors"] == pytest.approx([0.5, 1, 0.5, 0])
+    assert m["validation_accuracy"] == pytest.approx(0.85) and m["C_tried"] == [4, 5]
+    assert "C 0.001, 0.01 chosen on mean validation accuracy 85.00%; 4, 5 of 2 C fitted" in describe_probe(m)
 
 
 def test_kmeans_features_shape_and_determinism():
@@ -354,6 +390,11 @@ def test_probe_both_protocols_with_baselines_through_the_cli(tmp_path):
           "--out", tmp_path / "full")
     rows = json.loads((tmp_path / "full" / "probe.json").read_text())
     assert len(rows) == 2 and all(r["accuracy"] > 0.8 and r["test"] == 360 for r in rows)
+    assert all(r["accuracy"] == pytest.approx(1 - np.mean(r["test_errors"])) for r in rows)
+    p = rows[1]["paired_vs_first"]  # pixels against D, image by image
+    assert p["draws"] == 360 and p["mean"] == pytest.approx(rows[0]["accuracy"] - rows[1]["accuracy"])
+    table = (tmp_path / "full" / "probe.md").read_text()  # 10% of the 600 training images validate C
+    assert "chosen on 60 validation images" in table and f"{100 * p['mean']:+.2f}%" in table
     dcgan("features", run, "--data", "digits", "--split", "test", "--out", tmp_path / "f.npz")
     saved = np.load(tmp_path / "f.npz")
     assert saved["features"].shape == (360, 384) and saved["labels"].shape == (360,)

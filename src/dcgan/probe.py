@@ -65,7 +65,7 @@ def paired(first, other) -> dict:
     p_sign = float(stats.binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0
     return {"mean": t["mean"], "ci95": t["ci95"], "p_value": p_t, "first_better": wins,
             "first_worse": losses, "ties": len(diff) - wins - losses, "sign_p_value": p_sign,
-            "draws": len(diff)}
+            "draws": len(diff), "confidence": 0.95}
 
 
 def _tmv(m: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -319,9 +319,11 @@ def full_protocol(train_x, train_y, test_x, test_y, val_fraction: float = 0.1, c
     c, val_acc, _, tried = select_c(train_x[fit], train_y[fit], train_x[val], train_y[val], cs, device,
                                     patience=PATIENCE)
     model = LinearSVM(c, device).fit(train_x, train_y)
-    return {"protocol": "full", "accuracy": float(model.score(test_x, test_y)), "C": c,
+    wrong = model.predict(test_x) != test_y
+    return {"protocol": "full", "accuracy": float(1 - wrong.mean()), "C": c,
             "C_grid": list(cs), "C_tried": tried, "C_at_edge": int(at_edge(c, cs)),
-            "validation_accuracy": val_acc, "train": len(train_x), "test": len(test_x)}
+            "validation_accuracy": val_acc, "validation": n_val, "train": len(train_x), "test": len(test_x),
+            "test_errors": wrong.astype(int).tolist()}
 
 
 def balanced_draw(labels: np.ndarray, per_class: int, pool: np.ndarray, rng) -> np.ndarray:
@@ -368,6 +370,9 @@ def mean_of_inits(results: list[dict]) -> dict:
         acc = t_interval([r["accuracy"] for r in results])
         return {**first, "accuracy": acc["mean"], "ci95": acc["ci95"], "init_spread": acc["spread"],
                 "accuracies": [r["accuracy"] for r in results], "C": [r["C"] for r in results],
+                "test_errors": np.mean([r["test_errors"] for r in results], axis=0).tolist(),
+                "validation_accuracy": float(np.mean([r["validation_accuracy"] for r in results])),
+                "C_tried": [r["C_tried"] for r in results],
                 "C_at_edge": sum(r["C_at_edge"] for r in results), "inits": len(results)}
     errors = np.mean([r["errors"] for r in results], axis=0)
     t = t_interval(errors)
@@ -471,8 +476,7 @@ def probe(source: str | Path, *, data: str | None = None, protocol: str = "few",
                 bar.update()
             result = results[0] if len(results) == 1 else mean_of_inits(results)
             rows.append({"method": method, "dim": dim, **result})
-    if protocol == "few":
-        add_paired(rows)
+    add_paired(rows)
     if out is not None:
         write_table(rows, Path(out), data)
     return rows
@@ -488,10 +492,15 @@ def _stored_rows(stored: dict[str, np.ndarray], split: str, rows: torch.Tensor) 
 
 
 def add_paired(rows: list[dict]) -> None:
-    """Every method saw the same label draws, so each baseline is compared with the first row (the
-    DCGAN features) draw by draw (`paired`): much tighter than comparing the two intervals."""
+    """Every method saw the same label draws and the same test images, so each baseline is compared
+    with the first row (the DCGAN features) draw by draw (few) or test image by test image (full,
+    where the sign test over images is McNemar's exact test): much tighter than comparing the two
+    intervals."""
     for r in rows[1:]:
-        r["paired_vs_first"] = paired(rows[0]["errors"], r["errors"])
+        if r["protocol"] == "few":
+            r["paired_vs_first"] = {**paired(rows[0]["errors"], r["errors"]), "unit": "draws"}
+        else:
+            r["paired_vs_first"] = {**paired(rows[0]["test_errors"], r["test_errors"]), "unit": "test images"}
 
 
 def describe_probe(r: dict) -> str:
@@ -504,15 +513,25 @@ def describe_probe(r: dict) -> str:
     else:
         text = f"accuracy {r['accuracy']:.2%}"
         text += f" ± {r['ci95']:.2%} (t 95% over inits)" if r.get("inits", 1) > 1 else ""
+        if "C_tried" in r:  # results from before the C search recorded it have neither
+            inits = isinstance(r["C"], list)
+            cs, tried = (r["C"], r["C_tried"]) if inits else ([r["C"]], [r["C_tried"]])
+            text += (f" (C {', '.join(f'{c:g}' for c in cs)} chosen on {'mean ' if inits else ''}"
+                     f"validation accuracy {r['validation_accuracy']:.2%}; "
+                     f"{', '.join(map(str, tried))} of {len(r['C_grid'])} C fitted)")
     if r.get("inits", 1) > 1:
         text += f"; init-to-init spread {r['init_spread']:.2%} over {r['inits']} inits"
     return text + f"; C at a grid edge {r['C_at_edge']}/{n_c}"
 
 
 def describe_paired(p: dict, first: str) -> str:
-    return (f"minus {first}'s, paired: {p['mean']:+.2%} ± {p['ci95']:.2%} (t 95%), p = {p['p_value']:.2g}; "
-            f"{first} lower in {p['first_better']}/{p['draws']} draws ({p['ties']} ties), "
-            f"sign test p = {p['sign_p_value']:.2g}")
+    """A paired comparison in words: the error difference (this row's minus the first's) over the
+    label draws (few) or over the test images (full: the sign test there is McNemar's)."""
+    unit = p.get("unit", "draws")
+    return (f"error minus {first}'s, paired over {p['draws']:,} {unit}: {p['mean']:+.2%} ± {p['ci95']:.2%} "
+            f"(t 95%), p = {p['p_value']:.2g}; {first} lower on {p['first_better']:,}, higher on "
+            f"{p['first_worse']:,} ({p['ties']:,} ties), sign test p = {p['sign_p_value']:.2g}"
+            + (" (McNemar)" if unit == "test images" else ""))
 
 
 def write_table(rows: list[dict], out: Path, data: str) -> None:
@@ -523,19 +542,22 @@ def write_table(rows: list[dict], out: Path, data: str) -> None:
             f"{len(rows[0]['errors'])} draws: mean ± Student-t 95%; spread = sd of a draw) | "
             f"error − {rows[0]['method']}'s, paired: mean ± t 95%, p (paired t) | "
             "draws it wins, sign-test p | C at grid edge |"
-            if few else "| method | feature dim | test accuracy | C at grid edge |")
+            if few else f"| method | feature dim | test accuracy ({rows[0]['test']:,} images) | "
+            f"error − {rows[0]['method']}'s, paired over the test images: mean ± t 95%, McNemar p | "
+            "C at grid edge |")
     lines = [f"{data}, {'few-label' if few else 'full-label'} protocol; C grid "
-             f"{', '.join(f'{c:g}' for c in rows[0]['C_grid'])}, chosen on {rows[0].get('validation', 'a')} "
-             "validation images", "", head, "|---|---|---|---|---|---|" if few else "|---|---|---|---|"]
+             f"{', '.join(f'{c:g}' for c in rows[0]['C_grid'])}, chosen on {rows[0]['validation']:,} "
+             "validation images", "", head, "|---|---|---|---|---|---|" if few else "|---|---|---|---|---|"]
     for r in rows:
         n_c = len(r["C"]) if isinstance(r["C"], list) else 1
         inits = (f"; {r['inits']} inits, init-to-init spread {r['init_spread']:.2%}"
                  if r.get("inits", 1) > 1 else "")
+        p = r.get("paired_vs_first")
         if not few:
-            lines.append(f"| {r['method']} | {r['dim']:,} | {r['accuracy']:.2%}{inits} | "
+            vs = f"{p['mean']:+.2%} ± {p['ci95']:.2%}, p = {p['sign_p_value']:.2g}" if p else ""
+            lines.append(f"| {r['method']} | {r['dim']:,} | {r['accuracy']:.2%}{inits} | {vs} | "
                          f"{r['C_at_edge']}/{n_c} |")
             continue
-        p = r.get("paired_vs_first")
         vs = (f"{p['mean']:+.2%} ± {p['ci95']:.2%}, p = {p['p_value']:.2g} | "
               f"{p['first_better']}/{p['draws']} ({p['ties']} ties), p = {p['sign_p_value']:.2g}"
               if p else " | ")
