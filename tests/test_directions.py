@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from clirun import dcgan
+from clirun import dcgan, train_tiny
 from PIL import Image
 
 from dcgan.directions import first_layer_weight, pca, prior_sigma, sefa, svm
@@ -184,10 +184,7 @@ def test_projection_leaves_the_networks_untouched():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("directions") / "run"
-    dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 30,
-          "--tensorboard", "false", "--out", out)
-    return out
+    return train_tiny(tmp_path_factory.mktemp("directions") / "run", 30)
 
 
 def test_directions_cli_sefa_pca_svm_and_arithmetic_applies_a_saved_direction(run, tmp_path):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from clirun import dcgan
+from clirun import dcgan, train_tiny
 from PIL import Image
 
 from dcgan.checkpoint import load_generator
@@ -25,10 +25,7 @@ BOXES = [(0, 0, 8, 8)]  # the top-left quarter of a 16x16 image: layer -2 (8x8) 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("forget") / "run"
-    dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 20,
-          "--tensorboard", "false", "--out", out)
-    return out
+    return train_tiny(tmp_path_factory.mktemp("forget") / "run", 20)
 
 
 @pytest.fixture(scope="module")

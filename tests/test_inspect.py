@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from clirun import dcgan
+from clirun import dcgan, train_tiny
 from PIL import Image
 from torchvision.utils import save_image
 
@@ -21,10 +21,7 @@ from dcgan.windows import find_windows, forget_synthetic, synthetic_windows
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("inspect") / "run"
-    dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 60,
-          "--tensorboard", "false", "--out", out)
-    return out
+    return train_tiny(tmp_path_factory.mktemp("inspect") / "run", 60)
 
 
 def png(path):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from clirun import dcgan
+from clirun import dcgan, train_tiny
 
 from dcgan.config import resolve
 from dcgan.models import Discriminator
@@ -368,8 +368,7 @@ def test_probe_both_protocols_with_baselines_through_the_cli(tmp_path):
     run = tmp_path / "run"
     held_out = tmp_path / "test_split.txt"
     held_out.write_text("\n".join(str(i) for i in range(0, 1797, 5)) + "\n")
-    dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 5,
-          "--tensorboard", "false", "--exclude", held_out, "--out", run)
+    train_tiny(run, 5, "--exclude", held_out)
     dcgan("probe", run, "--data", "digits", "--protocol", "few", "--per-class", 5, "--draws", 3,
           "--kmeans-k", 16, "--random-inits", 2, "--out", tmp_path / "few")
     rows = json.loads((tmp_path / "few" / "probe.json").read_text())

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from clirun import dcgan
+from clirun import train_tiny
 from PIL import Image
 
 from dcgan import saliency
@@ -192,9 +192,7 @@ def test_feature_maps_one_entry_per_layer_with_shapes():
 def run(tmp_path_factory):
     """A tiny run on the built-in digits, trained once for this file."""
     out = tmp_path_factory.mktemp("saliency") / "run"
-    dcgan("train", "--image-size", 16, "--ngf", 8, "--ndf", 8, "--nz", 16, "--batch-size", 64, "--steps", 5,
-          "--tensorboard", "false", "--out", out, env={"DCGAN_CACHE_DIR": str(out.parent / "cache")})
-    return out
+    return train_tiny(out, 5, env={"DCGAN_CACHE_DIR": str(out.parent / "cache")})
 
 
 def test_guided_backprop_report_writes_figure_and_json(run, tmp_path):
