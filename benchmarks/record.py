@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -83,6 +84,18 @@ def stamp(date: str) -> str:
     return datetime.fromisoformat(date).astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+# a JSON array of numbers only, as json.dumps(indent=2) writes it: one number per line (the newline
+# after "[" cannot occur inside a JSON string, so a string is never touched)
+NUMBER_ARRAY = re.compile(r"\[(?=\n\s*-?\d)[\d\s,.eE+-]+\]")
+
+
+def dumps(out: dict) -> str:
+    """`out` as indented JSON with every array of numbers on one line: a result holding per-image
+    values (10,000 test errors a row) stays a readable file instead of tens of thousands of lines."""
+    return NUMBER_ARRAY.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group()[1:-1].split(",")) + "]",
+                            json.dumps(out, indent=2))
+
+
 def save(name: str, out: dict, lines: list[str], title: str | None = None, root: Path = HERE) -> Path:
     """Write results/NAME-STAMP.json (refusing to overwrite one) holding `out`, the lines that state its
     numbers and its section, then regenerate RESULTS.md from every result file."""
@@ -91,7 +104,7 @@ def save(name: str, out: dict, lines: list[str], title: str | None = None, root:
     if title is not None:
         out["title"] = title
     (root / "results").mkdir(exist_ok=True)
-    text = json.dumps(out, indent=2)  # before the file exists: a value JSON cannot hold leaves no empty file
+    text = dumps(out)  # before the file exists: a value JSON cannot hold leaves no empty file
     for n in range(1, 100):  # runs started in the same second get -2, -3, ...
         path = root / "results" / f"{name}-{stamp(out['date'])}{f'-{n}' if n > 1 else ''}.json"
         try:

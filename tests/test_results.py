@@ -94,3 +94,13 @@ def test_a_result_file_is_never_overwritten(tmp_path):
     text = (tmp_path / "RESULTS.md").read_text()
     assert later != path and text.index("  n 7") < text.index("  n 9")
     assert "## X (`benchmarks/x.py`)" in text
+
+
+def test_result_files_hold_arrays_of_numbers_on_one_line():
+    out = {"errors": [0, 1, 1], "x": [0.5, -3e-05, 1e+20], "names": ["a", "b"], "nested": [[1, 2], [3]],
+           "empty": [], "text": "[1,\n 2]", "spaced": "[1,2]", "rows": [{"errors": [1, 0]}]}
+    text = record.dumps(out)
+    assert json.loads(text) == out
+    assert '"errors": [0, 1, 1]' in text and '"x": [0.5, -3e-05, 1e+20]' in text
+    assert '"errors": [1, 0]' in text  # inside a list of objects too
+    assert '"names": [\n' in text  # strings keep one per line
