@@ -496,11 +496,9 @@ def add_paired(rows: list[dict]) -> None:
     with the first row (the DCGAN features) draw by draw (few) or test image by test image (full,
     where the sign test over images is McNemar's exact test): much tighter than comparing the two
     intervals."""
+    key, unit = ("errors", "draws") if rows[0]["protocol"] == "few" else ("test_errors", "test images")
     for r in rows[1:]:
-        if r["protocol"] == "few":
-            r["paired_vs_first"] = {**paired(rows[0]["errors"], r["errors"]), "unit": "draws"}
-        else:
-            r["paired_vs_first"] = {**paired(rows[0]["test_errors"], r["test_errors"]), "unit": "test images"}
+        r["paired_vs_first"] = {**paired(rows[0][key], r[key]), "unit": unit}
 
 
 def describe_probe(r: dict) -> str:
