@@ -251,11 +251,19 @@ class LinearSVM:
         return self
 
     def fit_rows(self, rows: _Rows, y: np.ndarray, start: LinearSVM | None = None) -> LinearSVM:
-        """Fit on the training rows of this (prepared) SVM; `start`: an SVM of another C on the same
-        rows, whose solution starts the solver (a warm start: same optimum, fewer steps)."""
+        """Fit on the training rows of this (prepared) SVM; `start`: a nearby SVM (another C, or the same
+        C on other rows of the same features) whose solution starts the solver (a warm start: same
+        optimum, fewer steps)."""
         self.classes = np.unique(y)
         signs = torch.as_tensor(np.where(y[:, None] == self.classes[None], 1.0, -1.0), device=self.device)
-        warm = None if start is None else start.solution
+        if start is None:
+            warm = None
+        elif self.span is None:  # the weights on standardised features are the primal unknowns
+            warm = start.w
+        elif start.basis is self.basis:  # another C on the same rows: the same row-span coordinates
+            warm = start.solution
+        else:  # other rows: the start's weights projected on this row span, where the optimum lies
+            warm = self.basis.T @ start.w.double()
         if self.span is not None:
             self.solution = _newton(self.span, signs, self.c, start=warm)
             self.w = (self.basis @ self.solution).float()
@@ -316,9 +324,10 @@ def full_protocol(train_x, train_y, test_x, test_y, val_fraction: float = 0.1, c
     order = rng.permutation(len(train_x))
     n_val = max(1, int(len(order) * val_fraction))
     val, fit = order[:n_val], order[n_val:]
-    c, val_acc, _, tried = select_c(train_x[fit], train_y[fit], train_x[val], train_y[val], cs, device,
-                                    patience=PATIENCE)
-    model = LinearSVM(c, device).fit(train_x, train_y)
+    c, val_acc, chosen, tried = select_c(train_x[fit], train_y[fit], train_x[val], train_y[val], cs, device,
+                                         patience=PATIENCE)
+    model = LinearSVM(c, device).prepare(train_x)  # all training rows, from the chosen C's solution on 90%
+    model.fit_rows(model._rows(train_x), train_y, start=chosen)
     wrong = model.predict(test_x) != test_y
     return {"protocol": "full", "accuracy": float(1 - wrong.mean()), "C": c,
             "C_grid": list(cs), "C_tried": tried, "C_at_edge": int(at_edge(c, cs)),
