@@ -260,6 +260,16 @@ def test_a_warm_started_svm_reaches_the_same_optimum(d, rows):
     assert (warm.predict(x) == cold.predict(x)).mean() > 0.99
 
 
+def test_a_start_without_every_class_is_not_used():
+    """A class absent from the start's rows (the search's 90% of a tiny training set) has no weights to
+    start from: the fit starts cold and still learns every class."""
+    x, y = synthetic(0, n=300, d=40)
+    partial = LinearSVM(1e-1).fit(x[y != 3], y[y != 3])
+    warm = LinearSVM(1e-1).prepare(x)
+    warm.fit_rows(warm._rows(x), y, start=partial)
+    assert np.array_equal(warm.coef_, LinearSVM(1e-1).fit(x, y).coef_)
+
+
 def test_the_final_fit_starts_from_the_chosen_c_solution(passes):
     """The full protocol's last fit, on all training rows at the chosen C, starts from the solution the
     C search found on 90% of them: the same classifier as a cold fit, in fewer passes over the

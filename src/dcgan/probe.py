@@ -256,8 +256,8 @@ class LinearSVM:
         optimum, fewer steps)."""
         self.classes = np.unique(y)
         signs = torch.as_tensor(np.where(y[:, None] == self.classes[None], 1.0, -1.0), device=self.device)
-        if start is None:
-            warm = None
+        if start is None or not np.array_equal(start.classes, self.classes):
+            warm = None  # (a class missing from the start's rows: no start for its weights)
         elif self.span is None:  # the weights on standardised features are the primal unknowns
             warm = start.w
         elif start.basis is self.basis:  # another C on the same rows: the same row-span coordinates
