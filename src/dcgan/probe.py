@@ -272,8 +272,8 @@ class LinearSVM:
             self.w = self.solution
         return self
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearSVM:
-        return self.prepare(x).fit_rows(self._rows(x), y)
+    def fit(self, x: np.ndarray, y: np.ndarray, start: LinearSVM | None = None) -> LinearSVM:
+        return self.prepare(x).fit_rows(self._rows(x), y, start)
 
     @property
     def coef_(self) -> np.ndarray:
@@ -326,8 +326,7 @@ def full_protocol(train_x, train_y, test_x, test_y, val_fraction: float = 0.1, c
     val, fit = order[:n_val], order[n_val:]
     c, val_acc, chosen, tried = select_c(train_x[fit], train_y[fit], train_x[val], train_y[val], cs, device,
                                          patience=PATIENCE)
-    model = LinearSVM(c, device).prepare(train_x)  # all training rows, from the chosen C's solution on 90%
-    model.fit_rows(model._rows(train_x), train_y, start=chosen)
+    model = LinearSVM(c, device).fit(train_x, train_y, start=chosen)  # all rows, from the 90%'s fit
     wrong = model.predict(test_x) != test_y
     return {"protocol": "full", "accuracy": float(1 - wrong.mean()), "C": c,
             "C_grid": list(cs), "C_tried": tried, "C_at_edge": int(at_edge(c, cs)),
