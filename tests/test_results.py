@@ -17,7 +17,7 @@ NUMBER = re.compile(r"(?<![A-Za-z_\d])(?<![A-Za-z]-)\d+(?:,\d{3})*(?:\.\d+)?(?:e
 
 def held(result: dict) -> set[tuple]:
     """(decimals, value) pairs a line may state: every number in the JSON rounded to 0-4 decimals, as
-    is, as a percentage and in minutes, and every number written in its strings."""
+    is, as a percentage and in minutes, every list's length, and every number written in its strings."""
     values, found = [], set()
 
     def walk(x):
@@ -26,6 +26,7 @@ def held(result: dict) -> set[tuple]:
                 walk(k)
                 walk(v)
         elif isinstance(x, list):
+            values.append(len(x))  # a count of its items, e.g. "4 of 6 C fitted" of a 6-value C grid
             for v in x:
                 walk(v)
         elif isinstance(x, bool) or x is None:
@@ -76,6 +77,8 @@ def test_the_check_catches_a_number_no_json_holds():
     assert unheld("error 19.11%, 0.19, 6.8 min, 1.9e-01, 408", result) == []
     text = "float32 on CIFAR-10: error 19.12%, about 500 img/s, 1,000, 3.0e-01"
     assert unheld(text, result) == ["19.12", "500", "1,000", "3.0e-01"]
+    grid = {"C_grid": [1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0], "C_tried": 4}
+    assert unheld("4 of 6 C fitted", grid) == [] and unheld("4 of 7 C fitted", grid) == ["7"]
 
 
 def test_results_md_is_regenerated_from_the_result_files():
